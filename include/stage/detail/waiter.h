@@ -1,0 +1,193 @@
+#pragma once
+
+// Plumbing shared by every Stage awaitable. Not API: the names in stage::detail may change.
+
+#include <stage/errors.h>
+#include <stage/global.h>
+
+#include <atomic>
+#include <coroutine>
+#include <exception>
+#include <optional>
+#include <stop_token>
+#include <utility>
+
+QT_BEGIN_NAMESPACE
+class QThread;
+QT_END_NAMESPACE
+
+namespace stage {
+
+class Worker;
+
+namespace detail {
+
+class Executor;
+class WorkerCore;
+
+/*
+    A unit of work run later on one executor's thread (Executor::post). Intrusive, so that posting
+    needs no allocation. run() receives the reference that post() was given; drop() is called
+    instead when the executor's thread has finished and the job can never run.
+*/
+class STAGE_EXPORT Job
+{
+public:
+    virtual ~Job();
+    virtual void run() noexcept = 0;
+    virtual void drop() noexcept;
+
+    Job *nextJob = nullptr;
+};
+
+/* The worker whose code runs on this thread now (set while Stage starts or resumes it), or null. */
+STAGE_EXPORT WorkerCore *currentWorker() noexcept;
+/* True when \a worker (may be null) has been asked to stop. */
+STAGE_EXPORT bool isStopRequested(const WorkerCore *worker) noexcept;
+
+/* Sets the current worker of this thread for its lifetime and restores the previous one. */
+class STAGE_EXPORT CurrentWorkerScope
+{
+public:
+    explicit CurrentWorkerScope(WorkerCore *worker) noexcept;
+    ~CurrentWorkerScope();
+    CurrentWorkerScope(const CurrentWorkerScope &) = delete;
+    CurrentWorkerScope &operator=(const CurrentWorkerScope &) = delete;
+
+private:
+    WorkerCore *m_previous;
+};
+
+/*
+    The shared state of one suspension of a coroutine on a Stage awaitable.
+
+    Sources (a timer, a signal, a future, the worker's stop token, ...) race to settle it, on any
+    thread: claim() lets exactly one of them win, the winner stores its outcome and calls publish(),
+    which resumes the coroutine on its home thread (the thread that suspended it) from that thread's
+    executor, never inside the winner's call stack. Losers, and late deliveries after the winner,
+    are ignored, so a frame is never resumed twice. disarm() runs on the home thread just before
+    the resumption, to drop whatever sources remain. The state is reference counted because the
+    sources may outlive the suspension (a queued delivery, a pool thread still computing).
+*/
+class STAGE_EXPORT Waiter : public Job
+{
+public:
+    enum class Outcome : quint8 { None, Value, Error, Cancelled };
+
+    /* Captures the current worker of this thread (the one the awaitable belongs to, or null). */
+    Waiter() noexcept;
+    Waiter(const Waiter &) = delete;
+    Waiter &operator=(const Waiter &) = delete;
+
+    void ref() noexcept { m_ref.fetch_add(1, std::memory_order_relaxed); }
+    void deref() noexcept
+    {
+        if (m_ref.fetch_sub(1, std::memory_order_acq_rel) == 1)
+            delete this;
+    }
+
+    WorkerCore *worker() const noexcept { return m_worker; }
+
+    /* Home thread, first thing in await_suspend (before any source is connected, since a source
+       may settle at once from another thread): records the coroutine and its home executor and,
+       if \a listenToStop, listens to the worker's stop token (a stop that was already requested
+       settles it at once). */
+    void suspend(std::coroutine_handle<> handle, bool listenToStop = true);
+
+    /* Any thread: true for exactly one caller; that caller must then store its outcome and call
+       publish() (or resumeHere()). */
+    bool claim() noexcept { return !m_claimed.exchange(true, std::memory_order_acq_rel); }
+    bool isClaimed() const noexcept { return m_claimed.load(std::memory_order_acquire); }
+
+    /* After a successful claim(): posts the resumption to the home thread. Any thread. */
+    void publish(Outcome outcome) noexcept;
+    /* After a successful claim(), on the home thread, from a call stack Stage owns: resumes now. */
+    void resumeHere(Outcome outcome) noexcept;
+    /* claim() + store \a error + publish(); false if another source won. */
+    bool settleError(std::exception_ptr error) noexcept;
+
+    /* In await_resume: throws stage::Cancelled or the stored error; returns for a value. */
+    void rethrowIfFailed() const;
+    Outcome outcome() const noexcept { return m_outcome; }
+
+protected:
+    ~Waiter() override;
+    Executor *home() const noexcept { return m_home; }
+    /* Home thread, once, just before the coroutine resumes: disconnect timers, signals, ... */
+    virtual void disarm() noexcept {}
+
+private:
+    void run() noexcept override;
+    void drop() noexcept override;
+    void resumeNow() noexcept;
+
+    struct OnStop
+    {
+        Waiter *waiter;
+        void operator()() noexcept;
+    };
+
+    std::atomic<int> m_ref{1};
+    std::atomic<bool> m_claimed{false};
+    Outcome m_outcome = Outcome::None;
+    std::coroutine_handle<> m_handle;
+    WorkerCore *m_worker;
+    Executor *m_home = nullptr;
+    std::exception_ptr m_error;
+    std::optional<std::stop_callback<OnStop>> m_onStop;
+};
+
+/* An owning reference to a Waiter subclass. */
+template<typename W>
+class WaiterRef
+{
+public:
+    WaiterRef() noexcept = default;
+    explicit WaiterRef(W *adopt) noexcept : m_p(adopt) {}
+    WaiterRef(const WaiterRef &other) noexcept : m_p(other.m_p) { if (m_p) m_p->ref(); }
+    WaiterRef(WaiterRef &&other) noexcept : m_p(std::exchange(other.m_p, nullptr)) {}
+    WaiterRef &operator=(WaiterRef other) noexcept { std::swap(m_p, other.m_p); return *this; }
+    ~WaiterRef() { if (m_p) m_p->deref(); }
+
+    W *get() const noexcept { return m_p; }
+    W *operator->() const noexcept { return m_p; }
+    W &operator*() const noexcept { return *m_p; }
+    explicit operator bool() const noexcept { return m_p != nullptr; }
+
+private:
+    W *m_p = nullptr;
+};
+
+template<typename W, typename... Args>
+WaiterRef<W> makeWaiter(Args &&...args)
+{
+    return WaiterRef<W>(new W(std::forward<Args>(args)...));
+}
+
+/*
+    The common shape of a Stage awaitable: remembers the worker it was created in, skips the
+    suspension when that worker is already stopping (await_resume then throws stage::Cancelled),
+    and holds the waiter while suspended. Subclasses provide arm(handle) and the result.
+*/
+class STAGE_EXPORT AwaitableBase
+{
+public:
+    AwaitableBase() noexcept : m_worker(currentWorker()) {}
+    bool await_ready() const noexcept { return isStopRequested(m_worker); }
+
+protected:
+    /* Called first thing in await_resume. */
+    void throwIfStoppedBeforeSuspending() const
+    {
+        if (!m_suspended && isStopRequested(m_worker))
+            throw Cancelled();
+    }
+    void markSuspended() noexcept { m_suspended = true; }
+
+private:
+    WorkerCore *m_worker;
+    bool m_suspended = false;
+};
+
+} // namespace detail
+} // namespace stage

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <stage/global.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace stage {
+
+/*!
+    Thrown by a Stage awaitable inside a worker whose stop was requested.
+
+    It is the way a worker unwinds: every Stage awaitable (sleep, signal, future, offload, guard,
+    child, and later mailbox receive/send) is a cancellation point that resumes the coroutine on its
+    home thread with this exception once \c Worker::stopToken() is stopped. Let it propagate, so
+    that the frame unwinds normally and its destructors run; catching it to clean up is fine, but
+    rethrow it. It deliberately does not derive from stage::Error, so that
+    \c catch (const stage::Error &) does not swallow a stop.
+*/
+class STAGE_EXPORT Cancelled : public std::exception
+{
+public:
+    const char *what() const noexcept override;
+};
+
+/*! Base of every error Stage reports by exception (not stage::Cancelled). */
+class STAGE_EXPORT Error : public std::runtime_error
+{
+public:
+    explicit Error(const std::string &what);
+};
+
+/*! The object an awaitable was waiting on was destroyed before it delivered (stage::signal()). */
+class STAGE_EXPORT ObjectDestroyed : public Error
+{
+public:
+    using Error::Error;
+};
+
+/*! A wait with a deadline ran out of time (stage::waitFor()). */
+class STAGE_EXPORT TimeoutError : public Error
+{
+public:
+    using Error::Error;
+};
+
+/*! The work was refused: a call after shutdown, an empty factory, a bad argument. */
+class STAGE_EXPORT InvalidOperation : public Error
+{
+public:
+    using Error::Error;
+};
+
+} // namespace stage

@@ -1,0 +1,11 @@
+#pragma once
+
+// Stage for Qt: everything at once.
+#include <stage/errors.h>
+#include <stage/future.h>
+#include <stage/guard.h>
+#include <stage/offload.h>
+#include <stage/signal.h>
+#include <stage/sleep.h>
+#include <stage/waitfor.h>
+#include <stage/worker.h>

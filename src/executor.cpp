@@ -1,0 +1,256 @@
+#include "executor_p.h"
+
+#include <QtCore/QCoreApplication>
+#include <QtCore/QThread>
+
+#include <unordered_map>
+
+namespace stage::detail {
+
+namespace {
+
+const QEvent::Type WakeEvent = static_cast<QEvent::Type>(QEvent::registerEventType());
+
+std::mutex g_registryMutex;
+// Leaked on purpose: executors may be released during static destruction.
+std::unordered_map<QThread *, Executor *> &registry()
+{
+    static auto *map = new std::unordered_map<QThread *, Executor *>;
+    return *map;
+}
+
+// Keeps this thread's executor referenced, and shuts it down when the thread ends (the backstop
+// for threads that never emit QThread::finished: the main thread at exit, adopted threads).
+struct ThreadHolder
+{
+    Executor *executor = nullptr;
+    ~ThreadHolder();
+};
+thread_local ThreadHolder t_holder;
+
+} // namespace
+
+bool ExecutorReceiver::event(QEvent *event)
+{
+    if (event->type() == WakeEvent) {
+        m_executor->runPosted();
+        return true;
+    }
+    return QObject::event(event);
+}
+
+void ExecutorReceiver::timerEvent(QTimerEvent *)
+{
+    m_executor->runTimers();
+}
+
+Executor::Executor(QThread *thread) : m_thread(thread)
+{
+    m_receiver = new ExecutorReceiver(this);
+    if (thread != QThread::currentThread())
+        m_receiver->moveToThread(thread);
+}
+
+Executor::~Executor()
+{
+    Q_ASSERT(!m_receiver);
+}
+
+void Executor::deref() noexcept
+{
+    if (m_ref.fetch_sub(1, std::memory_order_acq_rel) == 1)
+        delete this;
+}
+
+Executor *Executor::current()
+{
+    if (Executor *e = t_holder.executor)
+        return e;
+    Executor *e = acquire(QThread::currentThread());
+    Q_ASSERT(e); // the calling thread is running
+    t_holder.executor = e; // adopts the reference acquire() added
+    return e;
+}
+
+Executor *Executor::acquire(QThread *thread)
+{
+    std::lock_guard lock(g_registryMutex);
+    auto &map = registry();
+    auto it = map.find(thread);
+    Executor *e = nullptr;
+    if (it != map.end()) {
+        e = it->second;
+    } else {
+        if (thread->isFinished())
+            return nullptr;
+        e = new Executor(thread); // the registry owns this first reference
+        map.emplace(thread, e);
+        // QThread::finished is emitted on the finishing thread itself, after its event loop.
+        QObject::connect(thread, &QThread::finished, e->m_receiver, [e]() { e->shutdown(); },
+                         Qt::DirectConnection);
+    }
+    e->ref();
+    return e;
+}
+
+bool Executor::isCurrent() const noexcept
+{
+    return QThread::currentThread() == m_thread;
+}
+
+void Executor::post(Job *job) noexcept
+{
+    std::unique_lock lock(m_mutex);
+    if (m_dead) {
+        lock.unlock();
+        job->drop();
+        return;
+    }
+    job->nextJob = nullptr;
+    if (m_tail)
+        m_tail->nextJob = job;
+    else
+        m_head = job;
+    m_tail = job;
+    if (!m_wakePending) {
+        m_wakePending = true;
+        // Under the lock: shutdown() deletes the receiver under the same lock.
+        QCoreApplication::postEvent(m_receiver, new QEvent(WakeEvent));
+    }
+}
+
+void Executor::runPosted()
+{
+    // Runs the jobs queued when the wake-up arrived, one at a time, so that a job that spins a
+    // nested event loop still lets later jobs run inside it (a new wake-up is posted for them).
+    // Jobs queued meanwhile wait for the next turn of the event loop, so timers and input events
+    // are not starved by coroutines that keep waking each other.
+    std::size_t budget = 0;
+    {
+        std::lock_guard lock(m_mutex);
+        m_wakePending = false;
+        for (Job *j = m_head; j; j = j->nextJob)
+            ++budget;
+    }
+    while (budget-- > 0) {
+        Job *job;
+        {
+            std::lock_guard lock(m_mutex);
+            job = m_head;
+            if (!job)
+                break;
+            m_head = job->nextJob;
+            if (!m_head)
+                m_tail = nullptr;
+        }
+        job->nextJob = nullptr;
+        job->run();
+    }
+    std::lock_guard lock(m_mutex);
+    if (m_head && !m_wakePending && !m_dead) {
+        m_wakePending = true;
+        QCoreApplication::postEvent(m_receiver, new QEvent(WakeEvent));
+    }
+}
+
+Executor::TimerHandle Executor::addTimer(Clock::time_point deadline, Job *job)
+{
+    Q_ASSERT(isCurrent());
+    auto handle = m_timers.emplace(TimerKey{deadline, ++m_timerSequence}, job).first;
+    if (deadline < m_armedFor)
+        rearmTimer();
+    return handle;
+}
+
+void Executor::removeTimer(TimerHandle handle)
+{
+    Q_ASSERT(isCurrent());
+    m_timers.erase(handle);
+    if (m_timers.empty() && m_receiver) {
+        m_receiver->m_timer.stop();
+        m_armedFor = Clock::time_point::max();
+    }
+}
+
+void Executor::runTimers()
+{
+    const auto now = Clock::now();
+    m_armedFor = Clock::time_point::max(); // the QBasicTimer is re-armed below
+    while (!m_timers.empty() && m_timers.begin()->first.deadline <= now) {
+        auto first = m_timers.begin();
+        Job *job = first->second;
+        m_timers.erase(first); // before run(): the job may add or remove timers
+        job->run();
+    }
+    rearmTimer();
+}
+
+void Executor::rearmTimer()
+{
+    if (!m_receiver)
+        return;
+    if (m_timers.empty()) {
+        m_receiver->m_timer.stop();
+        m_armedFor = Clock::time_point::max();
+        return;
+    }
+    const auto deadline = m_timers.begin()->first.deadline;
+    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    m_receiver->m_timer.start(int(std::max<qint64>(0, wait.count())), Qt::PreciseTimer, m_receiver);
+    m_armedFor = deadline;
+}
+
+void Executor::shutdown()
+{
+    // On the executor's thread: from QThread::finished, or from its thread_local holder at exit.
+    {
+        std::lock_guard lock(g_registryMutex);
+        auto &map = registry();
+        auto it = map.find(m_thread);
+        if (it == map.end() || it->second != this)
+            return; // already shut down
+        map.erase(it);
+    }
+    Job *pending;
+    {
+        std::lock_guard lock(m_mutex);
+        m_dead = true;
+        pending = m_head;
+        m_head = m_tail = nullptr;
+        delete m_receiver;
+        m_receiver = nullptr;
+    }
+    int dropped = 0;
+    while (pending) {
+        Job *next = pending->nextJob;
+        pending->drop();
+        pending = next;
+        ++dropped;
+    }
+    if (dropped || !m_timers.empty()) {
+        qCWarning(lcWorker, "A thread ended with %d resumption(s) and %d timer(s) of Stage coroutines pending; "
+                            "they will never run (stop the workers before their thread)",
+                  dropped, int(m_timers.size()));
+    }
+    m_timers.clear();
+    deref(); // the registry's reference
+}
+
+ThreadHolder::~ThreadHolder()
+{
+    if (!executor)
+        return;
+    executor->shutdown();
+    executor->deref();
+}
+
+// Job
+
+Job::~Job() = default;
+
+void Job::drop() noexcept
+{
+    delete this;
+}
+
+} // namespace stage::detail

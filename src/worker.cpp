@@ -1,0 +1,237 @@
+#include "worker_p.h"
+
+#include <QtCore/QThread>
+
+#include <cstring>
+
+namespace stage {
+
+quint64 Worker::id() const noexcept
+{
+    return d->id;
+}
+
+int Worker::generation() const noexcept
+{
+    return d->generation;
+}
+
+std::stop_token Worker::stopToken() const noexcept
+{
+    return d->stopSource.get_token();
+}
+
+bool Worker::isStopRequested() const noexcept
+{
+    return d->isStopRequested();
+}
+
+void Worker::throwIfStopRequested() const
+{
+    if (d->isStopRequested())
+        throw Cancelled();
+}
+
+QThread *Worker::thread() const noexcept
+{
+    return d->home;
+}
+
+Worker *Worker::current() noexcept
+{
+    detail::WorkerCore *core = detail::currentWorker();
+    return core ? &core->worker : nullptr;
+}
+
+namespace detail {
+
+namespace {
+
+// A coroutine that runs from its start to its end on its own and frees its frame.
+struct Detached
+{
+    struct promise_type
+    {
+        Detached get_return_object() noexcept { return {}; }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_never final_suspend() noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept { std::terminate(); } // runBody catches everything
+    };
+};
+
+// QCoro 0.8's Task has no way to tell an empty task (no coroutine) from a finished one, and
+// awaiting an empty one dereferences a null handle. Its only member is the handle.
+bool isEmptyTask(const QCoro::Task<> &task) noexcept
+{
+    static_assert(sizeof(QCoro::Task<>) == sizeof(std::coroutine_handle<>),
+                  "QCoro::Task layout changed: revisit isEmptyTask()");
+    void *address;
+    std::memcpy(&address, static_cast<const void *>(&task), sizeof(address));
+    return address == nullptr;
+}
+
+WorkerExit failure(const std::exception_ptr &error)
+{
+    WorkerExit exit;
+    exit.kind = WorkerExit::Kind::Failed;
+    exit.error = error;
+    exit.reason = describeException(error);
+    return exit;
+}
+
+Detached runBody(std::shared_ptr<WorkerCore> core, QCoro::Task<> task)
+{
+    WorkerExit exit;
+    try {
+        co_await task;
+        if (core->isStopRequested()) {
+            exit.kind = WorkerExit::Kind::Cancelled;
+            exit.reason = QStringLiteral("returned after a stop request");
+        }
+    } catch (const Cancelled &) {
+        if (core->isStopRequested()) {
+            exit.kind = WorkerExit::Kind::Cancelled;
+            exit.reason = QStringLiteral("cancelled");
+        } else {
+            exit = failure(std::current_exception());
+            exit.reason = QStringLiteral("stage::Cancelled was thrown without a stop request");
+        }
+    } catch (...) {
+        exit = failure(std::current_exception());
+    }
+    core->end(std::move(exit));
+}
+
+class StartJob final : public Job
+{
+public:
+    explicit StartJob(std::shared_ptr<WorkerCore> core) : m_core(std::move(core)) {}
+    void run() noexcept override
+    {
+        m_core->runOnHome();
+        delete this;
+    }
+    void drop() noexcept override
+    {
+        WorkerExit exit;
+        exit.kind = WorkerExit::Kind::Failed;
+        exit.reason = QStringLiteral("the worker's thread ended before the worker started");
+        m_core->end(std::move(exit));
+        delete this;
+    }
+
+private:
+    std::shared_ptr<WorkerCore> m_core;
+};
+
+class EndJob final : public Job
+{
+public:
+    EndJob(std::shared_ptr<WorkerCore> core, WorkerExit exit) : m_core(std::move(core)), m_exit(std::move(exit)) {}
+    void run() noexcept override
+    {
+        if (m_core->listener)
+            m_core->listener->workerEnded(m_core, std::move(m_exit));
+        delete this;
+    }
+
+private:
+    std::shared_ptr<WorkerCore> m_core;
+    WorkerExit m_exit;
+};
+
+} // namespace
+
+QString describeException(const std::exception_ptr &error)
+{
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception &e) {
+        return QString::fromUtf8(e.what());
+    } catch (const QString &s) {
+        return s;
+    } catch (const char *s) {
+        return QString::fromUtf8(s);
+    } catch (const std::string &s) {
+        return QString::fromStdString(s);
+    } catch (int value) {
+        return QStringLiteral("an exception of type int: %1").arg(value);
+    } catch (...) {
+        return QStringLiteral("an exception not derived from std::exception");
+    }
+}
+
+WorkerCore::WorkerCore(quint64 id, int generation, std::shared_ptr<const WorkerFactory> factory, QThread *home,
+                       WorkerListener *listener)
+    : id(id), generation(generation), home(home), factory(std::move(factory)), owner(Executor::current()),
+      listener(listener)
+{
+    owner->ref();
+}
+
+WorkerCore::~WorkerCore()
+{
+    owner->deref();
+}
+
+quint64 WorkerCore::nextId() noexcept
+{
+    static std::atomic<quint64> counter{0};
+    return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+void WorkerCore::launch()
+{
+    if (home == owner->thread()) {
+        runOnHome();
+        return;
+    }
+    Executor *target = Executor::acquire(home);
+    if (!target) {
+        WorkerExit exit;
+        exit.kind = WorkerExit::Kind::Failed;
+        exit.reason = QStringLiteral("the worker's thread has finished");
+        end(std::move(exit));
+        return;
+    }
+    target->post(new StartJob(shared_from_this()));
+    target->deref();
+}
+
+void WorkerCore::runOnHome() noexcept
+{
+    if (isStopRequested()) {
+        WorkerExit exit;
+        exit.kind = WorkerExit::Kind::Cancelled;
+        exit.reason = QStringLiteral("stopped before it started");
+        end(std::move(exit));
+        return;
+    }
+    CurrentWorkerScope scope(this);
+    QCoro::Task<> task;
+    try {
+        task = (*factory)(worker); // the body runs up to its first suspension here
+    } catch (...) {
+        end(failure(std::current_exception()));
+        return;
+    }
+    if (isEmptyTask(task)) {
+        WorkerExit exit;
+        exit.kind = WorkerExit::Kind::Failed;
+        exit.reason = QStringLiteral("the factory returned an empty QCoro::Task");
+        end(std::move(exit));
+        return;
+    }
+    runBody(shared_from_this(), std::move(task));
+}
+
+void WorkerCore::end(WorkerExit exit) noexcept
+{
+    exit.id = id;
+    exit.generation = generation;
+    owner->post(new EndJob(shared_from_this(), std::move(exit)));
+}
+
+} // namespace detail
+} // namespace stage
