@@ -11,13 +11,11 @@
 namespace stage {
 namespace detail {
 
-STAGE_EXPORT std::stop_token stopTokenOf(const WorkerCore *worker) noexcept;
-
 template<typename F>
 constexpr bool takesStopToken = std::is_invocable_v<F &, std::stop_token>;
 
 template<typename F>
-using OffloadResult = std::conditional_t<takesStopToken<F>, std::invoke_result<F &, std::stop_token>,
+using OffloadResult = typename std::conditional_t<takesStopToken<F>, std::invoke_result<F &, std::stop_token>,
                                          std::invoke_result<F &>>::type;
 
 template<typename R>

@@ -90,8 +90,8 @@ public:
         markSuspended();
         m_waiter = makeWaiter<State>();
         m_waiter->suspend(handle);
-        // Direct connections: the slots run on the emitting thread and only settle the shared
-        // state; the resumption itself is posted to this (the home) thread by publish().
+        // No context object, so direct connections: the slots run on the emitting thread and
+        // only settle the shared state; publish() posts the resumption to this (the home) thread.
         m_waiter->signalConnection = QObject::connect(
             m_sender, m_signal,
             [w = m_waiter](const Args &...args) {
@@ -99,11 +99,9 @@ public:
                     w->value.emplace(args...);
                     w->publish(Waiter::Outcome::Value);
                 }
-            },
-            Qt::DirectConnection);
+            });
         m_waiter->destroyedConnection = QObject::connect(
-            m_sender, &QObject::destroyed, [w = m_waiter]() { w->settleError(senderDestroyedError()); },
-            Qt::DirectConnection);
+            m_sender, &QObject::destroyed, [w = m_waiter]() { w->settleError(senderDestroyedError()); });
     }
 
     auto await_resume()

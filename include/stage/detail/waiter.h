@@ -45,6 +45,9 @@ STAGE_EXPORT WorkerCore *currentWorker() noexcept;
 /* True when \a worker (may be null) has been asked to stop. */
 STAGE_EXPORT bool isStopRequested(const WorkerCore *worker) noexcept;
 
+/* \a worker's stop token, or a token that never stops for null. */
+STAGE_EXPORT std::stop_token stopTokenOf(const WorkerCore *worker) noexcept;
+
 /* Sets the current worker of this thread for its lifetime and restores the previous one. */
 class STAGE_EXPORT CurrentWorkerScope
 {
