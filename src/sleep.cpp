@@ -52,8 +52,12 @@ void SleepAwaitable::await_suspend(std::coroutine_handle<> handle)
     auto *waiter = new SleepWaiter;
     m_waiter = WaiterRef<Waiter>(waiter);
     waiter->suspend(handle);
-    if (!waiter->isClaimed())
+    if (m_duration <= std::chrono::milliseconds::zero()) {
+        if (waiter->claim()) // a yield: straight to the ready queue, no timer
+            waiter->publish(Waiter::Outcome::Value);
+    } else if (!waiter->isClaimed()) {
         waiter->arm(m_duration);
+    }
 }
 
 void SleepAwaitable::await_resume()
