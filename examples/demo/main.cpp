@@ -11,6 +11,7 @@
 #include <QtCore/QThread>
 #include <QtCore/QTimer>
 
+#include <cstdarg>
 #include <cstdio>
 
 using namespace std::chrono_literals;
@@ -19,10 +20,13 @@ namespace {
 
 QElapsedTimer clock_;
 
-void say(const char *format, auto... args)
+[[gnu::format(printf, 1, 2)]] void say(const char *format, ...)
 {
     std::printf("[%5lld ms] ", static_cast<long long>(clock_.elapsed()));
-    std::printf(format, args...);
+    va_list args;
+    va_start(args, format);
+    std::vprintf(format, args);
+    va_end(args);
     std::printf("\n");
     std::fflush(stdout);
 }
@@ -89,6 +93,6 @@ int main(int argc, char **argv)
 
     workerThread.quit();
     workerThread.wait();
-    say(exitCode == 0 ? "demo: done" : "demo: FAILED");
+    say("%s", exitCode == 0 ? "demo: done" : "demo: FAILED");
     return exitCode;
 }
