@@ -112,6 +112,8 @@ void Executor::post(Job *job) noexcept
     else
         m_head = job;
     m_tail = job;
+    if (m_syncWaiters)
+        m_posted.notify_one();
     if (!m_wakePending) {
         m_wakePending = true;
         // Under the lock: shutdown() deletes the receiver under the same lock.
@@ -155,6 +157,38 @@ void Executor::runPosted()
         m_wakePending = true;
         QCoreApplication::postEvent(m_receiver, new QEvent(WakeEvent));
     }
+}
+
+bool Executor::runOne(Clock::time_point deadline)
+{
+    if (!m_timers.empty() && m_timers.begin()->first.deadline <= Clock::now()) {
+        runTimers();
+        return true;
+    }
+    Job *job;
+    {
+        std::unique_lock lock(m_mutex);
+        if (!m_head) {
+            auto until = deadline;
+            if (!m_timers.empty())
+                until = std::min(until, m_timers.begin()->first.deadline);
+            ++m_syncWaiters;
+            m_posted.wait_until(lock, until, [this] { return m_head != nullptr; });
+            --m_syncWaiters;
+        }
+        job = m_head;
+        if (job) {
+            m_head = job->nextJob;
+            if (!m_head)
+                m_tail = nullptr;
+        }
+    }
+    if (job) {
+        job->nextJob = nullptr;
+        job->run();
+        return true;
+    }
+    return Clock::now() < deadline;
 }
 
 Executor::TimerHandle Executor::addTimer(Clock::time_point deadline, Job *job)

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 
@@ -80,6 +81,19 @@ public:
     TimerHandle addTimer(Clock::time_point deadline, Job *job);
     void removeTimer(TimerHandle handle);
 
+    /* Executor thread: runs posted jobs and due timers, without spinning a Qt event loop, until
+       \a done returns true (true) or \a deadline passes (false). For bounded synchronous waits
+       such as ~Group(). */
+    template<typename Predicate>
+    bool runUntil(Predicate done, Clock::time_point deadline)
+    {
+        while (!done()) {
+            if (!runOne(deadline))
+                return done();
+        }
+        return true;
+    }
+
     /* On the executor's thread when it ends: drops what can no longer run. Idempotent. */
     void shutdown();
 
@@ -91,6 +105,7 @@ private:
     void runPosted();
     void runTimers();
     void rearmTimer();
+    bool runOne(Clock::time_point deadline); // false once the deadline has passed
 
     std::atomic<int> m_ref{1};
     QThread *const m_thread;
@@ -101,6 +116,8 @@ private:
     Job *m_tail = nullptr;
     bool m_wakePending = false;
     bool m_dead = false;
+    int m_syncWaiters = 0; // threads blocked in runOne(), woken by post()
+    std::condition_variable m_posted;
 
     TimerMap m_timers; // executor thread only
     quint64 m_timerSequence = 0;

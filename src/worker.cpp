@@ -37,6 +37,12 @@ QThread *Worker::thread() const noexcept
     return d->home;
 }
 
+void Worker::heartbeat() noexcept
+{
+    d->lastHeartbeatNs.store(detail::Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    d->iterations.store(d->iterations.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
 Worker *Worker::current() noexcept
 {
     detail::WorkerCore *core = detail::currentWorker();
@@ -181,13 +187,13 @@ quint64 WorkerCore::nextId() noexcept
     return counter.fetch_add(1, std::memory_order_relaxed) + 1;
 }
 
-void WorkerCore::launch()
+void WorkerCore::launch(bool deferred)
 {
-    if (home == owner->thread()) {
+    if (home == owner->thread() && !deferred) {
         runOnHome();
         return;
     }
-    Executor *target = Executor::acquire(home);
+    Executor *target = home == owner->thread() ? (owner->ref(), owner) : Executor::acquire(home);
     if (!target) {
         WorkerExit exit;
         exit.kind = WorkerExit::Kind::Failed;

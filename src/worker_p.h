@@ -42,9 +42,10 @@ public:
     bool isStopRequested() const noexcept { return stopSource.stop_requested(); }
     void requestStop() noexcept { stopSource.request_stop(); }
 
-    /* Owner thread: runs the body now (home is the owner's thread: up to its first suspension) or
-       posts its start to the home thread. The end is always reported later, by a posted job. */
-    void launch();
+    /* Owner thread: runs the body now (if home is the owner's thread and not \a deferred: up to
+       its first suspension) or posts its start to the home thread. The end is always reported
+       later, by a posted job. */
+    void launch(bool deferred = false);
 
     Worker worker{this};
     const quint64 id;
@@ -54,6 +55,9 @@ public:
     const std::shared_ptr<const WorkerFactory> factory;
     Executor *const owner; // referenced
     WorkerListener *listener; // owner thread only; cleared when the listener goes away
+    void *tag = nullptr;      // the listener's bookkeeping (a Group's slot); owner thread only
+    std::atomic<qint64> lastHeartbeatNs{0}; // Clock nanoseconds of the last Worker::heartbeat()
+    std::atomic<quint64> iterations{0};     // Worker::heartbeat() calls; written by the worker only
 
     /* Home thread. */
     void runOnHome() noexcept;

@@ -3,8 +3,10 @@
 // Stage for Qt: everything at once.
 #include <stage/errors.h>
 #include <stage/future.h>
+#include <stage/group.h>
 #include <stage/guard.h>
 #include <stage/offload.h>
+#include <stage/policy.h>
 #include <stage/signal.h>
 #include <stage/sleep.h>
 #include <stage/waitfor.h>

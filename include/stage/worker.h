@@ -52,6 +52,12 @@ public:
     void throwIfStopRequested() const;
     /*! The home thread: where the body starts and resumes. */
     QThread *thread() const noexcept;
+    /*!
+        Tells the owner the worker is alive and making progress: counts one iteration in the
+        group's statistics and feeds its watchdog (Group::heartbeatTimeout()). Cheap (two relaxed
+        atomic stores); call it once per loop iteration.
+    */
+    void heartbeat() noexcept;
 
     /*! The worker whose body is running on the calling thread right now, or nullptr. */
     static Worker *current() noexcept;

@@ -1,0 +1,261 @@
+#pragma once
+
+#include <stage/detail/waiter.h>
+#include <stage/guard.h>
+#include <stage/policy.h>
+#include <stage/worker.h>
+
+#include <QtCore/QObject>
+#include <QtCore/QPointer>
+
+#include <chrono>
+#include <memory>
+
+namespace stage {
+
+class GroupPrivate;
+class Group;
+
+/*! A consistent snapshot of a group's counters (Group::statistics()). */
+class STAGE_EXPORT GroupStatistics
+{
+    Q_GADGET
+    Q_PROPERTY(int running MEMBER running)
+    Q_PROPERTY(qint64 started MEMBER started)
+    Q_PROPERTY(qint64 completed MEMBER completed)
+    Q_PROPERTY(qint64 failed MEMBER failed)
+    Q_PROPERTY(qint64 cancelled MEMBER cancelled)
+    Q_PROPERTY(qint64 abandoned MEMBER abandoned)
+    Q_PROPERTY(qint64 restarted MEMBER restarted)
+    Q_PROPERTY(qint64 iterations MEMBER iterations)
+
+public:
+    int running = 0;       //!< frames alive now (including those being stopped)
+    qint64 started = 0;    //!< runs started (first starts and restarts)
+    qint64 completed = 0;  //!< runs that returned normally with no stop requested
+    qint64 failed = 0;     //!< runs that threw (or missed their heartbeat)
+    qint64 cancelled = 0;  //!< runs that ended after a stop request (shutdown, resize)
+    qint64 abandoned = 0;  //!< runs that did not end within the shutdown timeout
+    qint64 restarted = 0;  //!< restarts decided by the policy
+    qint64 iterations = 0; //!< Worker::heartbeat() calls
+
+    /*! started == running + completed + failed + cancelled + abandoned, always. */
+    bool isConsistent() const noexcept { return started == running + completed + failed + cancelled + abandoned; }
+};
+
+namespace detail {
+
+/* Waits for a group to finish its shutdown; ready at once if it has already. */
+class STAGE_EXPORT GroupShutdownAwaitable : public AwaitableBase
+{
+public:
+    explicit GroupShutdownAwaitable(Group *group) noexcept : m_group(group) {}
+    bool await_ready() const noexcept;
+    void await_suspend(std::coroutine_handle<> handle);
+    void await_resume();
+
+private:
+    QPointer<Group> m_group;
+    WaiterRef<Waiter> m_waiter;
+};
+
+} // namespace detail
+
+/*!
+    A group of restartable workers built from one factory: the first degree of Stage, replacing a
+    fire-and-forget coroutine or QtConcurrent::run whose failure silently stops the work.
+
+    \code
+    stage::Group group;
+    group.setSize(4);
+    group.spawn([this](stage::Worker &worker) -> QCoro::Task<> {
+        // A capturing lambda coroutine is safe here: the group keeps the lambda (the factory)
+        // alive until every frame it built has ended.
+        for (;;) {
+            co_await stage::sleep(1s);
+            worker.heartbeat();
+            poll();
+        }
+    });
+    ...
+    co_await group.shutdown(); // every worker unwound (or reported abandoned)
+    \endcode
+
+    A worker that throws is rebuilt from the factory and restarted according to restartType(),
+    after backoff(), within the restart intensity (more than maxRestarts() restarts within
+    restartPeriod() ms makes the group give up: it stops every worker, enters Failed and emits
+    failed()). Defaults: size 1, RestartType::Transient, Backoff::exponential() (10 ms doubling to
+    5 s, jitter 0.2, reset after 5 s of healthy running), maxRestarts -1 (unlimited),
+    restartPeriod 5000 ms, threadCount 0 (the group's own thread), shutdownTimeout 5000 ms,
+    heartbeatTimeout 0 (no watchdog).
+
+    Thread: a Group is used from the thread it lives in; its signals are emitted there. Workers run
+    on that thread or, with threadCount() > 0, on threads the group owns (each with its own event
+    loop); a worker always resumes on its home thread. Workers are started from the event loop,
+    never from inside a call to the group, so a worker body may safely delete its own group.
+    Cancellation: shutdown() and resizing down stop workers through their stop tokens; a worker
+    unwinds at its next Stage awaitable with stage::Cancelled.
+    Errors: misuse (negative size, spawn twice, calls after shutdown, changing threadCount while
+    running) is refused with a warning under stage.group and changes nothing.
+*/
+class STAGE_EXPORT Group : public QObject
+{
+    Q_OBJECT
+    Q_PROPERTY(int size READ size WRITE setSize NOTIFY sizeChanged)
+    Q_PROPERTY(State state READ state NOTIFY stateChanged)
+    Q_PROPERTY(QString stateReason READ stateReason NOTIFY stateChanged)
+    Q_PROPERTY(stage::RestartType restartType READ restartType WRITE setRestartType NOTIFY restartTypeChanged)
+    Q_PROPERTY(stage::Backoff backoff READ backoff WRITE setBackoff NOTIFY backoffChanged)
+    Q_PROPERTY(int maxRestarts READ maxRestarts WRITE setMaxRestarts NOTIFY maxRestartsChanged)
+    Q_PROPERTY(int restartPeriod READ restartPeriod WRITE setRestartPeriod NOTIFY restartPeriodChanged)
+    Q_PROPERTY(int threadCount READ threadCount WRITE setThreadCount NOTIFY threadCountChanged)
+    Q_PROPERTY(int shutdownTimeout READ shutdownTimeout WRITE setShutdownTimeout NOTIFY shutdownTimeoutChanged)
+    Q_PROPERTY(int heartbeatTimeout READ heartbeatTimeout WRITE setHeartbeatTimeout NOTIFY heartbeatTimeoutChanged)
+    Q_PROPERTY(int running READ running NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 started READ started NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 completed READ completed NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 failed READ failed NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 cancelled READ cancelled NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 abandoned READ abandoned NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 restarted READ restarted NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 iterations READ iterations NOTIFY statisticsChanged)
+
+public:
+    enum class State {
+        Idle,       //!< nothing spawned yet
+        Starting,   //!< spawn() was called; the workers are being started
+        Running,    //!< every worker that should run is running
+        Restarting, //!< at least one worker waits in backoff for its restart
+        Stopping,   //!< shutdown (or giving up) is stopping the workers
+        Stopped,    //!< every worker has ended after shutdown(), or all completed for good
+        Failed,     //!< the restart intensity was exceeded; stateReason() says why
+    };
+    Q_ENUM(State)
+
+    explicit Group(QObject *parent = nullptr);
+    /*! Shuts the group down first if it runs, waiting at most shutdownTimeout(). */
+    ~Group() override;
+
+    /*!
+        Sets the factory and starts size() workers from it, from the event loop. Accepts a factory
+        taking a stage::Worker & or nothing, returning QCoro::Task<>. Returns false, with a
+        warning, if the group already has a factory, has been shut down, or \a factory is empty.
+    */
+    template<typename F>
+    bool spawn(F &&factory)
+    {
+        return spawnWith(detail::toWorkerFactory(std::forward<F>(factory)));
+    }
+
+    /*!
+        Asks every worker to stop and restarts none after that; finishes when every worker has
+        ended or, after \a timeout (default: shutdownTimeout()), been reported abandoned.
+        Idempotent; awaiting it after the group stopped does not suspend. Emits stopped().
+        Cancellation: awaiting it is a cancellation point of the awaiting worker (the shutdown
+        itself goes on).
+    */
+    detail::GroupShutdownAwaitable shutdown(std::chrono::milliseconds timeout = std::chrono::milliseconds(-1));
+
+    /*!
+        Runs \a body; when it finishes or throws, shuts the group down, waits for every worker to
+        end, and returns the body's value or rethrows its exception (the seed's scope).
+        Thread: the group's thread. The group must outlive the call.
+    */
+    template<typename T>
+    QCoro::Task<T> scope(QCoro::Task<T> body)
+    {
+        return runScope(QPointer<Group>(this), std::move(body));
+    }
+
+    int size() const;
+    /*! Starts workers when raised; stops the newest ones gracefully when lowered. Negative: refused. */
+    void setSize(int size);
+
+    State state() const;
+    QString stateReason() const;
+    bool isRunning() const; //!< Starting, Running or Restarting
+
+    RestartType restartType() const;
+    void setRestartType(RestartType type);
+    Backoff backoff() const;
+    void setBackoff(const Backoff &backoff);
+    /*! More than this many restarts within restartPeriod() makes the group fail; -1: unlimited. */
+    int maxRestarts() const;
+    void setMaxRestarts(int count);
+    int restartPeriod() const;
+    void setRestartPeriod(int milliseconds);
+    /*! 0: workers run on the group's thread; N: on N threads owned by the group. Set before spawn(). */
+    int threadCount() const;
+    void setThreadCount(int count);
+    int shutdownTimeout() const;
+    void setShutdownTimeout(int milliseconds);
+    /*! 0: no watchdog; otherwise a worker that does not call Worker::heartbeat() within this many ms is failed. */
+    int heartbeatTimeout() const;
+    void setHeartbeatTimeout(int milliseconds);
+
+    GroupStatistics statistics() const;
+    int running() const;
+    qint64 started() const;
+    qint64 completed() const;
+    qint64 failed() const;
+    qint64 cancelled() const;
+    qint64 abandoned() const;
+    qint64 restarted() const;
+    qint64 iterations() const;
+
+Q_SIGNALS:
+    void stateChanged(stage::Group::State state, const QString &reason);
+    void sizeChanged(int size);
+    /*! Every end of a worker run, as the worker reported it (before any restart). */
+    void workerFinished(const stage::WorkerExit &exit);
+    /*! The restart intensity was exceeded; the group stops its workers and enters Failed. */
+    void failed(const QString &reason);
+    /*! Every worker has ended (or was abandoned) after shutdown() or failure. */
+    void stopped();
+    /*! Some counter changed; emitted at most once per event-loop turn. */
+    void statisticsChanged();
+    void restartTypeChanged(stage::RestartType type);
+    void backoffChanged(const stage::Backoff &backoff);
+    void maxRestartsChanged(int count);
+    void restartPeriodChanged(int milliseconds);
+    void threadCountChanged(int count);
+    void shutdownTimeoutChanged(int milliseconds);
+    void heartbeatTimeoutChanged(int milliseconds);
+
+protected:
+    bool event(QEvent *event) override;
+
+private:
+    friend class detail::GroupShutdownAwaitable;
+    friend class GroupPrivate;
+    bool spawnWith(WorkerFactory factory);
+
+    template<typename T>
+    static QCoro::Task<T> runScope(QPointer<Group> group, QCoro::Task<T> body)
+    {
+        std::exception_ptr error;
+        std::optional<std::conditional_t<std::is_void_v<T>, std::monostate, T>> value;
+        try {
+            if constexpr (std::is_void_v<T>) {
+                co_await child(std::move(body));
+                value.emplace();
+            } else {
+                value.emplace(co_await child(std::move(body)));
+            }
+        } catch (...) {
+            error = std::current_exception();
+        }
+        if (group)
+            co_await group->shutdown();
+        if (error)
+            std::rethrow_exception(error);
+        if constexpr (!std::is_void_v<T>)
+            co_return std::move(*value);
+    }
+
+    std::unique_ptr<GroupPrivate> d;
+};
+
+} // namespace stage
+
+Q_DECLARE_METATYPE(stage::GroupStatistics)

@@ -1,0 +1,77 @@
+#pragma once
+
+#include <stage/global.h>
+
+#include <QtCore/QMetaType>
+#include <QtCore/QObject>
+
+#include <chrono>
+
+namespace stage {
+
+Q_NAMESPACE_EXPORT(STAGE_EXPORT)
+
+/*!
+    When a worker (or a supervised child) that ended is started again; Erlang's names.
+    The default of a stage::Group is Transient.
+*/
+enum class RestartType {
+    Permanent, //!< always restarted, whatever the reason it ended (the seed's Always)
+    Transient, //!< restarted only after a failure; a normal return ends it for good (the seed's OnPanic)
+    Temporary, //!< never restarted
+};
+Q_ENUM_NS(RestartType)
+
+/*!
+    The delay before a restart: the first restart after a healthy run is immediate; consecutive
+    failures then wait exponentially longer, capped, with random jitter so that many workers
+    failing together do not restart in lockstep. The streak resets once a worker has run for
+    resetAfter without failing.
+
+    Defaults (exponential()): initial 10 ms, multiplier 2, maximum 5000 ms, jitter 0.2 (each delay
+    is drawn uniformly from [d * (1 - jitter), d]), resetAfter 5000 ms. none() restarts at once,
+    always (benchmarks, tests).
+*/
+class STAGE_EXPORT Backoff
+{
+    Q_GADGET
+    Q_PROPERTY(bool none READ isNone)
+    Q_PROPERTY(int initialMs READ initialMs)
+    Q_PROPERTY(int maximumMs READ maximumMs)
+
+public:
+    /*! The default: exponential(). */
+    Backoff() noexcept = default;
+    static Backoff none() noexcept;
+    static Backoff exponential(std::chrono::milliseconds initial = std::chrono::milliseconds(10),
+                               std::chrono::milliseconds maximum = std::chrono::milliseconds(5000),
+                               double multiplier = 2.0, double jitter = 0.2,
+                               std::chrono::milliseconds resetAfter = std::chrono::milliseconds(5000)) noexcept;
+
+    bool isNone() const noexcept { return m_none; }
+    int initialMs() const noexcept { return int(m_initial.count()); }
+    int maximumMs() const noexcept { return int(m_maximum.count()); }
+    double multiplier() const noexcept { return m_multiplier; }
+    double jitter() const noexcept { return m_jitter; }
+    std::chrono::milliseconds resetAfter() const noexcept { return m_resetAfter; }
+
+    /*!
+        The delay before restart number \a streak of a failure streak (1 for the first restart,
+        which is always immediate). \a random is uniform in [0, 1).
+    */
+    std::chrono::milliseconds delay(int streak, double random) const noexcept;
+
+    friend bool operator==(const Backoff &, const Backoff &) = default;
+
+private:
+    bool m_none = false;
+    std::chrono::milliseconds m_initial{10};
+    std::chrono::milliseconds m_maximum{5000};
+    double m_multiplier = 2.0;
+    double m_jitter = 0.2;
+    std::chrono::milliseconds m_resetAfter{5000};
+};
+
+} // namespace stage
+
+Q_DECLARE_METATYPE(stage::Backoff)

@@ -1,0 +1,774 @@
+#include "group_p.h"
+
+#include <QtCore/QCoreApplication>
+#include <QtCore/QEvent>
+#include <QtCore/QMetaMethod>
+#include <QtCore/QRandomGenerator>
+#include <QtCore/QThread>
+
+#include <algorithm>
+
+Q_LOGGING_CATEGORY(lcGroup, "stage.group")
+
+namespace stage {
+
+using detail::Clock;
+
+namespace {
+const QEvent::Type NotifyEvent = static_cast<QEvent::Type>(QEvent::registerEventType());
+
+class PlainWaiter final : public detail::Waiter
+{};
+} // namespace
+
+// RestartIntensity
+
+bool detail::RestartIntensity::allow(Clock::time_point now, int maxRestarts, std::chrono::milliseconds period)
+{
+    if (maxRestarts < 0)
+        return true;
+    m_restarts.push_back(now);
+    while (!m_restarts.empty() && now - m_restarts.front() > period)
+        m_restarts.pop_front();
+    if (int(m_restarts.size()) > maxRestarts) {
+        m_restarts.clear();
+        return false;
+    }
+    return true;
+}
+
+// GroupSlot
+
+GroupSlot::GroupSlot(GroupPrivate *group, int index) : group(group), index(index), id(detail::WorkerCore::nextId()) {}
+
+void GroupSlot::onTimer()
+{
+    group->onSlotTimer(this);
+}
+
+// GroupPrivate
+
+GroupPrivate::GroupPrivate(Group *q) : q(q)
+{
+    watchdog.setTimerType(Qt::CoarseTimer);
+    QObject::connect(&watchdog, &QTimer::timeout, q, [this] { watchdogTick(); });
+}
+
+bool GroupPrivate::checkThread(const char *function) const
+{
+    if (QThread::currentThread() == q->thread())
+        return true;
+    qCWarning(lcGroup, "%s: called from a thread other than the group's; ignored", function);
+    return false;
+}
+
+void GroupPrivate::setState(Group::State next, const QString &reason)
+{
+    if (state == next)
+        return;
+    state = next;
+    stateReason = reason;
+    qCDebug(lcGroup) << q << "->" << next << reason;
+    if (!destroying)
+        emit q->stateChanged(next, reason);
+}
+
+void GroupPrivate::markDirty()
+{
+    if (notifyPending || destroying)
+        return;
+    notifyPending = true;
+    // A posted event, not a job: at most one notification per turn of the event loop.
+    QCoreApplication::postEvent(q, new QEvent(NotifyEvent));
+}
+
+QThread *GroupPrivate::homeFor(const GroupSlot *slot) const
+{
+    return threads.empty() ? q->thread() : threads[size_t(slot->index) % threads.size()];
+}
+
+void GroupPrivate::startWorkers()
+{
+    if (threadCount > 0 && threads.empty()) {
+        for (int i = 0; i < threadCount; ++i) {
+            auto *thread = new QThread;
+            thread->setObjectName(QStringLiteral("stage-group-%1").arg(i));
+            thread->start();
+            threads.push_back(thread);
+        }
+    }
+    intensity.clear();
+    addSlots(size);
+    if (heartbeatTimeout > 0)
+        watchdog.start(std::max(1, heartbeatTimeout / 4));
+    updateRunningState();
+}
+
+void GroupPrivate::addSlots(int count)
+{
+    for (int i = 0; i < count; ++i) {
+        positions.push_back(std::make_unique<GroupSlot>(this, nextSlotIndex++));
+        launch(positions.back().get());
+    }
+}
+
+void GroupPrivate::launch(GroupSlot *slot)
+{
+    ++slot->generation;
+    slot->watchdogFired = false;
+    slot->inBackoff = false;
+    slot->startedAt = Clock::now();
+    auto core = std::make_shared<detail::WorkerCore>(slot->id, slot->generation, factory, homeFor(slot), this);
+    core->tag = slot;
+    core->lastHeartbeatNs.store(slot->startedAt.time_since_epoch().count(), std::memory_order_relaxed);
+    slot->core = core;
+    ++stats.started;
+    ++stats.running;
+    markDirty();
+    core->launch(/*deferred=*/true); // from the event loop: never inside a call to the group
+}
+
+void GroupPrivate::updateRunningState()
+{
+    if (state != Group::State::Starting && state != Group::State::Running && state != Group::State::Restarting)
+        return;
+    bool anyBackoff = false;
+    bool anyAlive = false;
+    for (const auto &slot : positions) {
+        anyBackoff = anyBackoff || slot->inBackoff;
+        anyAlive = anyAlive || slot->core || slot->inBackoff;
+    }
+    if (!anyAlive && retiring.empty() && !positions.empty()) {
+        setState(Group::State::Stopped, QStringLiteral("every worker has ended for good"));
+        watchdog.stop();
+        settleShutdownWaiters();
+        if (!destroying)
+            emit q->stopped();
+        return;
+    }
+    if (anyBackoff)
+        setState(Group::State::Restarting, QStringLiteral("a worker waits for its restart"));
+    else
+        setState(Group::State::Running, QString());
+}
+
+void GroupPrivate::workerEnded(const std::shared_ptr<detail::WorkerCore> &core, WorkerExit exit)
+{
+    auto *slot = static_cast<GroupSlot *>(core->tag);
+    if (!slot) { // reported abandoned earlier; the statistics counted it then
+        abandonedCores.erase(std::remove(abandonedCores.begin(), abandonedCores.end(), core), abandonedCores.end());
+        qCInfo(lcGroup, "Group: abandoned worker %llu (generation %d) ended after all: %s", exit.id, exit.generation,
+               qPrintable(exit.reason));
+        return;
+    }
+    Q_ASSERT(slot->core == core);
+    slot->core.reset();
+    core->tag = nullptr;
+    slot->timer.disarm(); // a stop deadline, if one was armed
+    endedIterations += core->iterations.load(std::memory_order_relaxed);
+    --stats.running;
+
+    if (slot->watchdogFired && exit.kind != WorkerExit::Kind::Failed) {
+        exit.kind = WorkerExit::Kind::Failed;
+        exit.reason = QStringLiteral("missed its heartbeat deadline (%1 ms)").arg(heartbeatTimeout);
+    }
+    switch (exit.kind) {
+    case WorkerExit::Kind::Completed:
+        ++stats.completed;
+        break;
+    case WorkerExit::Kind::Failed:
+        ++stats.failed;
+        qCInfo(lcGroup, "Group: worker %llu (generation %d) failed: %s", exit.id, exit.generation,
+               qPrintable(exit.reason));
+        break;
+    case WorkerExit::Kind::Cancelled:
+        ++stats.cancelled;
+        break;
+    case WorkerExit::Kind::Abandoned:
+        ++stats.abandoned;
+        break;
+    }
+    markDirty();
+
+    if (!destroying && q->isSignalConnected(QMetaMethod::fromSignal(&Group::workerFinished))) {
+        QPointer<Group> alive(q);
+        emit q->workerFinished(exit);
+        if (!alive)
+            return; // a slot deleted the group
+    }
+    decide(slot, exit);
+}
+
+void GroupPrivate::decide(GroupSlot *slot, const WorkerExit &exit)
+{
+    if (slot->retiring) {
+        eraseRetired(slot);
+        maybeFinishStop();
+        updateRunningState();
+        return;
+    }
+    if (state == Group::State::Stopping) {
+        maybeFinishStop();
+        return;
+    }
+    if (state != Group::State::Starting && state != Group::State::Running && state != Group::State::Restarting)
+        return;
+
+    const bool abnormal = exit.kind == WorkerExit::Kind::Failed || exit.kind == WorkerExit::Kind::Abandoned;
+    bool restart = false;
+    switch (restartType) {
+    case RestartType::Permanent:
+        restart = true;
+        break;
+    case RestartType::Transient:
+        restart = abnormal;
+        break;
+    case RestartType::Temporary:
+        restart = false;
+        break;
+    }
+    if (!restart) {
+        slot->done = true;
+        updateRunningState();
+        return;
+    }
+
+    const auto now = Clock::now();
+    if (!intensity.allow(now, maxRestarts, std::chrono::milliseconds(restartPeriod))) {
+        const QString reason = QStringLiteral("more than %1 restart(s) within %2 ms; the last: worker %3 %4")
+                                   .arg(maxRestarts)
+                                   .arg(restartPeriod)
+                                   .arg(exit.id)
+                                   .arg(exit.reason.isEmpty() ? QStringLiteral("ended") : exit.reason);
+        qCWarning(lcGroup, "Group: giving up: %s", qPrintable(reason));
+        beginStop(std::chrono::milliseconds(shutdownTimeout), reason, /*failing=*/true);
+        return;
+    }
+    ++stats.restarted;
+    if (now - slot->startedAt >= backoff.resetAfter())
+        slot->streak = 0;
+    ++slot->streak;
+    const auto delay = backoff.delay(slot->streak, backoff.isNone() ? 0.0 : QRandomGenerator::global()->generateDouble());
+    if (delay.count() <= 0) {
+        launch(slot);
+        updateRunningState();
+        return;
+    }
+    qCDebug(lcGroup, "Group: worker %llu restarts in %lld ms (streak %d)", slot->id, qint64(delay.count()), slot->streak);
+    slot->inBackoff = true;
+    slot->timer.arm(executor, now + delay);
+    updateRunningState();
+}
+
+void GroupPrivate::onSlotTimer(GroupSlot *slot)
+{
+    if (slot->inBackoff) {
+        slot->inBackoff = false;
+        if (state == Group::State::Running || state == Group::State::Restarting || state == Group::State::Starting) {
+            launch(slot);
+            updateRunningState();
+        }
+        return;
+    }
+    abandon(slot); // its stop deadline passed
+}
+
+void GroupPrivate::abandon(GroupSlot *slot)
+{
+    if (!slot->core)
+        return;
+    auto core = std::move(slot->core);
+    qCWarning(lcGroup, "Group: worker %llu (generation %d) did not stop within %d ms; abandoned", slot->id,
+              slot->generation, shutdownTimeout);
+    core->tag = nullptr; // its late end, if any, is only logged
+    abandonedCores.push_back(core);
+    endedIterations += core->iterations.load(std::memory_order_relaxed);
+    slot->timer.disarm();
+    --stats.running;
+    ++stats.abandoned;
+    markDirty();
+    WorkerExit exit;
+    exit.kind = WorkerExit::Kind::Abandoned;
+    exit.reason = QStringLiteral("did not stop within %1 ms").arg(shutdownTimeout);
+    exit.id = slot->id;
+    exit.generation = slot->generation;
+    if (!destroying) {
+        QPointer<Group> alive(q);
+        emit q->workerFinished(exit);
+        if (!alive)
+            return;
+    }
+    if (slot->watchdogFired && !slot->retiring && state != Group::State::Stopping) {
+        // A hung worker that would not stop: leave its frame behind and restart by policy.
+        exit.kind = WorkerExit::Kind::Failed;
+        decide(slot, exit);
+        return;
+    }
+    decide(slot, exit);
+}
+
+void GroupPrivate::abandonAllRunning()
+{
+    std::vector<GroupSlot *> running;
+    for (const auto &slot : positions)
+        if (slot->core)
+            running.push_back(slot.get());
+    for (const auto &slot : retiring)
+        if (slot->core)
+            running.push_back(slot.get());
+    for (GroupSlot *slot : running) {
+        QPointer<Group> alive(q);
+        abandon(slot);
+        if (!alive)
+            return;
+    }
+}
+
+void GroupPrivate::retire(std::unique_ptr<GroupSlot> slot)
+{
+    slot->retiring = true;
+    if (!slot->core)
+        return; // in backoff or done: nothing runs; the slot goes with its timer
+    slot->timer.arm(executor, Clock::now() + std::chrono::milliseconds(shutdownTimeout));
+    slot->core->requestStop();
+    retiring.push_back(std::move(slot));
+}
+
+void GroupPrivate::eraseRetired(GroupSlot *slot)
+{
+    auto it = std::find_if(retiring.begin(), retiring.end(), [slot](const auto &p) { return p.get() == slot; });
+    if (it != retiring.end())
+        retiring.erase(it);
+}
+
+void GroupPrivate::beginStop(std::chrono::milliseconds timeout, const QString &reason, bool failing)
+{
+    if (failing)
+        failReason = reason;
+    setState(Group::State::Stopping, reason);
+    watchdog.stop();
+    for (const auto &slot : positions) {
+        if (slot->inBackoff) {
+            slot->inBackoff = false;
+            slot->timer.disarm();
+        }
+        if (slot->core) {
+            slot->timer.disarm();
+            slot->core->requestStop();
+        }
+    }
+    for (const auto &slot : retiring)
+        if (slot->core)
+            slot->core->requestStop();
+    if (stats.running > 0 && executor)
+        stopDeadline.arm(executor, Clock::now() + timeout);
+    maybeFinishStop();
+}
+
+void GroupPrivate::onStopDeadline()
+{
+    abandonAllRunning();
+    maybeFinishStop();
+}
+
+void GroupPrivate::maybeFinishStop()
+{
+    if (state != Group::State::Stopping || stats.running > 0)
+        return;
+    stopDeadline.disarm();
+    retiring.clear();
+    const bool failing = !failReason.isEmpty();
+    setState(failing ? Group::State::Failed : Group::State::Stopped, failing ? failReason : QStringLiteral("shut down"));
+    settleShutdownWaiters();
+    if (destroying)
+        return;
+    QPointer<Group> alive(q);
+    if (failing)
+        emit q->failed(failReason);
+    if (alive)
+        emit q->stopped();
+}
+
+void GroupPrivate::settleShutdownWaiters()
+{
+    auto waiters = std::move(shutdownWaiters);
+    for (auto &w : waiters)
+        if (w->claim())
+            w->publish(detail::Waiter::Outcome::Value);
+}
+
+void GroupPrivate::watchdogTick()
+{
+    if (heartbeatTimeout <= 0)
+        return;
+    const auto now = Clock::now();
+    const auto limit = std::chrono::milliseconds(heartbeatTimeout);
+    for (const auto &slot : positions) {
+        if (!slot->core || slot->watchdogFired || slot->core->isStopRequested())
+            continue;
+        const Clock::time_point last{Clock::duration(slot->core->lastHeartbeatNs.load(std::memory_order_relaxed))};
+        if (now - last <= limit)
+            continue;
+        qCWarning(lcGroup, "Group: worker %llu (generation %d) missed its heartbeat deadline (%d ms); stopping it",
+                  slot->id, slot->generation, heartbeatTimeout);
+        slot->watchdogFired = true;
+        slot->timer.arm(executor, now + std::chrono::milliseconds(shutdownTimeout));
+        slot->core->requestStop();
+    }
+}
+
+void GroupPrivate::stopThreads()
+{
+    for (QThread *thread : threads) {
+        thread->quit();
+        if (thread->wait(std::max(shutdownTimeout, 100))) {
+            delete thread;
+        } else {
+            qCWarning(lcGroup, "Group: worker thread %s did not finish (an abandoned worker keeps it busy); leaked",
+                      qPrintable(thread->objectName()));
+        }
+    }
+    threads.clear();
+}
+
+// Group
+
+Group::Group(QObject *parent) : QObject(parent), d(std::make_unique<GroupPrivate>(this)) {}
+
+Group::~Group()
+{
+    d->destroying = true;
+    if (d->state == State::Starting || d->state == State::Running || d->state == State::Restarting)
+        d->beginStop(std::chrono::milliseconds(d->shutdownTimeout), QStringLiteral("the group was destroyed"), false);
+    if (d->stats.running > 0 && d->executor) {
+        // A bounded wait that runs only Stage jobs (unwinding workers), not a nested event loop.
+        // A worker of this group whose body is deleting the group cannot end before this
+        // returns: it is not waited for.
+        detail::WorkerCore *self = detail::currentWorker();
+        const bool selfIsOurs = self && self->listener == d.get();
+        const auto deadline = Clock::now() + std::chrono::milliseconds(d->shutdownTimeout);
+        d->executor->runUntil([&] { return d->stats.running <= (selfIsOurs ? 1 : 0); }, deadline);
+    }
+    d->abandonAllRunning();
+    for (const auto &core : d->abandonedCores)
+        core->listener = nullptr;
+    for (const auto &slot : d->positions)
+        if (slot->core)
+            slot->core->listener = nullptr;
+    d->settleShutdownWaiters();
+    d->stopDeadline.disarm();
+    d->positions.clear();
+    d->retiring.clear();
+    d->stopThreads();
+    if (d->executor)
+        d->executor->deref();
+}
+
+bool Group::spawnWith(WorkerFactory factory)
+{
+    if (!d->checkThread("Group::spawn"))
+        return false;
+    if (!factory) {
+        qCWarning(lcGroup, "Group::spawn: the factory is empty; ignored");
+        return false;
+    }
+    if (d->factory) {
+        qCWarning(lcGroup, "Group::spawn: the group already has a factory (one factory per group); ignored");
+        return false;
+    }
+    if (d->state != State::Idle) {
+        qCWarning(lcGroup, "Group::spawn: the group has been shut down; ignored");
+        return false;
+    }
+    d->factory = std::make_shared<const WorkerFactory>(std::move(factory));
+    d->executor = detail::Executor::current();
+    d->executor->ref();
+    d->setState(State::Starting, QString());
+    d->startWorkers();
+    return true;
+}
+
+detail::GroupShutdownAwaitable Group::shutdown(std::chrono::milliseconds timeout)
+{
+    if (!d->checkThread("Group::shutdown"))
+        return detail::GroupShutdownAwaitable(this);
+    if (timeout.count() < 0)
+        timeout = std::chrono::milliseconds(d->shutdownTimeout);
+    switch (d->state) {
+    case State::Idle:
+        d->setState(State::Stopped, QStringLiteral("shut down before it was spawned"));
+        emit stopped();
+        break;
+    case State::Starting:
+    case State::Running:
+    case State::Restarting:
+        d->beginStop(timeout, QStringLiteral("shut down"), false);
+        break;
+    case State::Stopping:
+    case State::Stopped:
+    case State::Failed:
+        break;
+    }
+    return detail::GroupShutdownAwaitable(this);
+}
+
+bool Group::event(QEvent *event)
+{
+    if (event->type() == NotifyEvent) {
+        d->notifyPending = false;
+        emit statisticsChanged();
+        return true;
+    }
+    return QObject::event(event);
+}
+
+int Group::size() const
+{
+    return d->size;
+}
+
+void Group::setSize(int size)
+{
+    if (!d->checkThread("Group::setSize"))
+        return;
+    if (size < 0) {
+        qCWarning(lcGroup, "Group::setSize: the size must be >= 0, got %d; ignored", size);
+        return;
+    }
+    if (d->size == size)
+        return;
+    d->size = size;
+    if (isRunning()) {
+        const int current = int(d->positions.size());
+        if (size > current) {
+            d->addSlots(size - current);
+        } else {
+            while (int(d->positions.size()) > size) {
+                auto slot = std::move(d->positions.back()); // the newest first
+                d->positions.pop_back();
+                d->retire(std::move(slot));
+            }
+        }
+        d->updateRunningState();
+    }
+    emit sizeChanged(size);
+}
+
+Group::State Group::state() const
+{
+    return d->state;
+}
+
+QString Group::stateReason() const
+{
+    return d->stateReason;
+}
+
+bool Group::isRunning() const
+{
+    return d->state == State::Starting || d->state == State::Running || d->state == State::Restarting;
+}
+
+RestartType Group::restartType() const
+{
+    return d->restartType;
+}
+
+void Group::setRestartType(RestartType type)
+{
+    if (d->restartType == type)
+        return;
+    d->restartType = type;
+    emit restartTypeChanged(type);
+}
+
+Backoff Group::backoff() const
+{
+    return d->backoff;
+}
+
+void Group::setBackoff(const Backoff &backoff)
+{
+    if (d->backoff == backoff)
+        return;
+    d->backoff = backoff;
+    emit backoffChanged(backoff);
+}
+
+int Group::maxRestarts() const
+{
+    return d->maxRestarts;
+}
+
+void Group::setMaxRestarts(int count)
+{
+    if (count < -1) {
+        qCWarning(lcGroup, "Group::setMaxRestarts: the count must be >= 0 (or -1: unlimited), got %d; ignored", count);
+        return;
+    }
+    if (d->maxRestarts == count)
+        return;
+    d->maxRestarts = count;
+    d->intensity.clear();
+    emit maxRestartsChanged(count);
+}
+
+int Group::restartPeriod() const
+{
+    return d->restartPeriod;
+}
+
+void Group::setRestartPeriod(int milliseconds)
+{
+    if (milliseconds <= 0) {
+        qCWarning(lcGroup, "Group::setRestartPeriod: the period must be > 0 ms, got %d; ignored", milliseconds);
+        return;
+    }
+    if (d->restartPeriod == milliseconds)
+        return;
+    d->restartPeriod = milliseconds;
+    emit restartPeriodChanged(milliseconds);
+}
+
+int Group::threadCount() const
+{
+    return d->threadCount;
+}
+
+void Group::setThreadCount(int count)
+{
+    if (count < 0) {
+        qCWarning(lcGroup, "Group::setThreadCount: the count must be >= 0, got %d; ignored", count);
+        return;
+    }
+    if (d->factory) {
+        qCWarning(lcGroup, "Group::setThreadCount: the placement is fixed once spawn() has been called; ignored");
+        return;
+    }
+    if (d->threadCount == count)
+        return;
+    d->threadCount = count;
+    emit threadCountChanged(count);
+}
+
+int Group::shutdownTimeout() const
+{
+    return d->shutdownTimeout;
+}
+
+void Group::setShutdownTimeout(int milliseconds)
+{
+    if (milliseconds < 0) {
+        qCWarning(lcGroup, "Group::setShutdownTimeout: the timeout must be >= 0 ms, got %d; ignored", milliseconds);
+        return;
+    }
+    if (d->shutdownTimeout == milliseconds)
+        return;
+    d->shutdownTimeout = milliseconds;
+    emit shutdownTimeoutChanged(milliseconds);
+}
+
+int Group::heartbeatTimeout() const
+{
+    return d->heartbeatTimeout;
+}
+
+void Group::setHeartbeatTimeout(int milliseconds)
+{
+    if (milliseconds < 0) {
+        qCWarning(lcGroup, "Group::setHeartbeatTimeout: the timeout must be >= 0 ms (0: off), got %d; ignored",
+                  milliseconds);
+        return;
+    }
+    if (d->heartbeatTimeout == milliseconds)
+        return;
+    d->heartbeatTimeout = milliseconds;
+    if (milliseconds == 0)
+        d->watchdog.stop();
+    else if (isRunning())
+        d->watchdog.start(std::max(1, milliseconds / 4));
+    emit heartbeatTimeoutChanged(milliseconds);
+}
+
+GroupStatistics Group::statistics() const
+{
+    GroupStatistics s = d->stats;
+    s.iterations = qint64(d->endedIterations);
+    for (const auto &slot : d->positions)
+        if (slot->core)
+            s.iterations += qint64(slot->core->iterations.load(std::memory_order_relaxed));
+    for (const auto &slot : d->retiring)
+        if (slot->core)
+            s.iterations += qint64(slot->core->iterations.load(std::memory_order_relaxed));
+    return s;
+}
+
+int Group::running() const
+{
+    return d->stats.running;
+}
+
+qint64 Group::started() const
+{
+    return d->stats.started;
+}
+
+qint64 Group::completed() const
+{
+    return d->stats.completed;
+}
+
+qint64 Group::failed() const
+{
+    return d->stats.failed;
+}
+
+qint64 Group::cancelled() const
+{
+    return d->stats.cancelled;
+}
+
+qint64 Group::abandoned() const
+{
+    return d->stats.abandoned;
+}
+
+qint64 Group::restarted() const
+{
+    return d->stats.restarted;
+}
+
+qint64 Group::iterations() const
+{
+    return statistics().iterations;
+}
+
+// GroupShutdownAwaitable
+
+namespace detail {
+
+bool GroupShutdownAwaitable::await_ready() const noexcept
+{
+    if (AwaitableBase::await_ready() || !m_group)
+        return true;
+    const auto state = m_group->d->state;
+    return state == Group::State::Stopped || state == Group::State::Failed || state == Group::State::Idle;
+}
+
+void GroupShutdownAwaitable::await_suspend(std::coroutine_handle<> handle)
+{
+    markSuspended();
+    m_waiter = WaiterRef<Waiter>(new PlainWaiter);
+    m_waiter->suspend(handle);
+    m_group->d->shutdownWaiters.push_back(m_waiter);
+}
+
+void GroupShutdownAwaitable::await_resume()
+{
+    throwIfStoppedBeforeSuspending();
+    if (m_waiter)
+        m_waiter->rethrowIfFailed();
+}
+
+} // namespace detail
+} // namespace stage

@@ -1,0 +1,158 @@
+#pragma once
+
+//  W A R N I N G
+//  Not part of the Stage API. We mean it.
+
+#include "worker_p.h"
+
+#include <stage/group.h>
+
+#include <QtCore/QTimer>
+
+#include <deque>
+#include <vector>
+
+QT_BEGIN_NAMESPACE
+class QThread;
+QT_END_NAMESPACE
+
+namespace stage {
+
+namespace detail {
+
+/* Erlang's restart intensity: more than maxRestarts restarts within period is too many. */
+class RestartIntensity
+{
+public:
+    /* Records a restart at \a now; false if that makes too many. maxRestarts < 0: unlimited. */
+    bool allow(Clock::time_point now, int maxRestarts, std::chrono::milliseconds period);
+    void clear() { m_restarts.clear(); }
+
+private:
+    std::deque<Clock::time_point> m_restarts; // at most maxRestarts + 1 entries
+};
+
+/* A Job that calls a member when an executor timer fires, and knows whether it is armed. */
+template<typename Owner, void (Owner::*Fire)()>
+class TimerSlot final : public Job
+{
+public:
+    explicit TimerSlot(Owner *owner) : m_owner(owner) {}
+    ~TimerSlot() override { disarm(); }
+
+    void arm(Executor *executor, Clock::time_point deadline)
+    {
+        disarm();
+        m_executor = executor;
+        m_handle = executor->addTimer(deadline, this);
+        m_armed = true;
+    }
+    void disarm()
+    {
+        if (m_armed) {
+            m_executor->removeTimer(m_handle);
+            m_armed = false;
+        }
+    }
+    bool isArmed() const { return m_armed; }
+
+private:
+    void run() noexcept override
+    {
+        m_armed = false; // the executor erased the entry
+        (m_owner->*Fire)();
+    }
+    void drop() noexcept override {}
+
+    Owner *m_owner;
+    Executor *m_executor = nullptr;
+    Executor::TimerHandle m_handle;
+    bool m_armed = false;
+};
+
+} // namespace detail
+
+class GroupPrivate;
+
+/* One worker position of a group: survives restarts, keeps the failure streak. */
+struct GroupSlot
+{
+    explicit GroupSlot(GroupPrivate *group, int index);
+
+    void onTimer();
+
+    GroupPrivate *const group;
+    const int index;                 // creation order; picks the home thread
+    const quint64 id;                // the worker id, kept across restarts
+    int generation = -1;
+    int streak = 0;                  // consecutive restarts without a healthy run
+    detail::Clock::time_point startedAt;
+    std::shared_ptr<detail::WorkerCore> core; // the live frame, or null
+    bool retiring = false;           // removed by setSize(): never restarted
+    bool done = false;               // ended for good (its restart type says so)
+    bool watchdogFired = false;      // this run missed its heartbeat: its end is a failure
+    bool inBackoff = false;          // the timer waits for a restart (else: for a stop deadline)
+    detail::TimerSlot<GroupSlot, &GroupSlot::onTimer> timer{this};
+};
+
+class GroupPrivate final : public detail::WorkerListener
+{
+public:
+    explicit GroupPrivate(Group *q);
+
+    void workerEnded(const std::shared_ptr<detail::WorkerCore> &core, WorkerExit exit) override;
+
+    bool checkThread(const char *function) const;
+    void setState(Group::State next, const QString &reason);
+    void updateRunningState();
+    void markDirty();
+
+    void startWorkers();
+    void addSlots(int count);
+    void launch(GroupSlot *slot);
+    void decide(GroupSlot *slot, const WorkerExit &exit);
+    void retire(std::unique_ptr<GroupSlot> slot);
+    void eraseRetired(GroupSlot *slot);
+    void beginStop(std::chrono::milliseconds timeout, const QString &reason, bool failing);
+    void maybeFinishStop();
+    void abandon(GroupSlot *slot);
+    void abandonAllRunning();
+    void onStopDeadline();
+    void onSlotTimer(GroupSlot *slot);
+    void watchdogTick();
+    void settleShutdownWaiters();
+    QThread *homeFor(const GroupSlot *slot) const;
+    void stopThreads();
+
+    Group *const q;
+    detail::Executor *executor = nullptr; // the group's thread; set at spawn
+    std::shared_ptr<const WorkerFactory> factory;
+    std::vector<std::unique_ptr<GroupSlot>> positions;    // the active positions, oldest first
+    std::vector<std::unique_ptr<GroupSlot>> retiring; // removed by setSize, still unwinding
+    std::vector<std::shared_ptr<detail::WorkerCore>> abandonedCores; // may still end one day
+    std::vector<QThread *> threads;
+    std::vector<detail::WaiterRef<detail::Waiter>> shutdownWaiters;
+    detail::RestartIntensity intensity;
+    detail::TimerSlot<GroupPrivate, &GroupPrivate::onStopDeadline> stopDeadline{this};
+    QTimer watchdog;
+
+    Group::State state = Group::State::Idle;
+    QString stateReason;
+    QString failReason; // set when giving up: the stop then ends in Failed
+    int size = 1;
+    int nextSlotIndex = 0;
+    RestartType restartType = RestartType::Transient;
+    Backoff backoff;
+    int maxRestarts = -1;
+    int restartPeriod = 5000;
+    int threadCount = 0;
+    int shutdownTimeout = 5000;
+    int heartbeatTimeout = 0;
+    bool notifyPending = false;
+    bool destroying = false;
+
+    GroupStatistics stats; // running, started, completed, failed, cancelled, abandoned, restarted
+    quint64 endedIterations = 0; // heartbeats of runs that have ended
+};
+
+} // namespace stage
