@@ -3,7 +3,7 @@
 #include <stage/signal.h>
 #include <stage/waitfor.h>
 
-Q_LOGGING_CATEGORY(lcStageWorker, "stage.worker")
+Q_LOGGING_CATEGORY(lcStageWorker, "stage.worker", QtInfoMsg)
 
 namespace stage {
 

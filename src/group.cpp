@@ -8,7 +8,7 @@
 
 #include <algorithm>
 
-Q_LOGGING_CATEGORY(lcGroup, "stage.group")
+Q_LOGGING_CATEGORY(lcGroup, "stage.group", QtInfoMsg)
 
 namespace stage {
 
@@ -178,8 +178,7 @@ void GroupPrivate::workerEnded(const std::shared_ptr<detail::WorkerCore> &core, 
         break;
     case WorkerExit::Kind::Failed:
         ++stats.failed;
-        qCInfo(lcGroup, "Group: worker %llu (generation %d) failed: %s", exit.id, exit.generation,
-               qPrintable(exit.reason));
+        logFailure(exit);
         break;
     case WorkerExit::Kind::Cancelled:
         ++stats.cancelled;
@@ -197,6 +196,29 @@ void GroupPrivate::workerEnded(const std::shared_ptr<detail::WorkerCore> &core, 
             return; // a slot deleted the group
     }
     decide(slot, exit);
+}
+
+void GroupPrivate::logFailure(const WorkerExit &exit)
+{
+    // At most kPerSecond lines a second, so that a worker failing in a tight loop cannot flood
+    // the log; the next line that gets through says how many were left out.
+    constexpr int kPerSecond = 10;
+    if (!lcGroup().isInfoEnabled())
+        return;
+    const auto now = Clock::now();
+    if (now - logWindowStart >= std::chrono::seconds(1)) {
+        logWindowStart = now;
+        logLinesInWindow = 0;
+    }
+    if (++logLinesInWindow > kPerSecond) {
+        ++logSuppressed;
+        return;
+    }
+    if (logSuppressed) {
+        qCInfo(lcGroup, "Group: %lld more failure(s) not logged", logSuppressed);
+        logSuppressed = 0;
+    }
+    qCInfo(lcGroup, "Group: worker %llu (generation %d) failed: %s", exit.id, exit.generation, qPrintable(exit.reason));
 }
 
 void GroupPrivate::decide(GroupSlot *slot, const WorkerExit &exit)

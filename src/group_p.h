@@ -111,6 +111,7 @@ public:
     void addSlots(int count);
     void launch(GroupSlot *slot);
     void decide(GroupSlot *slot, const WorkerExit &exit);
+    void logFailure(const WorkerExit &exit);
     void retire(std::unique_ptr<GroupSlot> slot);
     void eraseRetired(GroupSlot *slot);
     void beginStop(std::chrono::milliseconds timeout, const QString &reason, bool failing);
@@ -150,6 +151,9 @@ public:
     int heartbeatTimeout = 0;
     bool notifyPending = false;
     bool destroying = false;
+    detail::Clock::time_point logWindowStart;
+    int logLinesInWindow = 0;
+    qint64 logSuppressed = 0;
 
     GroupStatistics stats; // running, started, completed, failed, cancelled, abandoned, restarted
     quint64 endedIterations = 0; // heartbeats of runs that have ended
