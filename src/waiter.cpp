@@ -3,11 +3,47 @@
 
 #include <stage/detail/waiter.h>
 
+#include <mutex>
+#include <unordered_map>
+
 namespace stage::detail {
 
 namespace {
 thread_local WorkerCore *t_currentWorker = nullptr;
+
+// Frames may end on another thread than the one that registered them (a foreign awaitable may
+// resume them anywhere), so one map for the process, under a mutex; it is touched once at each
+// start and end of a body or child, and looked up only when a Stage awaitable has no context.
+std::mutex g_framesMutex;
+std::unordered_map<void *, WorkerCore *> &frames()
+{
+    static auto *map = new std::unordered_map<void *, WorkerCore *>; // leaked: used at exit
+    return *map;
+}
 } // namespace
+
+void registerFrame(void *frame, WorkerCore *worker) noexcept
+{
+    if (!frame || !worker)
+        return;
+    std::lock_guard lock(g_framesMutex);
+    frames()[frame] = worker;
+}
+
+void unregisterFrame(void *frame) noexcept
+{
+    if (!frame)
+        return;
+    std::lock_guard lock(g_framesMutex);
+    frames().erase(frame);
+}
+
+WorkerCore *workerOfFrame(void *frame) noexcept
+{
+    std::lock_guard lock(g_framesMutex);
+    auto it = frames().find(frame);
+    return it == frames().end() ? nullptr : it->second;
+}
 
 WorkerCore *currentWorker() noexcept
 {
@@ -46,6 +82,8 @@ void Waiter::suspend(std::coroutine_handle<> handle, bool listenToStop)
 {
     Q_ASSERT(!m_handle);
     m_handle = handle;
+    if (!m_worker) // resumed by a foreign awaitable: the frame may still be a worker's body
+        m_worker = workerOfFrame(handle.address());
     m_home = Executor::current();
     m_home->ref();
     if (listenToStop && m_worker)

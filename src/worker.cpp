@@ -1,8 +1,12 @@
 #include "worker_p.h"
 
+#include <stage/guard.h>
+
 #include <QtCore/QThread>
 
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 namespace stage {
 
@@ -68,15 +72,6 @@ struct Detached
 
 // QCoro 0.8's Task has no way to tell an empty task (no coroutine) from a finished one, and
 // awaiting an empty one dereferences a null handle. Its only member is the handle.
-bool isEmptyTask(const QCoro::Task<> &task) noexcept
-{
-    static_assert(sizeof(QCoro::Task<>) == sizeof(std::coroutine_handle<>),
-                  "QCoro::Task layout changed: revisit isEmptyTask()");
-    void *address;
-    std::memcpy(&address, static_cast<const void *>(&task), sizeof(address));
-    return address == nullptr;
-}
-
 WorkerExit failure(const std::exception_ptr &error)
 {
     WorkerExit exit;
@@ -89,6 +84,8 @@ WorkerExit failure(const std::exception_ptr &error)
 Detached runBody(std::shared_ptr<WorkerCore> core, QCoro::Task<> task)
 {
     WorkerExit exit;
+    void *frame = frameOf(task);
+    registerFrame(frame, core.get());
     try {
         co_await task;
         if (core->isStopRequested()) {
@@ -106,6 +103,7 @@ Detached runBody(std::shared_ptr<WorkerCore> core, QCoro::Task<> task)
     } catch (...) {
         exit = failure(std::current_exception());
     }
+    unregisterFrame(frame); // before the frame is freed and its address reused
     core->end(std::move(exit));
 }
 
@@ -222,7 +220,7 @@ void WorkerCore::runOnHome() noexcept
         end(failure(std::current_exception()));
         return;
     }
-    if (isEmptyTask(task)) {
+    if (!frameOf(task)) {
         WorkerExit exit;
         exit.kind = WorkerExit::Kind::Failed;
         exit.reason = QStringLiteral("the factory returned an empty QCoro::Task");

@@ -4,6 +4,7 @@
 
 #include <QCoro/QCoroTask>
 
+#include <cstring>
 #include <type_traits>
 #include <variant>
 
@@ -26,6 +27,17 @@ template<typename A>
 using GuardResult = decltype(awaiterOf(std::declval<QCoro::detail::TaskPromiseBase &>().await_transform(std::declval<A>()))
                                  .await_resume());
 
+// The coroutine frame of a QCoro 0.8 task (its only member is the handle), or null if empty.
+template<typename T>
+void *frameOf(const QCoro::Task<T> &task) noexcept
+{
+    static_assert(sizeof(QCoro::Task<T>) == sizeof(std::coroutine_handle<>),
+                  "QCoro::Task layout changed: revisit stage::detail::frameOf()");
+    void *address;
+    std::memcpy(&address, static_cast<const void *>(&task), sizeof(address));
+    return address;
+}
+
 template<typename R>
 class GuardWaiter final : public Waiter
 {
@@ -40,6 +52,19 @@ public:
 template<typename R, typename A>
 QCoro::Task<> runGuarded(WaiterRef<GuardWaiter<R>> waiter, A awaitable)
 {
+    // A child task belongs to the worker while it runs, even after a foreign resumption.
+    void *childFrame = nullptr;
+    if constexpr (QCoro::detail::isTask_v<A>) {
+        if (!awaitable.isReady()) {
+            childFrame = frameOf(awaitable);
+            registerFrame(childFrame, waiter->worker());
+        }
+    }
+    struct Unregister
+    {
+        void *frame;
+        ~Unregister() { unregisterFrame(frame); }
+    } unregister{childFrame};
     try {
         if constexpr (std::is_void_v<R>) {
             co_await std::move(awaitable);
@@ -66,6 +91,14 @@ class GuardAwaitable : public AwaitableBase
 
 public:
     explicit GuardAwaitable(A awaitable) : m_awaitable(std::move(awaitable)) {}
+
+    bool await_ready() const noexcept
+    {
+        if constexpr (StopsEarly)
+            return AwaitableBase::await_ready();
+        else
+            return false; // a child must end before its parent goes on, even when stopping
+    }
 
     void await_suspend(std::coroutine_handle<> handle)
     {

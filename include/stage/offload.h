@@ -94,6 +94,12 @@ public:
     {
         throwIfStoppedBeforeSuspending();
         m_waiter->rethrowIfFailed();
+        if constexpr (takesStopToken<F>) {
+            // The function may have seen the stop and returned early, beating the stop callback:
+            // its (partial) result is discarded as documented.
+            if (isStopRequested(m_waiter->worker()))
+                throw Cancelled();
+        }
         if constexpr (!std::is_void_v<R>)
             return std::move(*m_waiter->value);
     }

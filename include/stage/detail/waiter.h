@@ -48,6 +48,16 @@ STAGE_EXPORT bool isStopRequested(const WorkerCore *worker) noexcept;
 /* \a worker's stop token, or a token that never stops for null. */
 STAGE_EXPORT std::stop_token stopTokenOf(const WorkerCore *worker) noexcept;
 
+/*
+    Frames known to belong to a worker while they run: the worker's body, and each child awaited
+    through stage::child(). A frame resumed by a foreign (non-Stage) awaitable runs without a
+    current worker; its next Stage awaitable finds the worker here by frame address, so it stays
+    a cancellation point. Unregister before the frame is freed.
+*/
+STAGE_EXPORT void registerFrame(void *frame, WorkerCore *worker) noexcept;
+STAGE_EXPORT void unregisterFrame(void *frame) noexcept;
+STAGE_EXPORT WorkerCore *workerOfFrame(void *frame) noexcept;
+
 /* Sets the current worker of this thread for its lifetime and restores the previous one. */
 class STAGE_EXPORT CurrentWorkerScope
 {
