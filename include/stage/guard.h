@@ -130,8 +130,10 @@ private:
 } // namespace detail
 
 /*!
-    Makes any awaitable (a QCoro awaitable, a QNetworkReply, a third-party awaiter) a Stage
-    cancellation point, and returns its result.
+    Makes any awaitable that is not a task (a QCoro awaitable such as a QNetworkReply *, a
+    QTimer *, a QProcess, a third-party awaiter) a Stage cancellation point, and returns its
+    result. In QCoro 0.8 qCoro(obj, &Class::signal) returns a QCoro::Task: use stage::signal()
+    for signals.
 
     Thread: the coroutine resumes on the thread that awaited, whatever thread completes
     \a awaitable (use it to await qCoro() on an object of another thread).

@@ -32,7 +32,10 @@ class WorkerHandlePrivate;
     Thread: every function is safe from any thread. The body itself starts on, and always resumes
     on, thread() (its home thread).
     Cancellation: stopToken() is stopped when the owner asks the worker to stop; every Stage
-    awaitable awaited in this worker (or in a stage::child() of it) then throws stage::Cancelled.
+    awaitable awaited in this worker's body, or in a child awaited through stage::child(), then
+    throws stage::Cancelled, even after a foreign (plain QCoro) co_await resumed the frame. A child
+    coroutine awaited directly (co_await child()) shares the stop only until a foreign awaitable
+    resumes it: await children through stage::child(), foreign operations through stage::guard().
 */
 class STAGE_EXPORT Worker
 {
@@ -59,7 +62,11 @@ public:
     */
     void heartbeat() noexcept;
 
-    /*! The worker whose body is running on the calling thread right now, or nullptr. */
+    /*!
+        The worker whose body is running on the calling thread right now, or nullptr. Known
+        limit: after a co_await on a foreign (non-Stage) awaitable it is nullptr until the frame's
+        next Stage awaitable resumes it; take a \c stage::Worker & in the factory instead.
+    */
     static Worker *current() noexcept;
 
 private:
