@@ -34,5 +34,5 @@ long long residentBytes();
 
 #define STAGE_BENCH_CONCAT2(a, b) a##b
 #define STAGE_BENCH_CONCAT(a, b) STAGE_BENCH_CONCAT2(a, b)
-#define STAGE_BENCHMARK(id, description, fn) \
-    static const bool STAGE_BENCH_CONCAT(registered_, __LINE__) = bench::add(id, description, fn)
+#define STAGE_BENCHMARK(id, description, ...) \
+    static const bool STAGE_BENCH_CONCAT(registered_, __LINE__) = bench::add(id, description, __VA_ARGS__)

@@ -4,46 +4,50 @@
 
 namespace stage::detail {
 
-namespace {
-
-class SleepWaiter final : public Waiter
+// The timer map does not own its jobs: this one lives as long as its waiter, which the awaitable
+// keeps while the frame is suspended, and disarm() takes it out of the map first.
+struct TimedWaiter::Timer final : Job
 {
-public:
-    void arm(std::chrono::milliseconds duration)
+    explicit Timer(TimedWaiter *w) : waiter(w) {}
+    void run() noexcept override
     {
-        m_timer = home()->addTimer(Clock::now() + duration, &m_fire);
-        m_armed = true;
+        armed = false; // the executor erased the entry
+        if (waiter->claim())
+            waiter->resumeHere(Outcome::TimedOut); // from the executor's own timer event
     }
+    void drop() noexcept override {}
 
-private:
-    // The timer map does not own its jobs: this one lives exactly as long as its waiter, which the
-    // awaitable keeps while the frame is suspended, and disarm() takes it out of the map first.
-    struct Fire final : Job
-    {
-        SleepWaiter *waiter;
-        explicit Fire(SleepWaiter *w) : waiter(w) {}
-        void run() noexcept override
-        {
-            waiter->m_armed = false; // the executor erased the entry
-            if (waiter->claim())
-                waiter->resumeHere(Outcome::Value); // from the executor's own timer event
-        }
-        void drop() noexcept override {}
-    };
-
-    void disarm() noexcept override
-    {
-        if (m_armed) {
-            home()->removeTimer(m_timer);
-            m_armed = false;
-        }
-    }
-
-    Fire m_fire{this};
-    Executor::TimerHandle m_timer;
-    bool m_armed = false;
+    TimedWaiter *waiter;
+    Executor::TimerHandle handle;
+    bool armed = false;
 };
 
+void TimedWaiter::armTimeout(std::chrono::milliseconds duration)
+{
+    if (isClaimed())
+        return; // settled meanwhile (a stop)
+    if (!m_timer)
+        m_timer = new Timer(this);
+    m_timer->handle = home()->addTimer(Clock::now() + duration, m_timer);
+    m_timer->armed = true;
+}
+
+TimedWaiter::~TimedWaiter()
+{
+    delete m_timer; // disarmed by then, or its thread (and timer map) is gone
+}
+
+void TimedWaiter::disarm() noexcept
+{
+    if (m_timer && m_timer->armed) {
+        home()->removeTimer(m_timer->handle);
+        m_timer->armed = false;
+    }
+}
+
+namespace {
+class SleepWaiter final : public TimedWaiter
+{};
 } // namespace
 
 void SleepAwaitable::await_suspend(std::coroutine_handle<> handle)
@@ -55,8 +59,8 @@ void SleepAwaitable::await_suspend(std::coroutine_handle<> handle)
     if (m_duration <= std::chrono::milliseconds::zero()) {
         if (waiter->claim()) // a yield: straight to the ready queue, no timer
             waiter->publish(Waiter::Outcome::Value);
-    } else if (!waiter->isClaimed()) {
-        waiter->arm(m_duration);
+    } else {
+        waiter->armTimeout(m_duration);
     }
 }
 

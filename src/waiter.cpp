@@ -130,6 +130,7 @@ void Waiter::rethrowIfFailed() const
         std::rethrow_exception(m_error);
     case Outcome::None:
     case Outcome::Value:
+    case Outcome::TimedOut:
         break;
     }
 }

@@ -104,6 +104,8 @@ Detached runBody(std::shared_ptr<WorkerCore> core, QCoro::Task<> task)
         exit = failure(std::current_exception());
     }
     unregisterFrame(frame); // before the frame is freed and its address reused
+    for (const auto &hook : std::exchange(core->endHooks, {}))
+        hook(exit);
     core->end(std::move(exit));
 }
 

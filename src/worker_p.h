@@ -7,7 +7,9 @@
 
 #include <stage/worker.h>
 
+#include <functional>
 #include <memory>
+#include <vector>
 #include <stop_token>
 
 namespace stage::detail {
@@ -58,6 +60,9 @@ public:
     void *tag = nullptr;      // the listener's bookkeeping (a Group's slot); owner thread only
     std::atomic<qint64> lastHeartbeatNs{0}; // Clock nanoseconds of the last Worker::heartbeat()
     std::atomic<quint64> iterations{0};     // Worker::heartbeat() calls; written by the worker only
+    // Called with the exit when the body has ended, before the owner hears of it. Added and run
+    // by the body's own execution (e.g. a Delivery dead-lettered while the frame unwinds).
+    std::vector<std::function<void(const WorkerExit &)>> endHooks;
 
     /* Home thread. */
     void runOnHome() noexcept;

@@ -52,3 +52,21 @@ public:
 };
 
 } // namespace stage
+
+namespace stage {
+
+/*! The mailbox is closed: a send is refused, or a receive found it closed and drained. */
+class STAGE_EXPORT MailboxClosed : public Error
+{
+public:
+    using Error::Error;
+};
+
+/*! A reply can never come: its stage::Reply was destroyed (or its thread ended) without a value. */
+class STAGE_EXPORT BrokenReply : public Error
+{
+public:
+    using Error::Error;
+};
+
+} // namespace stage

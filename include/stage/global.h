@@ -15,5 +15,7 @@ namespace stage {
 
 /*! Log category of the coroutine runtime (workers, awaitables): \c stage.worker. */
 STAGE_EXPORT const QLoggingCategory &lcWorker();
+/*! Log category of mailboxes and replies: \c stage.mailbox. */
+STAGE_EXPORT const QLoggingCategory &lcMailbox();
 
 } // namespace stage

@@ -5,8 +5,10 @@
 #include <stage/future.h>
 #include <stage/group.h>
 #include <stage/guard.h>
+#include <stage/mailbox.h>
 #include <stage/offload.h>
 #include <stage/policy.h>
+#include <stage/reply.h>
 #include <stage/signal.h>
 #include <stage/sleep.h>
 #include <stage/waitfor.h>

@@ -6,6 +6,7 @@
 #include <stage/global.h>
 
 #include <atomic>
+#include <chrono>
 #include <coroutine>
 #include <exception>
 #include <optional>
@@ -85,7 +86,7 @@ private:
 class STAGE_EXPORT Waiter : public Job
 {
 public:
-    enum class Outcome : quint8 { None, Value, Error, Cancelled };
+    enum class Outcome : quint8 { None, Value, Error, Cancelled, TimedOut };
 
     /* Captures the current worker of this thread (the one the awaitable belongs to, or null). */
     Waiter() noexcept;
@@ -148,6 +149,27 @@ private:
     Executor *m_home = nullptr;
     std::exception_ptr m_error;
     std::optional<std::stop_callback<OnStop>> m_onStop;
+};
+
+/*
+    A waiter that can also be settled by a deadline, on its home thread's executor timer: it then
+    resumes with Outcome::TimedOut (stage::sleep treats that as its value, a reply as an error).
+*/
+class STAGE_EXPORT TimedWaiter : public Waiter
+{
+public:
+    TimedWaiter() noexcept = default;
+    /* Home thread, after suspend(): settles with TimedOut once \a duration has passed. */
+    void armTimeout(std::chrono::milliseconds duration);
+
+protected:
+    ~TimedWaiter() override;
+    /* Subclasses that override disarm() call TimedWaiter::disarm() too. */
+    void disarm() noexcept override;
+
+private:
+    struct Timer;
+    Timer *m_timer = nullptr;
 };
 
 /* An owning reference to a Waiter subclass. */

@@ -1,0 +1,492 @@
+#pragma once
+
+// The mailbox machinery. Not API: the names in stage::detail may change.
+
+#include <stage/detail/ringqueue.h>
+#include <stage/detail/waiter.h>
+
+#include <QtCore/QString>
+
+#include <atomic>
+#include <condition_variable>
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+namespace stage {
+
+class MailboxBase;
+
+namespace detail {
+
+class WorkerCore;
+
+/*
+    What does not depend on T: capacity, counters, the QObject side and its coalesced
+    notifications, the reasons of dead letters. Locks: inMutex guards the producer side (the
+    incoming queue, the waiting consumers and senders, closing), outMutex the consumer side; when
+    both are taken, outMutex first.
+*/
+class STAGE_EXPORT MailboxCoreBase : public std::enable_shared_from_this<MailboxCoreBase>
+{
+public:
+    MailboxCoreBase(int capacity, QObject *parent);
+    virtual ~MailboxCoreBase();
+    MailboxCoreBase(const MailboxCoreBase &) = delete;
+    MailboxCoreBase &operator=(const MailboxCoreBase &) = delete;
+
+    /* Creates the QObject side now if it gets a \a parent; otherwise object() creates it on
+       first use. Called once by the handle after construction. */
+    void createObject(QObject *parent);
+    /* The QObject side; created on first use (on the calling thread) if it had no parent. */
+    MailboxBase *object();
+
+    int capacity() const noexcept { return m_capacity; }
+    bool isBounded() const noexcept { return m_capacity > 0; }
+    bool isClosed() const noexcept { return m_closed.load(std::memory_order_acquire); }
+    int count() const noexcept { return m_count.load(std::memory_order_relaxed); }
+    int maxRedeliveries() const noexcept { return m_maxRedeliveries.load(std::memory_order_relaxed); }
+    /* Validates, stores and notifies. Any thread. */
+    void changeMaxRedeliveries(int n);
+
+    virtual void close() = 0;
+    virtual int deadLetterCount() const = 0;
+
+    /* Coalesced: at most one QObject notification per turn of the object's event loop, and none
+       at all while nobody is connected to the object's signals. Any thread. */
+    void noteChanged() noexcept
+    {
+        if (m_watched.load(std::memory_order_relaxed))
+            postNotification();
+    }
+    void setWatched(bool watched) noexcept { m_watched.store(watched, std::memory_order_relaxed); }
+    void notificationDelivered() noexcept { m_notifyPending.store(false, std::memory_order_release); }
+    void objectDestroyed() noexcept;
+
+    /* The reason a dead letter was given when its consumer's worker ended. */
+    void setDeadLetterReason(quint64 letter, const QString &reason);
+    void registerDeadLetterReason(quint64 letter, WorkerCore *worker);
+
+    // Counters, relaxed: a snapshot is consistent only once traffic stops.
+    std::atomic<qint64> queued{0};
+    std::atomic<qint64> delivered{0};
+    std::atomic<qint64> acknowledged{0};
+    std::atomic<qint64> redelivered{0};
+    std::atomic<qint64> deadLettered{0};
+
+protected:
+    virtual void applyDeadLetterReason(quint64 letter, const QString &reason) = 0;
+    void logDeadLetter(int failures);
+
+    const int m_capacity; // > 0 bounded, -1 unbounded
+    std::atomic<int> m_count{0};
+    std::atomic<bool> m_closed{false};
+    std::atomic<int> m_maxRedeliveries{3};
+
+private:
+    void postNotification() noexcept;
+
+    std::atomic<bool> m_watched{false};
+    std::atomic<bool> m_notifyPending{false};
+protected:
+    mutable std::mutex auxMutex; // the QObject side (against its destruction on its thread), dead letters
+
+private:
+    MailboxBase *m_object = nullptr;
+    bool m_ownsObject = false;
+    bool m_objectGone = false; // deleted by its parent: not recreated
+};
+
+STAGE_EXPORT int checkedCapacity(int capacity);
+STAGE_EXPORT std::exception_ptr mailboxClosedError(const char *function);
+[[noreturn]] STAGE_EXPORT void throwMailboxClosed(const char *function);
+
+template<typename T>
+struct MailboxItem
+{
+    T value;
+    quint32 failures = 0;   // times a consumer failed while holding it
+    quint32 deliveries = 0; // times it was handed to a consumer
+};
+
+template<typename T>
+struct DeadLetterRecord
+{
+    quint64 id;
+    T value;
+    QString reason;
+    int failures;
+};
+
+template<typename T>
+class MailboxCore final : public MailboxCoreBase
+{
+public:
+    using Item = MailboxItem<T>;
+    enum class Push { Sent, Full, Closed };
+
+    // A consumer waiting for a message; a producer hands the message over through it.
+    class ReceiveWaiter final : public Waiter
+    {
+    public:
+        explicit ReceiveWaiter(std::shared_ptr<MailboxCore> c) : core(std::move(c)) {}
+        ~ReceiveWaiter() override
+        {
+            if (item) // handed over, but the consumer's thread ended before it resumed
+                core->requeueFront(std::move(*item));
+        }
+        std::shared_ptr<MailboxCore> core;
+        std::optional<Item> item;
+        bool listed = false; // in core->consumers (inMutex)
+
+    private:
+        void disarm() noexcept override { core->unlistConsumer(this); }
+    };
+
+    // A coroutine waiting for room; a consumer moves its value into the queue.
+    class SendWaiter final : public Waiter
+    {
+    public:
+        SendWaiter(std::shared_ptr<MailboxCore> c, T &&v) : core(std::move(c)), value(std::move(v)) {}
+        std::shared_ptr<MailboxCore> core;
+        std::optional<T> value; // empty once queued
+        bool listed = false;
+
+    private:
+        void disarm() noexcept override { core->unlistSender(this); }
+    };
+
+    MailboxCore(int capacity, QObject *parent) : MailboxCoreBase(capacity, parent) {}
+
+    ~MailboxCore() override
+    {
+        if (const std::size_t lost = in.size() + out.size())
+            logLost(lost);
+    }
+
+    // Producer side ---------------------------------------------------------------------------
+
+    /* Queues \a value (moved from only on Sent). */
+    bool isFull() const noexcept
+    {
+        return isBounded() && m_count.load(std::memory_order_seq_cst) >= m_capacity;
+    }
+
+    Push tryPush(T &value)
+    {
+        {
+            std::lock_guard lock(inMutex);
+            if (isClosed())
+                return Push::Closed;
+            if (isFull())
+                return Push::Full;
+            pushLocked(Item{std::move(value)});
+        }
+        noteChanged();
+        return Push::Sent;
+    }
+
+    /* Blocks the calling thread while full, until \a deadline. */
+    template<typename Clock, typename Duration>
+    Push pushBlocking(T &value, std::chrono::time_point<Clock, Duration> deadline)
+    {
+        {
+            std::unique_lock lock(inMutex);
+            while (!isClosed() && isFull()) {
+                // Announce the sleep, then look again: a consumer decrements the count without
+                // this lock, then looks for sleepers (seq_cst on both sides: one sees the other).
+                blockedSenders.fetch_add(1, std::memory_order_seq_cst);
+                roomSignalled.store(false, std::memory_order_seq_cst); // a stale signal would hide this sleep
+                if (!isFull()) {
+                    blockedSenders.fetch_sub(1, std::memory_order_seq_cst);
+                    break;
+                }
+                if (!room)
+                    room = std::make_unique<std::condition_variable>();
+                bool timedOut = false;
+                if (deadline == std::chrono::time_point<Clock, Duration>::max())
+                    room->wait(lock);
+                else
+                    timedOut = room->wait_until(lock, deadline) == std::cv_status::timeout;
+                blockedSenders.fetch_sub(1, std::memory_order_seq_cst);
+                if (timedOut && isFull() && !isClosed())
+                    return Push::Full;
+            }
+            if (isClosed())
+                return Push::Closed;
+            pushLocked(Item{std::move(value)});
+        }
+        noteChanged();
+        return Push::Sent;
+    }
+
+    /* Home thread, from await_suspend: queues the waiter's value if there is room by now, else
+       lists it. False: no need to suspend. */
+    bool waitForRoom(SendWaiter *waiter)
+    {
+        std::lock_guard lock(inMutex);
+        if (waiter->isClaimed())
+            return true; // stopped meanwhile: the resumption is posted
+        // Announced before the last look, as in pushBlocking().
+        waitingSenders.fetch_add(1, std::memory_order_seq_cst);
+        if (isClosed() || !isFull()) {
+            waitingSenders.fetch_sub(1, std::memory_order_seq_cst);
+            waiter->claim();
+            if (!isClosed()) {
+                pushLocked(Item{std::move(*waiter->value)});
+                waiter->value.reset();
+            }
+            return false;
+        }
+        waiter->ref();
+        waiter->listed = true;
+        senders.push_back(waiter);
+        return true;
+    }
+
+    void unlistSender(SendWaiter *waiter) noexcept
+    {
+        std::lock_guard lock(inMutex);
+        if (!waiter->listed)
+            return;
+        waiter->listed = false;
+        senders.erase(std::find(senders.begin(), senders.end(), waiter));
+        waitingSenders.fetch_sub(1, std::memory_order_relaxed);
+        waiter->deref();
+    }
+
+    // Consumer side ---------------------------------------------------------------------------
+
+    /* Takes the next message, if any (delivered: counted by the caller). */
+    std::optional<Item> tryTake()
+    {
+        std::optional<Item> item;
+        {
+            std::lock_guard lock(outMutex);
+            if (out.empty()) {
+                std::lock_guard inLock(inMutex);
+                if (in.empty())
+                    return std::nullopt;
+                out.swap(in); // the whole batch in one lock of the producer side
+            }
+            item.emplace(std::move(out.front()));
+            out.pop_front();
+            m_count.fetch_sub(1, std::memory_order_seq_cst); // then afterTake() looks for sleepers
+            if (waitingConsumers.load(std::memory_order_relaxed) > 0 && !out.empty())
+                chainWakeLocked(); // more work and idle consumers: pass some on
+        }
+        afterTake();
+        return item;
+    }
+
+    /* Home thread, from await_suspend: hands a message over at once if one arrived by now, else
+       lists the waiter. False: no need to suspend. */
+    bool waitForMessage(ReceiveWaiter *waiter)
+    {
+        std::lock_guard lock(outMutex);
+        std::lock_guard inLock(inMutex);
+        if (waiter->isClaimed())
+            return true; // stopped meanwhile: the resumption is posted
+        if (!out.empty() || !in.empty() || isClosed()) {
+            waiter->claim(); // await_resume takes the message (or reports the close)
+            return false;
+        }
+        waiter->ref();
+        waiter->listed = true;
+        consumers.push_back(waiter);
+        waitingConsumers.fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
+
+    void unlistConsumer(ReceiveWaiter *waiter) noexcept
+    {
+        std::lock_guard lock(inMutex);
+        if (!waiter->listed)
+            return;
+        waiter->listed = false;
+        consumers.erase(std::find(consumers.begin(), consumers.end(), waiter));
+        waitingConsumers.fetch_sub(1, std::memory_order_relaxed);
+        waiter->deref();
+    }
+
+    /* Puts a message back at the front: its consumer failed or stopped while holding it. */
+    void requeueFront(Item &&item)
+    {
+        {
+            std::lock_guard lock(outMutex);
+            std::lock_guard inLock(inMutex);
+            m_count.fetch_add(1, std::memory_order_relaxed);
+            if (!handOffLocked(item))
+                out.push_front(std::move(item));
+        }
+        noteChanged();
+    }
+
+    void deadLetter(Item &&item, WorkerCore *worker)
+    {
+        quint64 id;
+        {
+            std::lock_guard lock(auxMutex);
+            id = ++lastDeadLetter;
+            dead.push_back(DeadLetterRecord<T>{id, std::move(item.value),
+                                               QStringLiteral("its consumer failed while holding it"),
+                                               int(item.failures)});
+        }
+        deadLettered.fetch_add(1, std::memory_order_relaxed);
+        logDeadLetter(int(item.failures));
+        registerDeadLetterReason(id, worker);
+        noteChanged();
+    }
+
+    std::vector<DeadLetterRecord<T>> takeDeadLetters()
+    {
+        std::lock_guard lock(auxMutex);
+        return std::exchange(dead, {});
+    }
+
+    int deadLetterCount() const override
+    {
+        std::lock_guard lock(auxMutex);
+        return int(dead.size());
+    }
+
+    void close() override
+    {
+        std::vector<ReceiveWaiter *> wakeConsumers;
+        std::vector<SendWaiter *> wakeSenders;
+        {
+            std::lock_guard lock(inMutex);
+            if (isClosed())
+                return;
+            m_closed.store(true, std::memory_order_release);
+            wakeConsumers.assign(consumers.begin(), consumers.end());
+            wakeSenders.assign(senders.begin(), senders.end());
+            for (auto *w : consumers)
+                w->listed = false;
+            for (auto *w : senders)
+                w->listed = false;
+            consumers.clear();
+            senders.clear();
+            waitingConsumers.store(0, std::memory_order_relaxed);
+            waitingSenders.store(0, std::memory_order_relaxed);
+            if (room)
+                room->notify_all();
+        }
+        for (auto *w : wakeConsumers) { // they drain what is left, then get MailboxClosed
+            if (w->claim())
+                w->publish(Waiter::Outcome::Value);
+            w->deref();
+        }
+        for (auto *w : wakeSenders) {
+            w->settleError(mailboxClosedError("Mailbox::send"));
+            w->deref();
+        }
+        noteChanged();
+    }
+
+    std::mutex inMutex;
+    std::mutex outMutex;
+    std::unique_ptr<std::condition_variable> room; // blocked (thread) senders; created by the first
+    RingQueue<Item> in;           // inMutex
+    RingQueue<Item> out;          // outMutex
+    std::vector<ReceiveWaiter *> consumers; // inMutex, FIFO; each holds a reference
+    std::vector<SendWaiter *> senders;      // inMutex, FIFO; each holds a reference
+    std::atomic<int> waitingConsumers{0};
+    std::atomic<int> waitingSenders{0};
+    std::atomic<int> blockedSenders{0};
+    std::atomic<bool> roomSignalled{false};
+
+    std::vector<DeadLetterRecord<T>> dead; // auxMutex
+    quint64 lastDeadLetter = 0;
+
+private:
+    void pushLocked(Item &&item)
+    {
+        m_count.fetch_add(1, std::memory_order_relaxed);
+        queued.fetch_add(1, std::memory_order_relaxed);
+        if (consumers.empty() || !handOffLocked(item))
+            in.push_back(std::move(item));
+    }
+
+    // inMutex held. Consumers wait only while both queues are empty, so handing over keeps FIFO.
+    bool handOffLocked(Item &item)
+    {
+        while (!consumers.empty()) {
+            ReceiveWaiter *w = consumers.front();
+            consumers.erase(consumers.begin());
+            w->listed = false;
+            waitingConsumers.fetch_sub(1, std::memory_order_relaxed);
+            if (w->claim()) {
+                m_count.fetch_sub(1, std::memory_order_relaxed);
+                w->item.emplace(std::move(item));
+                w->publish(Waiter::Outcome::Value);
+                w->deref();
+                return true;
+            }
+            w->deref(); // it was stopped: its resumption is on its way
+        }
+        return false;
+    }
+
+    // outMutex held, out non-empty.
+    void chainWakeLocked()
+    {
+        std::lock_guard inLock(inMutex);
+        if (!consumers.empty() && handOffLocked(out.front()))
+            out.pop_front();
+    }
+
+    // After a take: room for whoever waits to send (exact: every take makes room for one).
+    void afterTake()
+    {
+        if (!isBounded())
+            return;
+        if (waitingSenders.load(std::memory_order_seq_cst) > 0) {
+            std::lock_guard lock(inMutex);
+            while (!senders.empty() && !isFull()) {
+                SendWaiter *w = senders.front();
+                senders.erase(senders.begin());
+                w->listed = false;
+                waitingSenders.fetch_sub(1, std::memory_order_relaxed);
+                if (w->claim()) {
+                    pushLocked(Item{std::move(*w->value)});
+                    w->value.reset();
+                    w->publish(Waiter::Outcome::Value);
+                }
+                w->deref();
+            }
+        }
+        // Blocked threads: one wake-up per sleep (roomSignalled), not one system call per take.
+        if (blockedSenders.load(std::memory_order_seq_cst) > 0
+            && !roomSignalled.exchange(true, std::memory_order_seq_cst)) {
+            std::lock_guard lock(inMutex);
+            if (room)
+                room->notify_all();
+        }
+    }
+
+    void applyDeadLetterReason(quint64 letter, const QString &reason) override
+    {
+        std::lock_guard lock(auxMutex);
+        for (auto &record : dead) {
+            if (record.id == letter) {
+                record.reason = reason;
+                return;
+            }
+        }
+    }
+
+    void logLost(std::size_t lost);
+};
+
+template<typename T>
+void MailboxCore<T>::logLost(std::size_t lost)
+{
+    qCWarning(lcMailbox, "Mailbox: destroyed with %zu message(s) still queued", lost);
+}
+
+} // namespace detail
+} // namespace stage

@@ -1,0 +1,464 @@
+#pragma once
+
+#include <stage/detail/mailboxcore.h>
+#include <stage/detail/waiter.h>
+
+#include <QtCore/QObject>
+
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace stage {
+
+template<typename T>
+class Mailbox;
+namespace detail {
+template<typename T>
+class ReceiveAwaitable;
+}
+
+/*! A snapshot of a mailbox's counters. */
+class STAGE_EXPORT MailboxStatistics
+{
+    Q_GADGET
+    Q_PROPERTY(qint64 queued MEMBER queued)
+    Q_PROPERTY(qint64 delivered MEMBER delivered)
+    Q_PROPERTY(qint64 acknowledged MEMBER acknowledged)
+    Q_PROPERTY(qint64 redelivered MEMBER redelivered)
+    Q_PROPERTY(qint64 deadLettered MEMBER deadLettered)
+
+public:
+    qint64 queued = 0;       //!< messages accepted by a send
+    qint64 delivered = 0;    //!< deliveries handed to consumers (a redelivery counts again)
+    qint64 acknowledged = 0; //!< deliveries acknowledged
+    qint64 redelivered = 0;  //!< deliveries put back because their consumer failed or stopped
+    qint64 deadLettered = 0; //!< messages moved to the dead letters
+};
+
+/*!
+    The QObject side of a stage::Mailbox<T>: properties and signals for signal/slot and QML users.
+
+    Notifications are coalesced: countChanged(), closedChanged() and statisticsChanged() are
+    emitted at most once per turn of this object's event loop, with the latest values (a change
+    may be skipped, the last one never is), and cost nothing while no one is connected.
+    Thread: lives on the thread that created the mailbox; its signals are emitted there.
+    Deleting it (for instance through its QObject parent) closes the mailbox; the handles go on
+    working, so what was queued can still be drained.
+*/
+class STAGE_EXPORT MailboxBase : public QObject
+{
+    Q_OBJECT
+    Q_PROPERTY(int count READ count NOTIFY countChanged)
+    Q_PROPERTY(int capacity READ capacity CONSTANT)
+    Q_PROPERTY(bool closed READ isClosed NOTIFY closedChanged)
+    Q_PROPERTY(int maxRedeliveries READ maxRedeliveries WRITE setMaxRedeliveries NOTIFY maxRedeliveriesChanged)
+    Q_PROPERTY(int deadLetterCount READ deadLetterCount NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 queued READ queued NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 delivered READ delivered NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 acknowledged READ acknowledged NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 redelivered READ redelivered NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 deadLettered READ deadLettered NOTIFY statisticsChanged)
+
+public:
+    ~MailboxBase() override;
+
+    int count() const;
+    /*! The capacity, or -1 for an unbounded mailbox. */
+    int capacity() const;
+    bool isClosed() const;
+    int maxRedeliveries() const;
+    void setMaxRedeliveries(int count);
+    int deadLetterCount() const;
+    MailboxStatistics statistics() const;
+    qint64 queued() const;
+    qint64 delivered() const;
+    qint64 acknowledged() const;
+    qint64 redelivered() const;
+    qint64 deadLettered() const;
+
+    /*! Closes the mailbox (see Mailbox::close()). */
+    Q_INVOKABLE void close();
+
+Q_SIGNALS:
+    void countChanged(int count);
+    void closedChanged(bool closed);
+    void statisticsChanged();
+    void maxRedeliveriesChanged(int count);
+
+protected:
+    bool event(QEvent *event) override;
+    void connectNotify(const QMetaMethod &signal) override;
+
+private:
+    friend class detail::MailboxCoreBase;
+    explicit MailboxBase(std::weak_ptr<detail::MailboxCoreBase> core, QObject *parent);
+
+    std::weak_ptr<detail::MailboxCoreBase> m_core;
+    int m_lastCount = 0;
+    bool m_lastClosed = false;
+};
+
+/*!
+    A message handed to a consumer by Mailbox::receive(), which it owns until acknowledged.
+
+    It is acknowledged by ack(), or when it is destroyed normally (in a receive loop: when the
+    next iteration begins). Destroyed by an exception unwinding the consumer, it is put back at
+    the front of its mailbox for the next consumer instead (at-least-once): a stage::Cancelled
+    unwinding (the worker was stopped) does not count against the message; any other failure
+    does, and a message whose consumers failed more than Mailbox::maxRedeliveries() times goes to
+    the dead letters with the failure's reason.
+    Thread: used by the consumer that received it. Move-only.
+*/
+template<typename T>
+class Delivery
+{
+public:
+    Delivery(Delivery &&other) noexcept
+        : m_core(std::move(other.m_core)), m_item(std::move(other.m_item)), m_worker(other.m_worker),
+          m_uncaught(other.m_uncaught)
+    {
+        other.m_core.reset();
+    }
+    Delivery &operator=(Delivery &&other) noexcept
+    {
+        if (this != &other) {
+            release();
+            m_core = std::move(other.m_core);
+            m_item = std::move(other.m_item);
+            m_worker = other.m_worker;
+            m_uncaught = other.m_uncaught;
+            other.m_core.reset();
+        }
+        return *this;
+    }
+    ~Delivery() { release(); }
+
+    T &value() noexcept { return m_item->value; }
+    const T &value() const noexcept { return m_item->value; }
+    T &operator*() noexcept { return m_item->value; }
+    const T &operator*() const noexcept { return m_item->value; }
+    T *operator->() noexcept { return &m_item->value; }
+    const T *operator->() const noexcept { return &m_item->value; }
+
+    /*! Acknowledges the message now: it will not be redelivered, whatever happens next. */
+    void ack() noexcept
+    {
+        if (m_core) {
+            m_core->acknowledged.fetch_add(1, std::memory_order_relaxed);
+            m_core.reset();
+        }
+    }
+    bool isAcknowledged() const noexcept { return !m_core; }
+    /*! How many times this message was handed to a consumer before this delivery. */
+    int previousDeliveries() const noexcept { return int(m_item->deliveries) - 1; }
+    /*! How many consumers failed while holding this message before. */
+    int failures() const noexcept { return int(m_item->failures); }
+
+private:
+    friend class Mailbox<T>;
+    friend class detail::ReceiveAwaitable<T>;
+    Delivery(std::shared_ptr<detail::MailboxCore<T>> core, detail::MailboxItem<T> &&item, detail::WorkerCore *worker)
+        : m_core(std::move(core)), m_item(std::move(item)), m_worker(worker), m_uncaught(std::uncaught_exceptions())
+    {}
+
+    void release() noexcept
+    {
+        if (!m_core)
+            return;
+        auto core = std::move(m_core);
+        if (std::uncaught_exceptions() <= m_uncaught) {
+            core->acknowledged.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+        // Unwinding: the consumer failed or was stopped while holding the message.
+        try {
+            detail::MailboxItem<T> item = std::move(*m_item);
+            const bool stopped = detail::isStopRequested(m_worker);
+            if (!stopped)
+                ++item.failures;
+            if (!stopped && int(item.failures) > core->maxRedeliveries()) {
+                core->deadLetter(std::move(item), m_worker);
+            } else {
+                core->redelivered.fetch_add(1, std::memory_order_relaxed);
+                core->requeueFront(std::move(item));
+            }
+        } catch (...) {
+            // Moving T threw while unwinding: nothing sane is left to do with the message.
+        }
+    }
+
+    std::shared_ptr<detail::MailboxCore<T>> m_core;
+    std::optional<detail::MailboxItem<T>> m_item;
+    detail::WorkerCore *m_worker = nullptr;
+    int m_uncaught = 0;
+};
+
+/*! A message moved to the dead letters, with the reason its last consumer failed. */
+template<typename T>
+struct DeadLetter
+{
+    T value;
+    QString reason;
+    int failures = 0;
+};
+
+/*! The outcome of Mailbox::trySend() and Mailbox::sendBlocking(). */
+enum class SendStatus {
+    Sent,   //!< queued
+    Full,   //!< no room (trySend), or no room before the timeout (sendBlocking); the value is yours
+    Closed, //!< the mailbox is closed; the value is yours
+};
+
+namespace detail {
+
+STAGE_EXPORT MailboxStatistics statisticsOf(const MailboxCoreBase &core);
+
+template<typename T>
+class ReceiveAwaitable : public AwaitableBase
+{
+    using Core = MailboxCore<T>;
+
+public:
+    explicit ReceiveAwaitable(std::shared_ptr<Core> core) noexcept : m_core(std::move(core)) {}
+
+    bool await_ready()
+    {
+        if (AwaitableBase::await_ready())
+            return true;
+        m_item = m_core->tryTake(); // the fast path: no suspension while messages are queued
+        return m_item.has_value() || m_core->isClosed();
+    }
+
+    bool await_suspend(std::coroutine_handle<> handle)
+    {
+        markSuspended();
+        m_waiter = makeWaiter<typename Core::ReceiveWaiter>(m_core);
+        m_waiter->suspend(handle);
+        return m_core->waitForMessage(m_waiter.get());
+    }
+
+    Delivery<T> await_resume()
+    {
+        throwIfStoppedBeforeSuspending();
+        WorkerCore *worker = m_waiter ? m_waiter->worker() : currentWorker();
+        if (m_waiter) {
+            m_waiter->rethrowIfFailed();
+            if (m_waiter->item)
+                m_item = std::move(m_waiter->item);
+            m_waiter->item.reset();
+            if (isStopRequested(worker)) {
+                // Stopped while the message was being handed over: it goes back, undelivered.
+                if (m_item)
+                    m_core->requeueFront(std::move(*m_item));
+                throw Cancelled();
+            }
+        }
+        if (!m_item)
+            m_item = m_core->tryTake();
+        if (!m_item)
+            throwMailboxClosed("Mailbox::receive");
+        ++m_item->deliveries;
+        m_core->delivered.fetch_add(1, std::memory_order_relaxed);
+        m_core->noteChanged();
+        return Delivery<T>(m_core, std::move(*m_item), worker);
+    }
+
+private:
+    std::shared_ptr<Core> m_core;
+    std::optional<MailboxItem<T>> m_item;
+    WaiterRef<typename Core::ReceiveWaiter> m_waiter;
+};
+
+template<typename T>
+class SendAwaitable : public AwaitableBase
+{
+    using Core = MailboxCore<T>;
+
+public:
+    SendAwaitable(std::shared_ptr<Core> core, T &&value) : m_core(std::move(core)), m_value(std::move(value)) {}
+
+    bool await_ready()
+    {
+        if (AwaitableBase::await_ready())
+            return true;
+        m_status = m_core->tryPush(*m_value);
+        return m_status != Core::Push::Full;
+    }
+
+    bool await_suspend(std::coroutine_handle<> handle)
+    {
+        markSuspended();
+        m_waiter = makeWaiter<typename Core::SendWaiter>(m_core, std::move(*m_value));
+        m_waiter->suspend(handle);
+        return m_core->waitForRoom(m_waiter.get());
+    }
+
+    void await_resume()
+    {
+        throwIfStoppedBeforeSuspending();
+        if (m_waiter) {
+            m_waiter->rethrowIfFailed();
+            if (m_waiter->value) // not queued: the mailbox closed meanwhile
+                throwMailboxClosed("Mailbox::send");
+            return;
+        }
+        if (m_status == Core::Push::Closed)
+            throwMailboxClosed("Mailbox::send");
+    }
+
+private:
+    std::shared_ptr<Core> m_core;
+    std::optional<T> m_value;
+    typename Core::Push m_status = Core::Push::Full;
+    WaiterRef<typename Core::SendWaiter> m_waiter;
+};
+
+} // namespace detail
+
+/*!
+    A reliable, multi-producer multi-consumer queue of T that outlives every consumer: the
+    second degree of Stage.
+
+    \code
+    stage::Mailbox<Job> jobs(1024);                 // bounded; stage::Mailbox<Job>() is unbounded
+    group.spawn([jobs](stage::Worker &) -> QCoro::Task<> {
+        for (;;) {
+            auto job = co_await jobs.receive();     // a Delivery<Job>
+            run(*job);                              // throws? the job goes back to the front
+        }                                           // acknowledged here, by the next iteration
+    });
+    co_await jobs.send(Job{...});                   // from a coroutine; waits while full
+    jobs.sendBlocking(Job{...});                    // from any thread, no event loop needed
+    \endcode
+
+    A Mailbox is a handle: copies share one queue, which lives as long as any handle (or a
+    pending receive or send) does. Producers may be on any thread; a consumer's coroutine resumes
+    on its own thread. Order is FIFO per producer; a redelivered message goes to the front.
+    Delivery is at-least-once (see stage::Delivery): a message is never lost because its consumer
+    failed, was cancelled or was stopped for good (a group that gives up, shutdown): it stays in
+    the mailbox, or among the dead letters after more than maxRedeliveries() failures (default 3).
+    Wake-ups are batched: a waiting consumer is woken when the queue goes from empty to non-empty,
+    and then drains it without suspending; no event and no allocation per message.
+    Closing: close() refuses further sends; receivers drain what is queued, then get
+    stage::MailboxClosed. Nothing queued is lost by closing.
+*/
+template<typename T>
+class Mailbox
+{
+    using Core = detail::MailboxCore<T>;
+
+public:
+    /*! An unbounded mailbox; its QObject side gets \a parent. */
+    explicit Mailbox(QObject *parent = nullptr) : Mailbox(-1, parent, Unchecked{}) {}
+    /*! A mailbox of \a capacity (>= 1; anything else is refused with a warning and becomes 1). */
+    explicit Mailbox(int capacity, QObject *parent = nullptr)
+        : Mailbox(detail::checkedCapacity(capacity), parent, Unchecked{})
+    {}
+
+    /*!
+        Queues \a value, waiting while the mailbox is full.
+        Thread: any coroutine; resumes on its own thread.
+        Cancellation: a cancellation point; if cancelled, \a value was not queued (it is dropped).
+        Errors: throws stage::MailboxClosed if the mailbox is (or gets) closed before \a value
+        was queued.
+    */
+    detail::SendAwaitable<T> send(T value) const { return detail::SendAwaitable<T>(m_core, std::move(value)); }
+
+    /*! Queues \a value if there is room now; moved from only when Sent. Thread: any. */
+    SendStatus trySend(T &&value) const { return toStatus(m_core->tryPush(value)); }
+    SendStatus trySend(const T &value) const
+    {
+        T copy(value);
+        return trySend(std::move(copy));
+    }
+
+    /*!
+        Queues \a value, blocking the calling thread while the mailbox is full, at most
+        \a timeout (negative: no limit). For threads without an event loop (std::thread); never
+        call it on the thread of a consumer of this mailbox. Moved from only when Sent. Thread: any.
+    */
+    SendStatus sendBlocking(T &&value, std::chrono::milliseconds timeout = std::chrono::milliseconds(-1)) const
+    {
+        const auto deadline = timeout.count() < 0 ? std::chrono::steady_clock::time_point::max()
+                                                   : std::chrono::steady_clock::now() + timeout;
+        return toStatus(m_core->pushBlocking(value, deadline));
+    }
+
+    /*!
+        Waits for the next message and hands it over as a Delivery.
+        Thread: a coroutine; resumes on its own thread. No suspension while messages are queued.
+        Cancellation: a cancellation point; if cancelled, no message was taken (one being handed
+        over goes back to the front, undelivered).
+        Errors: throws stage::MailboxClosed once the mailbox is closed and drained.
+    */
+    detail::ReceiveAwaitable<T> receive() const { return detail::ReceiveAwaitable<T>(m_core); }
+
+    /*! The next message if one is queued now. Thread: any. */
+    std::optional<Delivery<T>> tryReceive() const
+    {
+        auto item = m_core->tryTake();
+        if (!item)
+            return std::nullopt;
+        ++item->deliveries;
+        m_core->delivered.fetch_add(1, std::memory_order_relaxed);
+        m_core->noteChanged();
+        return Delivery<T>(m_core, std::move(*item), detail::currentWorker());
+    }
+
+    /*! Refuses further sends and wakes every waiter; queued messages stay receivable. Thread: any. */
+    void close() const { m_core->close(); }
+    bool isClosed() const { return m_core->isClosed(); }
+    /*! Messages queued now (not counting those held by consumers). */
+    int count() const { return m_core->count(); }
+    /*! The capacity, or -1 when unbounded. */
+    int capacity() const { return m_core->capacity(); }
+
+    int maxRedeliveries() const { return m_core->maxRedeliveries(); }
+    /*! Failures a message survives before it is dead-lettered (default 3; negative: refused). Thread: any. */
+    void setMaxRedeliveries(int count) const { m_core->changeMaxRedeliveries(count); }
+
+    /*! Removes and returns the dead letters. Thread: any. */
+    std::vector<DeadLetter<T>> takeDeadLetters() const
+    {
+        std::vector<DeadLetter<T>> letters;
+        for (auto &record : m_core->takeDeadLetters())
+            letters.push_back(DeadLetter<T>{std::move(record.value), std::move(record.reason), record.failures});
+        return letters;
+    }
+    int deadLetterCount() const { return m_core->deadLetterCount(); }
+
+    MailboxStatistics statistics() const { return detail::statisticsOf(*m_core); }
+    /*! The QObject side; null once it was deleted. */
+    MailboxBase *object() const { return m_core->object(); }
+
+    friend bool operator==(const Mailbox &a, const Mailbox &b) { return a.m_core == b.m_core; }
+
+private:
+    struct Unchecked
+    {};
+    Mailbox(int capacity, QObject *parent, Unchecked) : m_core(std::make_shared<Core>(capacity, parent))
+    {
+        m_core->createObject(parent);
+    }
+    static SendStatus toStatus(typename Core::Push push)
+    {
+        switch (push) {
+        case Core::Push::Sent:
+            return SendStatus::Sent;
+        case Core::Push::Full:
+            return SendStatus::Full;
+        case Core::Push::Closed:
+            break;
+        }
+        return SendStatus::Closed;
+    }
+
+    std::shared_ptr<Core> m_core;
+};
+
+} // namespace stage
+
+Q_DECLARE_METATYPE(stage::MailboxStatistics)

@@ -1,0 +1,295 @@
+#include "worker_p.h"
+
+#include <stage/mailbox.h>
+
+#include <QtCore/QCoreApplication>
+#include <QtCore/QEvent>
+#include <QtCore/QMetaMethod>
+#include <QtCore/QThread>
+
+Q_LOGGING_CATEGORY(lcStageMailbox, "stage.mailbox", QtInfoMsg)
+
+namespace stage {
+
+const QLoggingCategory &lcMailbox()
+{
+    return lcStageMailbox();
+}
+
+namespace {
+const QEvent::Type NotifyEvent = static_cast<QEvent::Type>(QEvent::registerEventType());
+} // namespace
+
+namespace detail {
+
+int checkedCapacity(int capacity)
+{
+    if (capacity >= 1)
+        return capacity;
+    qCWarning(lcMailbox, "Mailbox: the capacity must be >= 1 (use Mailbox() for an unbounded one), got %d; using 1",
+              capacity);
+    return 1;
+}
+
+std::exception_ptr mailboxClosedError(const char *function)
+{
+    return std::make_exception_ptr(MailboxClosed(std::string(function) + ": the mailbox is closed"));
+}
+
+void throwMailboxClosed(const char *function)
+{
+    std::rethrow_exception(mailboxClosedError(function));
+}
+
+MailboxStatistics statisticsOf(const MailboxCoreBase &core)
+{
+    MailboxStatistics s;
+    s.queued = core.queued.load(std::memory_order_relaxed);
+    s.delivered = core.delivered.load(std::memory_order_relaxed);
+    s.acknowledged = core.acknowledged.load(std::memory_order_relaxed);
+    s.redelivered = core.redelivered.load(std::memory_order_relaxed);
+    s.deadLettered = core.deadLettered.load(std::memory_order_relaxed);
+    return s;
+}
+
+MailboxCoreBase::MailboxCoreBase(int capacity, QObject *) : m_capacity(capacity) {}
+
+MailboxCoreBase::~MailboxCoreBase()
+{
+    std::lock_guard lock(auxMutex);
+    if (!m_object)
+        return;
+    m_object->m_core.reset();
+    if (m_ownsObject) {
+        if (m_object->thread() == QThread::currentThread())
+            delete m_object;
+        else
+            m_object->deleteLater();
+    }
+}
+
+void MailboxCoreBase::createObject(QObject *parent)
+{
+    if (!parent)
+        return; // created on first use: most mailboxes are never watched
+    auto *object = new MailboxBase(weak_from_this(), parent);
+    std::lock_guard lock(auxMutex);
+    m_object = object;
+}
+
+MailboxBase *MailboxCoreBase::object()
+{
+    std::lock_guard lock(auxMutex);
+    if (!m_object && !m_objectGone) {
+        m_object = new MailboxBase(weak_from_this(), nullptr);
+        m_ownsObject = true;
+    }
+    return m_object;
+}
+
+void MailboxCoreBase::objectDestroyed() noexcept
+{
+    {
+        std::lock_guard lock(auxMutex);
+        m_object = nullptr;
+        m_objectGone = true;
+    }
+    close();
+}
+
+void MailboxCoreBase::postNotification() noexcept
+{
+    if (m_notifyPending.exchange(true, std::memory_order_acq_rel))
+        return;
+    std::lock_guard lock(auxMutex);
+    if (m_object)
+        QCoreApplication::postEvent(m_object, new QEvent(NotifyEvent));
+}
+
+void MailboxCoreBase::changeMaxRedeliveries(int n)
+{
+    if (n < 0) {
+        qCWarning(lcMailbox, "Mailbox::setMaxRedeliveries: the count must be >= 0, got %d; ignored", n);
+        return;
+    }
+    if (m_maxRedeliveries.exchange(n, std::memory_order_relaxed) == n)
+        return;
+    std::lock_guard lock(auxMutex);
+    if (m_object)
+        QMetaObject::invokeMethod(m_object, [o = QPointer<MailboxBase>(m_object), n] {
+            if (o)
+                emit o->maxRedeliveriesChanged(n);
+        });
+}
+
+void MailboxCoreBase::logDeadLetter(int failures)
+{
+    qCWarning(lcMailbox, "Mailbox: a message failed %d consumer(s) and was moved to the dead letters", failures);
+}
+
+void MailboxCoreBase::setDeadLetterReason(quint64 letter, const QString &reason)
+{
+    applyDeadLetterReason(letter, reason);
+}
+
+void MailboxCoreBase::registerDeadLetterReason(quint64 letter, WorkerCore *worker)
+{
+    if (!worker)
+        return;
+    // The reason is the worker's failure, known once its frame has unwound.
+    worker->endHooks.push_back([weak = weak_from_this(), letter](const WorkerExit &exit) {
+        if (auto core = weak.lock())
+            core->setDeadLetterReason(letter, exit.reason);
+    });
+}
+
+} // namespace detail
+
+// MailboxBase
+
+MailboxBase::MailboxBase(std::weak_ptr<detail::MailboxCoreBase> core, QObject *parent)
+    : QObject(parent), m_core(std::move(core))
+{}
+
+MailboxBase::~MailboxBase()
+{
+    if (auto core = m_core.lock())
+        core->objectDestroyed();
+}
+
+void MailboxBase::connectNotify(const QMetaMethod &signal)
+{
+    if (signal == QMetaMethod::fromSignal(&MailboxBase::countChanged)
+        || signal == QMetaMethod::fromSignal(&MailboxBase::closedChanged)
+        || signal == QMetaMethod::fromSignal(&MailboxBase::statisticsChanged)) {
+        if (auto core = m_core.lock())
+            core->setWatched(true); // from now on: coalesced notifications
+    }
+}
+
+bool MailboxBase::event(QEvent *event)
+{
+    if (event->type() != NotifyEvent)
+        return QObject::event(event);
+    auto core = m_core.lock();
+    if (!core)
+        return true;
+    core->notificationDelivered();
+    const int count = core->count();
+    const bool closed = core->isClosed();
+    QPointer<MailboxBase> alive(this);
+    if (count != m_lastCount) {
+        m_lastCount = count;
+        emit countChanged(count);
+    }
+    if (alive && closed != m_lastClosed) {
+        m_lastClosed = closed;
+        emit closedChanged(closed);
+    }
+    if (alive)
+        emit statisticsChanged();
+    return true;
+}
+
+int MailboxBase::count() const
+{
+    auto core = m_core.lock();
+    return core ? core->count() : 0;
+}
+
+int MailboxBase::capacity() const
+{
+    auto core = m_core.lock();
+    return core ? core->capacity() : 0;
+}
+
+bool MailboxBase::isClosed() const
+{
+    auto core = m_core.lock();
+    return core ? core->isClosed() : true;
+}
+
+int MailboxBase::maxRedeliveries() const
+{
+    auto core = m_core.lock();
+    return core ? core->maxRedeliveries() : 0;
+}
+
+void MailboxBase::setMaxRedeliveries(int count)
+{
+    if (auto core = m_core.lock())
+        core->changeMaxRedeliveries(count);
+}
+
+int MailboxBase::deadLetterCount() const
+{
+    auto core = m_core.lock();
+    return core ? core->deadLetterCount() : 0;
+}
+
+MailboxStatistics MailboxBase::statistics() const
+{
+    auto core = m_core.lock();
+    return core ? detail::statisticsOf(*core) : MailboxStatistics{};
+}
+
+qint64 MailboxBase::queued() const
+{
+    return statistics().queued;
+}
+
+qint64 MailboxBase::delivered() const
+{
+    return statistics().delivered;
+}
+
+qint64 MailboxBase::acknowledged() const
+{
+    return statistics().acknowledged;
+}
+
+qint64 MailboxBase::redelivered() const
+{
+    return statistics().redelivered;
+}
+
+qint64 MailboxBase::deadLettered() const
+{
+    return statistics().deadLettered;
+}
+
+void MailboxBase::close()
+{
+    if (auto core = m_core.lock())
+        core->close();
+}
+
+} // namespace stage
+
+// Replies
+
+#include <stage/reply.h>
+
+namespace stage::detail {
+
+void warnReplyTwice()
+{
+    qCWarning(lcMailbox, "Reply::send: the reply was already sent (a reply is one-shot); ignored");
+}
+
+void throwBrokenReply()
+{
+    throw BrokenReply("stage::Reply: the sender was destroyed without a reply");
+}
+
+void throwReplyTimeout(std::chrono::milliseconds timeout)
+{
+    throw TimeoutError("stage::ReplyReceiver::wait: no reply within " + std::to_string(timeout.count()) + " ms");
+}
+
+void throwReplyTaken()
+{
+    throw InvalidOperation("stage::ReplyReceiver: the reply was already received (or is awaited twice at once)");
+}
+
+} // namespace stage::detail
