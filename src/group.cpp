@@ -406,7 +406,7 @@ void GroupPrivate::maybeFinishStop()
         return;
     QPointer<Group> alive(q);
     if (failing)
-        emit q->failed(failReason);
+        emit q->gaveUp(failReason);
     if (alive)
         emit q->stopped();
 }
@@ -470,6 +470,16 @@ Group::~Group()
         const bool selfIsOurs = self && self->listener == d.get();
         const auto deadline = Clock::now() + std::chrono::milliseconds(d->shutdownTimeout);
         d->executor->runUntil([&] { return d->stats.running <= (selfIsOurs ? 1 : 0); }, deadline);
+        if (selfIsOurs && self->tag) {
+            // Not abandoned: it is unwinding right now, from the delete that is running.
+            auto *slot = static_cast<GroupSlot *>(self->tag);
+            qCInfo(lcGroup, "Group: worker %llu deleted its own group; it unwinds on its own", slot->id);
+            self->tag = nullptr;
+            self->listener = nullptr;
+            slot->core.reset();
+            --d->stats.running;
+            ++d->stats.cancelled;
+        }
     }
     d->abandonAllRunning();
     for (const auto &core : d->abandonedCores)

@@ -100,7 +100,7 @@ public:
             lastSeen = m_group->statistics();
             check();
         });
-        QObject::connect(&group, qOverload<const QString &>(&Group::failed), &m_context, [this](const QString &reason) {
+        QObject::connect(&group, &Group::gaveUp, &m_context, [this](const QString &reason) {
             order.append(QStringLiteral("failed"));
             failReasons.append(reason);
         });
@@ -938,7 +938,7 @@ void tst_Group::intensity_exceededFailsTheGroup()
     g.setMaxRestarts(3);
     g.setRestartPeriod(5000);
     Recorder rec(g);
-    QSignalSpy failedSpy(&g, qOverload<const QString &>(&Group::failed));
+    QSignalSpy failedSpy(&g, &Group::gaveUp);
     QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("giving up: more than 3 restart")));
     g.spawn([&s](stage::Worker &w) { return failFirst(w, &s, INT_MAX); });
 
@@ -974,7 +974,7 @@ void tst_Group::intensity_zeroFailsAtFirstRestart()
     Shared s;
     Group g;
     g.setMaxRestarts(0);
-    QSignalSpy failedSpy(&g, qOverload<const QString &>(&Group::failed));
+    QSignalSpy failedSpy(&g, &Group::gaveUp);
     QSignalSpy stoppedSpy(&g, &Group::stopped);
     QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("giving up: more than 0 restart")));
     g.spawn([&s](stage::Worker &w) { return failFirst(w, &s, INT_MAX); });
@@ -993,7 +993,7 @@ void tst_Group::intensity_windowSlides()
     g.setBackoff(stage::Backoff::none());
     g.setMaxRestarts(1);
     g.setRestartPeriod(50);
-    QSignalSpy failedSpy(&g, qOverload<const QString &>(&Group::failed));
+    QSignalSpy failedSpy(&g, &Group::gaveUp);
     g.spawn([&s] { return failAfter(&s, 120ms); });
     QTRY_VERIFY_WITH_TIMEOUT(g.restarted() >= 4, Timeout);
     QCOMPARE(failedSpy.count(), 0);

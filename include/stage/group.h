@@ -84,7 +84,7 @@ private:
     A worker that throws is rebuilt from the factory and restarted according to restartType(),
     after backoff(), within the restart intensity (more than maxRestarts() restarts within
     restartPeriod() ms makes the group give up: it stops every worker, enters Failed and emits
-    failed()). Defaults: size 1, RestartType::Transient, Backoff::exponential() (10 ms doubling to
+    gaveUp()). Defaults: size 1, RestartType::Transient, Backoff::exponential() (10 ms doubling to
     5 s, jitter 0.2, reset after 5 s of healthy running), maxRestarts -1 (unlimited),
     restartPeriod 5000 ms, threadCount 0 (the group's own thread), shutdownTimeout 5000 ms,
     heartbeatTimeout 0 (no watchdog).
@@ -208,8 +208,8 @@ Q_SIGNALS:
     void sizeChanged(int size);
     /*! Every end of a worker run, as the worker reported it (before any restart). */
     void workerFinished(const stage::WorkerExit &exit);
-    /*! The restart intensity was exceeded; the group stops its workers and enters Failed. */
-    void failed(const QString &reason);
+    /*! The restart intensity was exceeded: the group stopped its workers and entered Failed. */
+    void gaveUp(const QString &reason);
     /*! Every worker has ended (or was abandoned) after shutdown() or failure. */
     void stopped();
     /*! Some counter changed; emitted at most once per event-loop turn. */
