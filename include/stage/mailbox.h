@@ -263,7 +263,7 @@ public:
         ++m_item->deliveries;
         m_core->delivered.fetch_add(1, std::memory_order_relaxed);
         m_core->noteChanged();
-        return Delivery<T>(m_core, std::move(*m_item), worker);
+        return Delivery<T>(std::move(m_core), std::move(*m_item), worker); // no second reference count
     }
 
 private:

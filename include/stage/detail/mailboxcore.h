@@ -3,6 +3,7 @@
 // The mailbox machinery. Not API: the names in stage::detail may change.
 
 #include <stage/detail/ringqueue.h>
+#include <stage/detail/spinmutex.h>
 #include <stage/detail/waiter.h>
 
 #include <QtCore/QString>
@@ -47,7 +48,12 @@ public:
     int capacity() const noexcept { return m_capacity; }
     bool isBounded() const noexcept { return m_capacity > 0; }
     bool isClosed() const noexcept { return m_closed.load(std::memory_order_acquire); }
-    int count() const noexcept { return m_count.load(std::memory_order_relaxed); }
+    /* Messages queued: pushed (written under the producer lock) minus taken (under the consumer
+       lock); two single-writer counters on two cache lines, instead of one both sides write. */
+    int count() const noexcept
+    {
+        return int(m_pushed.load(std::memory_order_seq_cst) - m_taken.load(std::memory_order_seq_cst));
+    }
     int maxRedeliveries() const noexcept { return m_maxRedeliveries.load(std::memory_order_relaxed); }
     /* Validates, stores and notifies. Any thread. */
     void changeMaxRedeliveries(int n);
@@ -70,11 +76,14 @@ public:
     void setDeadLetterReason(quint64 letter, const QString &reason);
     void registerDeadLetterReason(quint64 letter, WorkerCore *worker);
 
-    // Counters, relaxed: a snapshot is consistent only once traffic stops.
-    std::atomic<qint64> queued{0};
+    // Counters, relaxed: a snapshot is consistent only once traffic stops. Grouped by the side
+    // that writes them, one cache line each, so that producers and consumers do not share lines.
+    alignas(64) std::atomic<qint64> m_pushed{0}; // producer lock
+    std::atomic<qint64> queued{0};               // producer lock
+    alignas(64) std::atomic<qint64> m_taken{0};  // consumer lock
     std::atomic<qint64> delivered{0};
     std::atomic<qint64> acknowledged{0};
-    std::atomic<qint64> redelivered{0};
+    alignas(64) std::atomic<qint64> redelivered{0};
     std::atomic<qint64> deadLettered{0};
 
 protected:
@@ -82,7 +91,6 @@ protected:
     void logDeadLetter(int failures);
 
     const int m_capacity; // > 0 bounded, -1 unbounded
-    std::atomic<int> m_count{0};
     std::atomic<bool> m_closed{false};
     std::atomic<int> m_maxRedeliveries{3};
 
@@ -169,19 +177,31 @@ public:
 
     // Producer side ---------------------------------------------------------------------------
 
-    /* Queues \a value (moved from only on Sent). */
-    bool isFull() const noexcept
+    bool isFull() const noexcept { return isBounded() && count() >= m_capacity; }
+
+    /* inMutex held: true if one more message fits. Reads the consumers' counter only when the
+       room counted at the last look is used up. */
+    bool takeRoomLocked() noexcept
     {
-        return isBounded() && m_count.load(std::memory_order_seq_cst) >= m_capacity;
+        if (!isBounded())
+            return true;
+        if (roomCredit <= 0) {
+            roomCredit = m_capacity - count();
+            if (roomCredit <= 0)
+                return false;
+        }
+        --roomCredit;
+        return true;
     }
 
+    /* Queues \a value (moved from only on Sent). */
     Push tryPush(T &value)
     {
         {
             std::lock_guard lock(inMutex);
             if (isClosed())
                 return Push::Closed;
-            if (isFull())
+            if (!takeRoomLocked())
                 return Push::Full;
             pushLocked(Item{std::move(value)});
         }
@@ -195,17 +215,29 @@ public:
     {
         {
             std::unique_lock lock(inMutex);
-            while (!isClosed() && isFull()) {
-                // Announce the sleep, then look again: a consumer decrements the count without
-                // this lock, then looks for sleepers (seq_cst on both sides: one sees the other).
+            while (!isClosed() && !takeRoomLocked()) {
+                // The consumer usually drains on the other core: spin a little (unlocked)
+                // before paying for a sleep and a wake-up.
+                lock.unlock();
+                const auto spinUntil = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+                for (int i = 0; isFull() && !isClosed(); ++i) {
+                    cpuRelax();
+                    if ((i & 63) == 63 && std::chrono::steady_clock::now() > spinUntil)
+                        break;
+                }
+                lock.lock();
+                if (isClosed() || !isFull())
+                    continue;
+                // Announce the sleep, then look again: a consumer bumps its counter without this
+                // lock, then looks for sleepers (seq_cst on both sides: one sees the other).
                 blockedSenders.fetch_add(1, std::memory_order_seq_cst);
                 roomSignalled.store(false, std::memory_order_seq_cst); // a stale signal would hide this sleep
                 if (!isFull()) {
                     blockedSenders.fetch_sub(1, std::memory_order_seq_cst);
-                    break;
+                    continue;
                 }
                 if (!room)
-                    room = std::make_unique<std::condition_variable>();
+                    room = std::make_unique<std::condition_variable_any>();
                 bool timedOut = false;
                 if (deadline == std::chrono::time_point<Clock, Duration>::max())
                     room->wait(lock);
@@ -232,7 +264,7 @@ public:
             return true; // stopped meanwhile: the resumption is posted
         // Announced before the last look, as in pushBlocking().
         waitingSenders.fetch_add(1, std::memory_order_seq_cst);
-        if (isClosed() || !isFull()) {
+        if (isClosed() || takeRoomLocked()) {
             waitingSenders.fetch_sub(1, std::memory_order_seq_cst);
             waiter->claim();
             if (!isClosed()) {
@@ -274,7 +306,8 @@ public:
             }
             item.emplace(std::move(out.front()));
             out.pop_front();
-            m_count.fetch_sub(1, std::memory_order_seq_cst); // then afterTake() looks for sleepers
+            // seq_cst, then afterTake() looks for sleeping senders (they announce, then look).
+            m_taken.store(m_taken.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
             if (waitingConsumers.load(std::memory_order_relaxed) > 0 && !out.empty())
                 chainWakeLocked(); // more work and idle consumers: pass some on
         }
@@ -318,9 +351,10 @@ public:
         {
             std::lock_guard lock(outMutex);
             std::lock_guard inLock(inMutex);
-            m_count.fetch_add(1, std::memory_order_relaxed);
-            if (!handOffLocked(item))
-                out.push_front(std::move(item));
+            if (!handOffLocked(item)) {
+                out.push_front(std::move(item)); // may exceed the capacity: nothing is dropped
+                m_pushed.store(m_pushed.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+            }
         }
         noteChanged();
     }
@@ -387,11 +421,12 @@ public:
         noteChanged();
     }
 
-    std::mutex inMutex;
-    std::mutex outMutex;
-    std::unique_ptr<std::condition_variable> room; // blocked (thread) senders; created by the first
-    RingQueue<Item> in;           // inMutex
-    RingQueue<Item> out;          // outMutex
+    alignas(64) SpinMutex inMutex; // the producer side
+    RingQueue<Item> in;
+    qint64 roomCredit = 0;         // room known without reading the consumers' counter
+    alignas(64) SpinMutex outMutex; // the consumer side
+    RingQueue<Item> out;
+    alignas(64) std::unique_ptr<std::condition_variable_any> room; // blocked (thread) senders; created by the first
     std::vector<ReceiveWaiter *> consumers; // inMutex, FIFO; each holds a reference
     std::vector<SendWaiter *> senders;      // inMutex, FIFO; each holds a reference
     std::atomic<int> waitingConsumers{0};
@@ -403,12 +438,16 @@ public:
     quint64 lastDeadLetter = 0;
 
 private:
+    // inMutex held; room already taken.
     void pushLocked(Item &&item)
     {
-        m_count.fetch_add(1, std::memory_order_relaxed);
-        queued.fetch_add(1, std::memory_order_relaxed);
-        if (consumers.empty() || !handOffLocked(item))
-            in.push_back(std::move(item));
+        queued.store(queued.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        if (!consumers.empty() && handOffLocked(item)) {
+            ++roomCredit; // handed over: it never occupied the queue
+            return;
+        }
+        in.push_back(std::move(item));
+        m_pushed.store(m_pushed.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
     }
 
     // inMutex held. Consumers wait only while both queues are empty, so handing over keeps FIFO.
@@ -420,7 +459,6 @@ private:
             w->listed = false;
             waitingConsumers.fetch_sub(1, std::memory_order_relaxed);
             if (w->claim()) {
-                m_count.fetch_sub(1, std::memory_order_relaxed);
                 w->item.emplace(std::move(item));
                 w->publish(Waiter::Outcome::Value);
                 w->deref();
@@ -446,7 +484,7 @@ private:
             return;
         if (waitingSenders.load(std::memory_order_seq_cst) > 0) {
             std::lock_guard lock(inMutex);
-            while (!senders.empty() && !isFull()) {
+            while (!senders.empty() && takeRoomLocked()) {
                 SendWaiter *w = senders.front();
                 senders.erase(senders.begin());
                 w->listed = false;
