@@ -26,7 +26,7 @@ struct ThreadHolder
     Executor *executor = nullptr;
     ~ThreadHolder();
 };
-thread_local ThreadHolder t_holder;
+[[gnu::tls_model("initial-exec")]] thread_local ThreadHolder t_holder;
 
 } // namespace
 

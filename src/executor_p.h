@@ -3,6 +3,7 @@
 //  W A R N I N G
 //  Not part of the Stage API. We mean it.
 
+#include <stage/detail/spinmutex.h>
 #include <stage/detail/waiter.h>
 
 #include <QtCore/QBasicTimer>
@@ -111,13 +112,13 @@ private:
     QThread *const m_thread;
     ExecutorReceiver *m_receiver = nullptr; // lives on m_thread; null after shutdown()
 
-    std::mutex m_mutex; // guards the queue, m_wakePending and m_dead
+    SpinMutex m_mutex; // guards the queue, m_wakePending and m_dead; held for a few instructions
     Job *m_head = nullptr;
     Job *m_tail = nullptr;
     bool m_wakePending = false;
     bool m_dead = false;
     int m_syncWaiters = 0; // threads blocked in runOne(), woken by post()
-    std::condition_variable m_posted;
+    std::condition_variable_any m_posted;
 
     TimerMap m_timers; // executor thread only
     quint64 m_timerSequence = 0;

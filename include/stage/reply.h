@@ -1,5 +1,6 @@
 #pragma once
 
+#include <stage/detail/spinmutex.h>
 #include <stage/detail/waiter.h>
 
 #include <chrono>
@@ -70,7 +71,7 @@ public:
         return true;
     }
 
-    std::mutex mutex;
+    SpinMutex mutex;
     Status status = Status::Pending;
     std::optional<T> value;
     ReplyWaiter *waiter = nullptr; // holds a reference

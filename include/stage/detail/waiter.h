@@ -70,6 +70,7 @@ public:
 
 private:
     WorkerCore *m_previous;
+    bool m_previousKnown;
 };
 
 /*
