@@ -1,5 +1,5 @@
-// W4: 100,000 idle workers in one group, each suspended on a Stage awaitable (a one-hour
-// stage::sleep, until the mailbox exists); then shut them all down and wait until all ended.
+// W4: 100,000 idle workers in one group, each suspended on a receive from its own mailbox; then
+// shut them all down and wait until all ended.
 //   spawn_us_per_worker  from spawn() until every body has reached its suspension
 //   bytes_per_worker     VmRSS delta over that span / 100,000 (malloc_trim first)
 //   shutdown_ms          from shutdown() until every worker has unwound
@@ -18,8 +18,9 @@ int g_suspended = 0;
 
 QCoro::Task<> idle()
 {
+    stage::Mailbox<qint64> own;
     ++g_suspended;
-    co_await stage::sleep(1h);
+    co_await own.receive();
 }
 
 std::vector<bench::Figure> run()

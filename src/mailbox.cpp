@@ -44,9 +44,7 @@ void throwMailboxClosed(const char *function)
 MailboxStatistics statisticsOf(const MailboxCoreBase &core)
 {
     MailboxStatistics s;
-    s.queued = core.queued.load(std::memory_order_relaxed);
-    s.delivered = core.delivered.load(std::memory_order_relaxed);
-    s.acknowledged = core.acknowledged.load(std::memory_order_relaxed);
+    core.hotCounters(s.queued, s.delivered, s.acknowledged);
     s.redelivered = core.redelivered.load(std::memory_order_relaxed);
     s.deadLettered = core.deadLettered.load(std::memory_order_relaxed);
     return s;

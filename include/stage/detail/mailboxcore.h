@@ -48,12 +48,10 @@ public:
     int capacity() const noexcept { return m_capacity; }
     bool isBounded() const noexcept { return m_capacity > 0; }
     bool isClosed() const noexcept { return m_closed.load(std::memory_order_acquire); }
-    /* Messages queued: pushed (written under the producer lock) minus taken (under the consumer
-       lock); two single-writer counters on two cache lines, instead of one both sides write. */
-    int count() const noexcept
-    {
-        return int(m_pushed.load(std::memory_order_seq_cst) - m_taken.load(std::memory_order_seq_cst));
-    }
+    /* Messages queued now (not counting those held by consumers). */
+    virtual int count() const noexcept = 0;
+    /* queued, delivered, acknowledged (the hot counters live in the typed core). */
+    virtual void hotCounters(qint64 &queued, qint64 &delivered, qint64 &acknowledged) const noexcept = 0;
     int maxRedeliveries() const noexcept { return m_maxRedeliveries.load(std::memory_order_relaxed); }
     /* Validates, stores and notifies. Any thread. */
     void changeMaxRedeliveries(int n);
@@ -76,14 +74,8 @@ public:
     void setDeadLetterReason(quint64 letter, const QString &reason);
     void registerDeadLetterReason(quint64 letter, WorkerCore *worker);
 
-    // Counters, relaxed: a snapshot is consistent only once traffic stops. Grouped by the side
-    // that writes them, one cache line each, so that producers and consumers do not share lines.
-    alignas(64) std::atomic<qint64> m_pushed{0}; // producer lock
-    std::atomic<qint64> queued{0};               // producer lock
-    alignas(64) std::atomic<qint64> m_taken{0};  // consumer lock
-    std::atomic<qint64> delivered{0};
-    std::atomic<qint64> acknowledged{0};
-    alignas(64) std::atomic<qint64> redelivered{0};
+    // The rare counters; the hot ones are in the typed core's two cache lines.
+    std::atomic<qint64> redelivered{0};
     std::atomic<qint64> deadLettered{0};
 
 protected:
@@ -100,7 +92,7 @@ private:
     std::atomic<bool> m_watched{false};
     std::atomic<bool> m_notifyPending{false};
 protected:
-    mutable std::mutex auxMutex; // the QObject side (against its destruction on its thread), dead letters
+    mutable SpinMutex auxMutex; // the QObject side (against its destruction on its thread), dead letters
 
 private:
     MailboxBase *m_object = nullptr;
@@ -168,6 +160,19 @@ public:
     };
 
     MailboxCore(int capacity, QObject *parent) : MailboxCoreBase(capacity, parent) {}
+
+    /* Messages queued: pushed (written under the producer lock) minus taken (under the consumer
+       lock); two single-writer counters on two cache lines, instead of one both sides write. */
+    int count() const noexcept override
+    {
+        return int(m_pushed.load(std::memory_order_seq_cst) - m_taken.load(std::memory_order_seq_cst));
+    }
+    void hotCounters(qint64 &q, qint64 &d, qint64 &a) const noexcept override
+    {
+        q = queued.load(std::memory_order_relaxed);
+        d = delivered.load(std::memory_order_relaxed);
+        a = acknowledged.load(std::memory_order_relaxed);
+    }
 
     ~MailboxCore() override
     {
@@ -421,12 +426,24 @@ public:
         noteChanged();
     }
 
-    alignas(64) SpinMutex inMutex; // the producer side
-    RingQueue<Item> in;
-    qint64 roomCredit = 0;         // room known without reading the consumers' counter
-    alignas(64) SpinMutex outMutex; // the consumer side
-    RingQueue<Item> out;
-    alignas(64) std::unique_ptr<std::condition_variable_any> room; // blocked (thread) senders; created by the first
+    // One cache line written by producers only, one by consumers only: the two sides never
+    // write a shared line. Everything after them is read-mostly or rare.
+    // 64 bytes of padding on each side of the producers' group: no 64-byte line can hold bytes
+    // of both groups, without over-aligning (and over-allocating) the whole object.
+    char m_padBefore[64];
+    std::atomic<qint64> m_pushed{0}; // inMutex
+    std::atomic<qint64> queued{0};               // inMutex
+    SpinMutex inMutex;
+    qint64 roomCredit = 0;                       // room known without reading the consumers' counter
+    RingQueue<Item> in;                          // inMutex
+    char m_padBetween[64];
+    std::atomic<qint64> m_taken{0};  // outMutex
+    std::atomic<qint64> delivered{0};
+    std::atomic<qint64> acknowledged{0};
+    SpinMutex outMutex;
+    RingQueue<Item> out;                         // outMutex
+    char m_padAfter[64];
+    std::unique_ptr<std::condition_variable_any> room; // blocked (thread) senders; created by the first
     std::vector<ReceiveWaiter *> consumers; // inMutex, FIFO; each holds a reference
     std::vector<SendWaiter *> senders;      // inMutex, FIFO; each holds a reference
     std::atomic<int> waitingConsumers{0};
@@ -434,7 +451,7 @@ public:
     std::atomic<int> blockedSenders{0};
     std::atomic<bool> roomSignalled{false};
 
-    std::vector<DeadLetterRecord<T>> dead; // auxMutex
+    std::vector<DeadLetterRecord<T>> dead; // auxMutex; empty (no allocation) until a message dies
     quint64 lastDeadLetter = 0;
 
 private:
