@@ -63,5 +63,11 @@ int main(int argc, char **argv)
                     stats.started, stats.failed, stats.cancelled);
         status |= (sum == 3 && stats.running == 0 && group.state() == stage::Group::State::Stopped) ? 0 : 1;
     }
+
+    // Degree 1 restarts the worker, but the request it held died with it (its reply broke), so the
+    // client had to resend. Degree 2 keeps the request in a stage::Mailbox until a worker gets
+    // through it: see examples/second-degree-mailbox.
+    std::printf("Degree 1: the request dies with its worker and the client resends; degree 2: the mailbox\n"
+                "redelivers it to the restarted worker (examples/second-degree-mailbox).\n");
     return status;
 }

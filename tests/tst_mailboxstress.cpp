@@ -1,0 +1,200 @@
+// Mailbox stress: 4 producer std::threads (sendBlocking) feed one bounded stage::Mailbox; two
+// consumer groups drain it, one on the main thread and one on a thread of its own (2 workers
+// each, Backoff::none()). Consumers throw at random (seeded), always while holding a message:
+// sometimes before processing it (it comes back unprocessed), sometimes after (it comes back
+// processed, and is processed again: a duplicate). Since a message is recorded before the second
+// kind of throw, the counts are exact: no id lost, duplicates == throws after processing,
+// redelivered == all throws, acknowledged == messages.
+
+#include "testutil.h"
+
+#include <QtCore/QElapsedTimer>
+#include <QtCore/QLoggingCategory>
+#include <QtTest/QTest>
+
+#include <atomic>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr int Producers = 4;
+constexpr quint32 Messages = 200'000; // in total, ids 0 .. Messages - 1 (also under ASan: about 3 s)
+constexpr int FaultPerMille = 5; // per delivery, for each kind of throw
+constexpr int StressTimeout = 120'000;
+
+struct Shared
+{
+    Shared() : processed(new std::atomic<int>[Messages]) { std::fill_n(processed.get(), Messages, 0); }
+    std::unique_ptr<std::atomic<int>[]> processed; // times each id was processed
+    std::atomic<qint64> throwsBefore{0};           // threw holding a message not yet processed
+    std::atomic<qint64> throwsAfter{0};            // threw holding a message already processed
+    std::atomic<int> sawClosed{0};                 // runs that ended on MailboxClosed
+    std::atomic<int> producersDone{0};
+    std::atomic<int> sendsRefused{0};
+};
+
+// Per group: its workers share one thread, so the generator needs no lock.
+struct GroupState
+{
+    explicit GroupState(quint32 seed) : rng(seed) {}
+    std::mt19937 rng;
+    std::atomic<qint64> processings{0};
+};
+
+QCoro::Task<> consumer(stage::Mailbox<quint32> mailbox, std::shared_ptr<Shared> shared,
+                       std::shared_ptr<GroupState> group)
+{
+    try {
+        for (;;) {
+            auto message = co_await mailbox.receive();
+            const quint32 roll = group->rng() % 1000;
+            if (roll < FaultPerMille) {
+                ++shared->throwsBefore;
+                throw std::runtime_error("fault before processing");
+            }
+            shared->processed[*message].fetch_add(1, std::memory_order_relaxed);
+            ++group->processings;
+            if (roll >= 1000 - FaultPerMille) {
+                ++shared->throwsAfter;
+                throw std::runtime_error("fault after processing");
+            }
+        } // acknowledged
+    } catch (const stage::MailboxClosed &) {
+        ++shared->sawClosed; // closed and drained: a normal return, not restarted (Transient)
+    }
+}
+
+} // namespace
+
+class tst_MailboxStress : public QObject
+{
+    Q_OBJECT
+
+private Q_SLOTS:
+    void initTestCase();
+    void producersAndFaultyConsumers_loseNothingAndCountExactly_data();
+    void producersAndFaultyConsumers_loseNothingAndCountExactly();
+};
+
+void tst_MailboxStress::initTestCase()
+{
+    // About 2,000 expected failures: keep the group's failure log out of the output.
+    QLoggingCategory::setFilterRules(QStringLiteral("stage.group.info=false"));
+}
+
+void tst_MailboxStress::producersAndFaultyConsumers_loseNothingAndCountExactly_data()
+{
+    QTest::addColumn<int>("capacity"); // -1: unbounded
+    QTest::newRow("bounded 1024") << 1024;
+    QTest::newRow("bounded 16 (producers block)") << 16;
+    QTest::newRow("unbounded") << -1;
+}
+
+void tst_MailboxStress::producersAndFaultyConsumers_loseNothingAndCountExactly()
+{
+    QFETCH(int, capacity);
+    QElapsedTimer timer;
+    timer.start();
+    auto shared = std::make_shared<Shared>();
+    stage::Mailbox<quint32> mailbox = capacity > 0 ? stage::Mailbox<quint32>(capacity) : stage::Mailbox<quint32>();
+    mailbox.setMaxRedeliveries(100); // no dead letters: 101 failures in a row cannot happen
+
+    auto mainState = std::make_shared<GroupState>(20240601u);
+    auto threadState = std::make_shared<GroupState>(20240602u);
+    stage::Group onMain;
+    onMain.setSize(2);
+    onMain.setBackoff(stage::Backoff::none());
+    stage::Group onThread;
+    onThread.setThreadCount(1);
+    onThread.setSize(2);
+    onThread.setBackoff(stage::Backoff::none());
+    QVERIFY(onMain.spawn([mailbox, shared, mainState] { return consumer(mailbox, shared, mainState); }));
+    QVERIFY(onThread.spawn([mailbox, shared, threadState] { return consumer(mailbox, shared, threadState); }));
+
+    std::vector<std::thread> producers;
+    for (int p = 0; p < Producers; ++p) {
+        producers.emplace_back([mailbox, shared, p] {
+            const quint32 first = quint32(p) * (Messages / Producers);
+            const quint32 last = p == Producers - 1 ? Messages : first + Messages / Producers;
+            for (quint32 id = first; id < last; ++id) {
+                quint32 value = id;
+                if (mailbox.sendBlocking(std::move(value)) != stage::SendStatus::Sent)
+                    ++shared->sendsRefused;
+            }
+            ++shared->producersDone;
+        });
+    }
+    QTRY_COMPARE_WITH_TIMEOUT(shared->producersDone.load(), Producers, StressTimeout); // consumers run meanwhile
+    for (auto &producer : producers)
+        producer.join();
+    QCOMPARE(shared->sendsRefused.load(), 0);
+
+    mailbox.close(); // the consumers drain what is left, then return
+    QTRY_COMPARE_WITH_TIMEOUT(onMain.running() + onThread.running(), 0, StressTimeout);
+    QCOMPARE(shared->sawClosed.load(), 4);
+    QCOMPARE(onMain.state(), stage::Group::State::Stopped);
+    QCOMPARE(onThread.state(), stage::Group::State::Stopped);
+
+    // Every id processed at least once; every duplicate comes from a throw after processing.
+    qint64 missing = 0;
+    qint64 duplicates = 0;
+    for (quint32 id = 0; id < Messages; ++id) {
+        const int times = shared->processed[id].load();
+        if (times == 0)
+            ++missing;
+        else
+            duplicates += times - 1;
+    }
+    const qint64 throwsBefore = shared->throwsBefore.load();
+    const qint64 throwsAfter = shared->throwsAfter.load();
+    const qint64 throws = throwsBefore + throwsAfter;
+    qInfo("%u messages, %lld throws before processing, %lld after, %lld duplicates; processed %lld on the main "
+          "thread, %lld on the group's thread; %lld ms",
+          Messages, throwsBefore, throwsAfter, duplicates, mainState->processings.load(),
+          threadState->processings.load(), qint64(timer.elapsed()));
+    QCOMPARE(missing, 0);
+    QCOMPARE(duplicates, throwsAfter);
+    QCOMPARE(mainState->processings + threadState->processings, qint64(Messages) + throwsAfter);
+    QVERIFY(throwsBefore > 0);
+    QVERIFY(throwsAfter > 0);
+    QVERIFY(mainState->processings > 0);
+    QVERIFY(threadState->processings > 0);
+
+    // The mailbox's counters.
+    const auto stats = mailbox.statistics();
+    QCOMPARE(stats.queued, qint64(Messages));
+    QCOMPARE(stats.delivered, qint64(Messages) + throws);
+    QCOMPARE(stats.redelivered, throws);
+    QCOMPARE(stats.acknowledged, qint64(Messages));
+    QCOMPARE(stats.deadLettered, 0);
+    QCOMPARE(mailbox.deadLetterCount(), 0);
+    QCOMPARE(mailbox.count(), 0);
+
+    // The groups' counters: one failure and one restart per throw, and each slot ended by the close.
+    const auto a = onMain.statistics();
+    const auto b = onThread.statistics();
+    QVERIFY(a.isConsistent());
+    QVERIFY(b.isConsistent());
+    QCOMPARE(a.failed + b.failed, throws);
+    QCOMPARE(a.restarted, a.failed);
+    QCOMPARE(b.restarted, b.failed);
+    QCOMPARE(a.started, 2 + a.restarted);
+    QCOMPARE(b.started, 2 + b.restarted);
+    QCOMPARE(a.completed, 2);
+    QCOMPARE(b.completed, 2);
+    QCOMPARE(a.running + a.cancelled + a.abandoned, 0);
+    QCOMPARE(b.running + b.cancelled + b.abandoned, 0);
+
+    stage::waitFor(onMain.shutdown(), std::chrono::milliseconds(stagetest::Timeout));
+    stage::waitFor(onThread.shutdown(), std::chrono::milliseconds(stagetest::Timeout));
+    QCOMPARE(onMain.running() + onThread.running(), 0);
+}
+
+QTEST_GUILESS_MAIN(tst_MailboxStress)
+#include "tst_mailboxstress.moc"
