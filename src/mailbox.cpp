@@ -112,11 +112,16 @@ void MailboxCoreBase::changeMaxRedeliveries(int n)
     }
     if (m_maxRedeliveries.exchange(n, std::memory_order_relaxed) == n)
         return;
-    std::lock_guard lock(auxMutex);
-    if (m_object)
-        QMetaObject::invokeMethod(m_object, [o = QPointer<MailboxBase>(m_object), n] {
-            if (o)
-                emit o->maxRedeliveriesChanged(n);
+    QPointer<MailboxBase> object;
+    {
+        std::lock_guard lock(auxMutex);
+        object = m_object;
+    }
+    // Outside the lock: a slot connected to the signal may read the mailbox.
+    if (object)
+        QMetaObject::invokeMethod(object, [object, n] {
+            if (object)
+                emit object->maxRedeliveriesChanged(n);
         });
 }
 
@@ -136,6 +141,10 @@ void MailboxCoreBase::registerDeadLetterReason(quint64 letter, WorkerCore *worke
         return;
     // The reason is the worker's failure, known once its frame has unwound.
     worker->endHooks.push_back([weak = weak_from_this(), letter](const WorkerExit &exit) {
+        // Only a failure's reason is the message's: a worker that caught the exception and ended
+        // later for another cause (a stop, a normal return) says nothing about this message.
+        if (exit.kind != WorkerExit::Kind::Failed)
+            return;
         if (auto core = weak.lock())
             core->setDeadLetterReason(letter, exit.reason);
     });

@@ -148,6 +148,7 @@ public:
     {
         if (m_core) {
             m_core->acknowledged.fetch_add(1, std::memory_order_relaxed);
+            m_core->noteChanged();
             m_core.reset();
         }
     }
@@ -171,6 +172,7 @@ private:
         auto core = std::move(m_core);
         if (std::uncaught_exceptions() <= m_uncaught) {
             core->acknowledged.fetch_add(1, std::memory_order_relaxed);
+            core->noteChanged();
             return;
         }
         // Unwinding: the consumer failed or was stopped while holding the message.

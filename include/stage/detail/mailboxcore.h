@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <vector>
 
 namespace stage {
@@ -226,8 +227,9 @@ public:
                 lock.unlock();
                 const auto spinUntil = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
                 for (int i = 0; isFull() && !isClosed(); ++i) {
-                    cpuRelax();
-                    if ((i & 63) == 63 && std::chrono::steady_clock::now() > spinUntil)
+                    // Yield rather than pause: if the consumer shares this core, it must run.
+                    std::this_thread::yield();
+                    if ((i & 7) == 7 && std::chrono::steady_clock::now() > spinUntil)
                         break;
                 }
                 lock.lock();
@@ -284,16 +286,7 @@ public:
         return true;
     }
 
-    void unlistSender(SendWaiter *waiter) noexcept
-    {
-        std::lock_guard lock(inMutex);
-        if (!waiter->listed)
-            return;
-        waiter->listed = false;
-        senders.erase(std::find(senders.begin(), senders.end(), waiter));
-        waitingSenders.fetch_sub(1, std::memory_order_relaxed);
-        waiter->deref();
-    }
+    void unlistSender(SendWaiter *waiter) noexcept { unlist(senders, waitingSenders, waiter); }
 
     // Consumer side ---------------------------------------------------------------------------
 
@@ -339,16 +332,7 @@ public:
         return true;
     }
 
-    void unlistConsumer(ReceiveWaiter *waiter) noexcept
-    {
-        std::lock_guard lock(inMutex);
-        if (!waiter->listed)
-            return;
-        waiter->listed = false;
-        consumers.erase(std::find(consumers.begin(), consumers.end(), waiter));
-        waitingConsumers.fetch_sub(1, std::memory_order_relaxed);
-        waiter->deref();
-    }
+    void unlistConsumer(ReceiveWaiter *waiter) noexcept { unlist(consumers, waitingConsumers, waiter); }
 
     /* Puts a message back at the front: its consumer failed or stopped while holding it. */
     void requeueFront(Item &&item)
@@ -455,6 +439,19 @@ public:
     quint64 lastDeadLetter = 0;
 
 private:
+    // Home thread, when a waiter resumes: drops it from its list if it is still there.
+    template<typename W>
+    void unlist(std::vector<W *> &list, std::atomic<int> &waiting, W *waiter) noexcept
+    {
+        std::lock_guard lock(inMutex);
+        if (!waiter->listed)
+            return;
+        waiter->listed = false;
+        list.erase(std::find(list.begin(), list.end(), waiter));
+        waiting.fetch_sub(1, std::memory_order_relaxed);
+        waiter->deref();
+    }
+
     // inMutex held; room already taken.
     void pushLocked(Item &&item)
     {
