@@ -112,17 +112,21 @@ void MailboxCoreBase::changeMaxRedeliveries(int n)
     }
     if (m_maxRedeliveries.exchange(n, std::memory_order_relaxed) == n)
         return;
-    QPointer<MailboxBase> object;
+    QPointer<MailboxBase> local; // the object, if it lives on this thread (only it deletes it)
     {
         std::lock_guard lock(auxMutex);
-        object = m_object;
+        if (!m_object)
+            return;
+        if (m_object->thread() == QThread::currentThread()) {
+            local = m_object;
+        } else { // queued, under the lock: the object cannot be deleted meanwhile
+            QMetaObject::invokeMethod(
+                m_object, [o = QPointer<MailboxBase>(m_object), n] { if (o) emit o->maxRedeliveriesChanged(n); },
+                Qt::QueuedConnection);
+        }
     }
-    // Outside the lock: a slot connected to the signal may read the mailbox.
-    if (object)
-        QMetaObject::invokeMethod(object, [object, n] {
-            if (object)
-                emit object->maxRedeliveriesChanged(n);
-        });
+    if (local) // outside the lock: a connected slot may read the mailbox
+        emit local->maxRedeliveriesChanged(n);
 }
 
 void MailboxCoreBase::logDeadLetter(int failures)
