@@ -1,5 +1,7 @@
 #include "group_p.h"
 
+#include <stage/supervisor.h>
+
 #include <QtCore/QCoreApplication>
 #include <QtCore/QEvent>
 #include <QtCore/QMetaMethod>
@@ -13,29 +15,6 @@ Q_LOGGING_CATEGORY(lcGroup, "stage.group", QtInfoMsg)
 namespace stage {
 
 using detail::Clock;
-
-namespace {
-const QEvent::Type NotifyEvent = static_cast<QEvent::Type>(QEvent::registerEventType());
-
-class PlainWaiter final : public detail::Waiter
-{};
-} // namespace
-
-// RestartIntensity
-
-bool detail::RestartIntensity::allow(Clock::time_point now, int maxRestarts, std::chrono::milliseconds period)
-{
-    if (maxRestarts < 0)
-        return true;
-    m_restarts.push_back(now);
-    while (!m_restarts.empty() && now - m_restarts.front() > period)
-        m_restarts.pop_front();
-    if (int(m_restarts.size()) > maxRestarts) {
-        m_restarts.clear();
-        return false;
-    }
-    return true;
-}
 
 // GroupSlot
 
@@ -60,26 +39,6 @@ bool GroupPrivate::checkThread(const char *function) const
         return true;
     qCWarning(lcGroup, "%s: called from a thread other than the group's; ignored", function);
     return false;
-}
-
-void GroupPrivate::setState(Group::State next, const QString &reason)
-{
-    if (state == next)
-        return;
-    state = next;
-    stateReason = reason;
-    qCDebug(lcGroup) << q << "->" << next << reason;
-    if (!destroying)
-        emit q->stateChanged(next, reason);
-}
-
-void GroupPrivate::markDirty()
-{
-    if (notifyPending || destroying)
-        return;
-    notifyPending = true;
-    // A posted event, not a job: at most one notification per turn of the event loop.
-    QCoreApplication::postEvent(q, new QEvent(NotifyEvent));
 }
 
 QThread *GroupPrivate::homeFor(const GroupSlot *slot) const
@@ -130,7 +89,7 @@ void GroupPrivate::launch(GroupSlot *slot)
 
 void GroupPrivate::updateRunningState()
 {
-    if (state != Group::State::Starting && state != Group::State::Running && state != Group::State::Restarting)
+    if (state() != Group::State::Starting && state() != Group::State::Running && state() != Group::State::Restarting)
         return;
     bool anyBackoff = false;
     bool anyAlive = false;
@@ -141,7 +100,6 @@ void GroupPrivate::updateRunningState()
     if (!anyAlive && retiring.empty() && !positions.empty()) {
         setState(Group::State::Stopped, QStringLiteral("every worker has ended for good"));
         watchdog.stop();
-        settleShutdownWaiters();
         if (!destroying)
             emit q->stopped();
         return;
@@ -229,11 +187,11 @@ void GroupPrivate::decide(GroupSlot *slot, const WorkerExit &exit)
         updateRunningState();
         return;
     }
-    if (state == Group::State::Stopping) {
+    if (state() == Group::State::Stopping) {
         maybeFinishStop();
         return;
     }
-    if (state != Group::State::Starting && state != Group::State::Running && state != Group::State::Restarting)
+    if (state() != Group::State::Starting && state() != Group::State::Running && state() != Group::State::Restarting)
         return;
 
     const bool abnormal = exit.kind == WorkerExit::Kind::Failed || exit.kind == WorkerExit::Kind::Abandoned;
@@ -256,9 +214,9 @@ void GroupPrivate::decide(GroupSlot *slot, const WorkerExit &exit)
     }
 
     const auto now = Clock::now();
-    if (!intensity.allow(now, maxRestarts, std::chrono::milliseconds(restartPeriod))) {
+    if (!intensity.allow(now, effectiveMaxRestarts(), std::chrono::milliseconds(restartPeriod))) {
         const QString reason = QStringLiteral("more than %1 restart(s) within %2 ms; the last: worker %3 %4")
-                                   .arg(maxRestarts)
+                                   .arg(effectiveMaxRestarts())
                                    .arg(restartPeriod)
                                    .arg(exit.id)
                                    .arg(exit.reason.isEmpty() ? QStringLiteral("ended") : exit.reason);
@@ -286,7 +244,7 @@ void GroupPrivate::onSlotTimer(GroupSlot *slot)
 {
     if (slot->inBackoff) {
         slot->inBackoff = false;
-        if (state == Group::State::Running || state == Group::State::Restarting || state == Group::State::Starting) {
+        if (state() == Group::State::Running || state() == Group::State::Restarting || state() == Group::State::Starting) {
             launch(slot);
             updateRunningState();
         }
@@ -320,7 +278,7 @@ void GroupPrivate::abandon(GroupSlot *slot)
         if (!alive)
             return;
     }
-    if (slot->watchdogFired && !slot->retiring && state != Group::State::Stopping) {
+    if (slot->watchdogFired && !slot->retiring && state() != Group::State::Stopping) {
         // A hung worker that would not stop: leave its frame behind and restart by policy.
         exit.kind = WorkerExit::Kind::Failed;
         decide(slot, exit);
@@ -395,13 +353,12 @@ void GroupPrivate::onStopDeadline()
 
 void GroupPrivate::maybeFinishStop()
 {
-    if (state != Group::State::Stopping || stats.running > 0)
+    if (state() != Group::State::Stopping || stats.running > 0)
         return;
     stopDeadline.disarm();
     retiring.clear();
     const bool failing = !failReason.isEmpty();
     setState(failing ? Group::State::Failed : Group::State::Stopped, failing ? failReason : QStringLiteral("shut down"));
-    settleShutdownWaiters();
     if (destroying)
         return;
     QPointer<Group> alive(q);
@@ -409,14 +366,6 @@ void GroupPrivate::maybeFinishStop()
         emit q->gaveUp(failReason);
     if (alive)
         emit q->stopped();
-}
-
-void GroupPrivate::settleShutdownWaiters()
-{
-    auto waiters = std::move(shutdownWaiters);
-    for (auto &w : waiters)
-        if (w->claim())
-            w->publish(detail::Waiter::Outcome::Value);
 }
 
 void GroupPrivate::watchdogTick()
@@ -439,6 +388,26 @@ void GroupPrivate::watchdogTick()
     }
 }
 
+int GroupPrivate::effectiveMaxRestarts() const
+{
+    if (maxRestarts >= 0)
+        return maxRestarts;
+    return q->supervisor() ? 0 : -1;
+}
+
+void GroupPrivate::startFromScratch()
+{
+    if (!executor) {
+        executor = detail::Executor::current();
+        executor->ref();
+    }
+    positions.clear();
+    retiring.clear();
+    failReason.clear();
+    setState(Group::State::Starting, QString());
+    startWorkers();
+}
+
 void GroupPrivate::stopThreads()
 {
     for (QThread *thread : threads) {
@@ -455,12 +424,13 @@ void GroupPrivate::stopThreads()
 
 // Group
 
-Group::Group(QObject *parent) : QObject(parent), d(std::make_unique<GroupPrivate>(this)) {}
+Group::Group(QObject *parent) : Node(parent), d(std::make_unique<GroupPrivate>(this)) {}
 
 Group::~Group()
 {
     d->destroying = true;
-    if (d->state == State::Starting || d->state == State::Running || d->state == State::Restarting)
+    beginDestruction(); // no signals from here on; a supervisor forgets this child
+    if (d->state() == State::Starting || d->state() == State::Running || d->state() == State::Restarting)
         d->beginStop(std::chrono::milliseconds(d->shutdownTimeout), QStringLiteral("the group was destroyed"), false);
     if (d->stats.running > 0 && d->executor) {
         // A bounded wait that runs only Stage jobs (unwinding workers), not a nested event loop.
@@ -487,7 +457,6 @@ Group::~Group()
     for (const auto &slot : d->positions)
         if (slot->core)
             slot->core->listener = nullptr;
-    d->settleShutdownWaiters();
     d->stopDeadline.disarm();
     d->positions.clear();
     d->retiring.clear();
@@ -508,16 +477,32 @@ bool Group::spawnWith(WorkerFactory factory)
         qCWarning(lcGroup, "Group::spawn: the group already has a factory (one factory per group); ignored");
         return false;
     }
-    if (d->state != State::Idle) {
+    if (d->state() != State::Idle) {
         qCWarning(lcGroup, "Group::spawn: the group has been shut down; ignored");
         return false;
     }
     d->factory = std::make_shared<const WorkerFactory>(std::move(factory));
-    d->executor = detail::Executor::current();
-    d->executor->ref();
-    d->setState(State::Starting, QString());
-    d->startWorkers();
+    if (supervisor() && !supervisor()->isRunning())
+        return true; // the supervisor starts it
+    d->startFromScratch();
     return true;
+}
+
+void Group::startNode()
+{
+    if (!d->factory) {
+        qCDebug(lcGroup) << this << "has no factory yet: it starts when spawn() is called";
+        return;
+    }
+    if (isRunning() || state() == State::Stopping)
+        return;
+    d->startFromScratch();
+}
+
+void Group::stopNode(const QString &reason)
+{
+    if (isRunning())
+        d->beginStop(std::chrono::milliseconds(d->shutdownTimeout), reason, false);
 }
 
 detail::GroupShutdownAwaitable Group::shutdown(std::chrono::milliseconds timeout)
@@ -526,7 +511,7 @@ detail::GroupShutdownAwaitable Group::shutdown(std::chrono::milliseconds timeout
         return detail::GroupShutdownAwaitable(this);
     if (timeout.count() < 0)
         timeout = std::chrono::milliseconds(d->shutdownTimeout);
-    switch (d->state) {
+    switch (d->state()) {
     case State::Idle:
         d->setState(State::Stopped, QStringLiteral("shut down before it was spawned"));
         emit stopped();
@@ -542,16 +527,6 @@ detail::GroupShutdownAwaitable Group::shutdown(std::chrono::milliseconds timeout
         break;
     }
     return detail::GroupShutdownAwaitable(this);
-}
-
-bool Group::event(QEvent *event)
-{
-    if (event->type() == NotifyEvent) {
-        d->notifyPending = false;
-        emit statisticsChanged();
-        return true;
-    }
-    return QObject::event(event);
 }
 
 int Group::size() const
@@ -584,21 +559,6 @@ void Group::setSize(int size)
         d->updateRunningState();
     }
     emit sizeChanged(size);
-}
-
-Group::State Group::state() const
-{
-    return d->state;
-}
-
-QString Group::stateReason() const
-{
-    return d->stateReason;
-}
-
-bool Group::isRunning() const
-{
-    return d->state == State::Starting || d->state == State::Running || d->state == State::Restarting;
 }
 
 RestartType Group::restartType() const
@@ -775,32 +735,4 @@ qint64 Group::iterations() const
     return statistics().iterations;
 }
 
-// GroupShutdownAwaitable
-
-namespace detail {
-
-bool GroupShutdownAwaitable::await_ready() const noexcept
-{
-    if (AwaitableBase::await_ready() || !m_group)
-        return true;
-    const auto state = m_group->d->state;
-    return state == Group::State::Stopped || state == Group::State::Failed || state == Group::State::Idle;
-}
-
-void GroupShutdownAwaitable::await_suspend(std::coroutine_handle<> handle)
-{
-    markSuspended();
-    m_waiter = WaiterRef<Waiter>(new PlainWaiter);
-    m_waiter->suspend(handle);
-    m_group->d->shutdownWaiters.push_back(m_waiter);
-}
-
-void GroupShutdownAwaitable::await_resume()
-{
-    throwIfStoppedBeforeSuspending();
-    if (m_waiter)
-        m_waiter->rethrowIfFailed();
-}
-
-} // namespace detail
 } // namespace stage

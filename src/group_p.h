@@ -3,6 +3,7 @@
 //  W A R N I N G
 //  Not part of the Stage API. We mean it.
 
+#include "policy_p.h"
 #include "worker_p.h"
 
 #include <stage/group.h>
@@ -19,18 +20,6 @@ QT_END_NAMESPACE
 namespace stage {
 
 namespace detail {
-
-/* Erlang's restart intensity: more than maxRestarts restarts within period is too many. */
-class RestartIntensity
-{
-public:
-    /* Records a restart at \a now; false if that makes too many. maxRestarts < 0: unlimited. */
-    bool allow(Clock::time_point now, int maxRestarts, std::chrono::milliseconds period);
-    void clear() { m_restarts.clear(); }
-
-private:
-    std::deque<Clock::time_point> m_restarts; // at most maxRestarts + 1 entries
-};
 
 /* A Job that calls a member when an executor timer fires, and knows whether it is armed. */
 template<typename Owner, void (Owner::*Fire)()>
@@ -103,9 +92,7 @@ public:
     void workerEnded(const std::shared_ptr<detail::WorkerCore> &core, WorkerExit exit) override;
 
     bool checkThread(const char *function) const;
-    void setState(Group::State next, const QString &reason);
     void updateRunningState();
-    void markDirty();
 
     void startWorkers();
     void addSlots(int count);
@@ -121,9 +108,13 @@ public:
     void onStopDeadline();
     void onSlotTimer(GroupSlot *slot);
     void watchdogTick();
-    void settleShutdownWaiters();
     QThread *homeFor(const GroupSlot *slot) const;
     void stopThreads();
+    void startFromScratch();
+    int effectiveMaxRestarts() const;
+    Group::State state() const { return q->state(); }
+    void setState(Group::State next, const QString &reason) { q->setState(next, reason); }
+    void markDirty() { q->markDirty(); }
 
     Group *const q;
     detail::Executor *executor = nullptr; // the group's thread; set at spawn
@@ -132,13 +123,10 @@ public:
     std::vector<std::unique_ptr<GroupSlot>> retiring; // removed by setSize, still unwinding
     std::vector<std::shared_ptr<detail::WorkerCore>> abandonedCores; // may still end one day
     std::vector<QThread *> threads;
-    std::vector<detail::WaiterRef<detail::Waiter>> shutdownWaiters;
     detail::RestartIntensity intensity;
     detail::TimerSlot<GroupPrivate, &GroupPrivate::onStopDeadline> stopDeadline{this};
     QTimer watchdog;
 
-    Group::State state = Group::State::Idle;
-    QString stateReason;
     QString failReason; // set when giving up: the stop then ends in Failed
     int size = 1;
     int nextSlotIndex = 0;
@@ -149,7 +137,6 @@ public:
     int threadCount = 0;
     int shutdownTimeout = 5000;
     int heartbeatTimeout = 0;
-    bool notifyPending = false;
     bool destroying = false;
     detail::Clock::time_point logWindowStart;
     int logLinesInWindow = 0;

@@ -1,4 +1,4 @@
-#include <stage/policy.h>
+#include "policy_p.h"
 
 #include <algorithm>
 #include <cmath>
@@ -33,6 +33,22 @@ std::chrono::milliseconds Backoff::delay(int streak, double random) const noexce
     const double capped = std::min(raw, double(m_maximum.count()));
     const double jittered = capped * (1.0 - m_jitter * std::clamp(random, 0.0, 1.0));
     return std::chrono::milliseconds(qint64(std::llround(jittered)));
+}
+
+// RestartIntensity
+
+bool detail::RestartIntensity::allow(detail::Clock::time_point now, int maxRestarts, std::chrono::milliseconds period)
+{
+    if (maxRestarts < 0)
+        return true;
+    m_restarts.push_back(now);
+    while (!m_restarts.empty() && now - m_restarts.front() > period)
+        m_restarts.pop_front();
+    if (int(m_restarts.size()) > maxRestarts) {
+        m_restarts.clear();
+        return false;
+    }
+    return true;
 }
 
 } // namespace stage

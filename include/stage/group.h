@@ -2,6 +2,7 @@
 
 #include <stage/detail/waiter.h>
 #include <stage/guard.h>
+#include <stage/node.h>
 #include <stage/policy.h>
 #include <stage/worker.h>
 
@@ -44,21 +45,7 @@ public:
 };
 
 namespace detail {
-
-/* Waits for a group to finish its shutdown; ready at once if it has already. */
-class STAGE_EXPORT GroupShutdownAwaitable : public AwaitableBase
-{
-public:
-    explicit GroupShutdownAwaitable(Group *group) noexcept : m_group(group) {}
-    bool await_ready() const noexcept;
-    void await_suspend(std::coroutine_handle<> handle);
-    void await_resume();
-
-private:
-    QPointer<Group> m_group;
-    WaiterRef<Waiter> m_waiter;
-};
-
+using GroupShutdownAwaitable = NodeStoppedAwaitable;
 } // namespace detail
 
 /*!
@@ -98,12 +85,10 @@ private:
     Errors: misuse (negative size, spawn twice, calls after shutdown, changing threadCount while
     running) is refused with a warning under stage.group and changes nothing.
 */
-class STAGE_EXPORT Group : public QObject
+class STAGE_EXPORT Group : public Node
 {
     Q_OBJECT
     Q_PROPERTY(int size READ size WRITE setSize NOTIFY sizeChanged)
-    Q_PROPERTY(State state READ state NOTIFY stateChanged)
-    Q_PROPERTY(QString stateReason READ stateReason NOTIFY stateChanged)
     Q_PROPERTY(stage::RestartType restartType READ restartType WRITE setRestartType NOTIFY restartTypeChanged)
     Q_PROPERTY(stage::Backoff backoff READ backoff WRITE setBackoff NOTIFY backoffChanged)
     Q_PROPERTY(int maxRestarts READ maxRestarts WRITE setMaxRestarts NOTIFY maxRestartsChanged)
@@ -121,16 +106,7 @@ class STAGE_EXPORT Group : public QObject
     Q_PROPERTY(qint64 iterations READ iterations NOTIFY statisticsChanged)
 
 public:
-    enum class State {
-        Idle,       //!< nothing spawned yet
-        Starting,   //!< spawn() was called; the workers are being started
-        Running,    //!< every worker that should run is running
-        Restarting, //!< at least one worker waits in backoff for its restart
-        Stopping,   //!< shutdown (or giving up) is stopping the workers
-        Stopped,    //!< every worker has ended after shutdown(), or all completed for good
-        Failed,     //!< the restart intensity was exceeded; stateReason() says why
-    };
-    Q_ENUM(State)
+    using State = Node::State;
 
     explicit Group(QObject *parent = nullptr);
     /*! Shuts the group down first if it runs, waiting at most shutdownTimeout(). */
@@ -171,15 +147,15 @@ public:
     /*! Starts workers when raised; stops the newest ones gracefully when lowered. Negative: refused. */
     void setSize(int size);
 
-    State state() const;
-    QString stateReason() const;
-    bool isRunning() const; //!< Starting, Running or Restarting
-
     RestartType restartType() const;
     void setRestartType(RestartType type);
     Backoff backoff() const;
     void setBackoff(const Backoff &backoff);
-    /*! More than this many restarts within restartPeriod() makes the group fail; -1: unlimited. */
+    /*!
+        More than this many restarts within restartPeriod() makes the group fail. -1 (the default):
+        unlimited while the group stands alone, 0 under a supervisor (every failure escalates to
+        it at once); set a positive count to let a supervised group absorb some failures itself.
+    */
     int maxRestarts() const;
     void setMaxRestarts(int count);
     int restartPeriod() const;
@@ -204,16 +180,9 @@ public:
     qint64 iterations() const;
 
 Q_SIGNALS:
-    void stateChanged(stage::Group::State state, const QString &reason);
     void sizeChanged(int size);
     /*! Every end of a worker run, as the worker reported it (before any restart). */
     void workerFinished(const stage::WorkerExit &exit);
-    /*! The restart intensity was exceeded: the group stopped its workers and entered Failed. */
-    void gaveUp(const QString &reason);
-    /*! Every worker has ended (or was abandoned) after shutdown() or failure. */
-    void stopped();
-    /*! Some counter changed; emitted at most once per event-loop turn. */
-    void statisticsChanged();
     void restartTypeChanged(stage::RestartType type);
     void backoffChanged(const stage::Backoff &backoff);
     void maxRestartsChanged(int count);
@@ -222,12 +191,10 @@ Q_SIGNALS:
     void shutdownTimeoutChanged(int milliseconds);
     void heartbeatTimeoutChanged(int milliseconds);
 
-protected:
-    bool event(QEvent *event) override;
-
 private:
-    friend class detail::GroupShutdownAwaitable;
     friend class GroupPrivate;
+    void startNode() override;
+    void stopNode(const QString &reason) override;
     bool spawnWith(WorkerFactory factory);
 
     template<typename T>

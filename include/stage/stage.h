@@ -4,12 +4,15 @@
 #include <stage/errors.h>
 #include <stage/future.h>
 #include <stage/group.h>
+#include <stage/node.h>
 #include <stage/guard.h>
 #include <stage/mailbox.h>
 #include <stage/offload.h>
 #include <stage/policy.h>
 #include <stage/reply.h>
+#include <stage/shutdown.h>
 #include <stage/signal.h>
 #include <stage/sleep.h>
+#include <stage/supervisor.h>
 #include <stage/waitfor.h>
 #include <stage/worker.h>

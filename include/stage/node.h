@@ -1,0 +1,147 @@
+#pragma once
+
+#include <stage/detail/waiter.h>
+#include <stage/global.h>
+
+#include <QtCore/QDateTime>
+#include <QtCore/QList>
+#include <QtCore/QMetaType>
+#include <QtCore/QObject>
+#include <QtCore/QPointer>
+
+#include <chrono>
+#include <memory>
+
+namespace stage {
+
+class Node;
+class NodePrivate;
+class Supervisor;
+class SupervisorPrivate;
+
+namespace detail {
+
+/* Waits until a node has stopped (Stopped, Failed or Idle); ready at once if it has. */
+class STAGE_EXPORT NodeStoppedAwaitable : public AwaitableBase
+{
+public:
+    explicit NodeStoppedAwaitable(Node *node) noexcept;
+    bool await_ready() const noexcept;
+    void await_suspend(std::coroutine_handle<> handle);
+    void await_resume();
+
+private:
+    QPointer<Node> m_node;
+    WaiterRef<Waiter> m_waiter;
+};
+
+} // namespace detail
+
+/*!
+    The common base of the nodes of a supervision tree: stage::Group and stage::Supervisor. It
+    carries what every node has: the state machine, a name (QObject::objectName()), the link to
+    the supervising parent, a bounded history of timestamped transitions, and the signals a view
+    binds to.
+
+    States: Idle (never started) -> Starting -> Running <-> Restarting -> Stopping -> Stopped, or
+    Failed when the node gave up (its restart intensity was exceeded). A supervisor may start a
+    Stopped or Failed child again. Every transition emits stateChanged() with a reason and appends
+    a NodeEvent to history() (the last historyLimit() transitions, default 32).
+
+    Thread: a node is used from the thread it lives in; its signals are emitted there.
+    Not meant to be subclassed outside Stage.
+*/
+class STAGE_EXPORT Node : public QObject
+{
+    Q_OBJECT
+    Q_PROPERTY(State state READ state NOTIFY stateChanged)
+    Q_PROPERTY(QString stateReason READ stateReason NOTIFY stateChanged)
+    Q_PROPERTY(bool running READ isRunning NOTIFY stateChanged)
+    Q_MOC_INCLUDE(<stage/supervisor.h>)
+    Q_PROPERTY(stage::Supervisor *supervisor READ supervisor NOTIFY supervisorChanged)
+    Q_PROPERTY(int historyLimit READ historyLimit WRITE setHistoryLimit NOTIFY historyLimitChanged)
+
+public:
+    enum class State {
+        Idle,       //!< never started
+        Starting,   //!< being started
+        Running,    //!< everything that should run is running
+        Restarting, //!< at least one worker or child waits for (or is in) its restart
+        Stopping,   //!< shutdown (or giving up) is stopping the workers or children
+        Stopped,    //!< everything has ended after a shutdown, or ended for good on its own
+        Failed,     //!< the restart intensity was exceeded; stateReason() says why
+    };
+    Q_ENUM(State)
+
+    ~Node() override;
+
+    State state() const;
+    QString stateReason() const;
+    /*! Starting, Running or Restarting. */
+    bool isRunning() const;
+    /*! The supervisor this node is a child of, or nullptr for a root. */
+    Supervisor *supervisor() const;
+
+    /*! The last historyLimit() state transitions, oldest first. */
+    QList<class NodeEvent> history() const;
+    int historyLimit() const;
+    /*! Keeps at most \a limit transitions (>= 0; 0 keeps none). Negative: refused with a warning. */
+    void setHistoryLimit(int limit);
+
+Q_SIGNALS:
+    /*! Every transition, with why it happened (empty for the ordinary ones). */
+    void stateChanged(stage::Node::State state, const QString &reason);
+    /*! The restart intensity was exceeded: the node stopped everything and entered Failed. */
+    void gaveUp(const QString &reason);
+    /*! Everything has ended (or was abandoned) after a shutdown or giving up. */
+    void stopped();
+    /*! Some statistic changed; emitted at most once per event-loop turn (the last change always is). */
+    void statisticsChanged();
+    void supervisorChanged(stage::Supervisor *supervisor);
+    void historyLimitChanged(int limit);
+
+protected:
+    explicit Node(QObject *parent = nullptr);
+    bool event(QEvent *event) override;
+
+    /* For Group and Supervisor. */
+    void setState(State next, const QString &reason);
+    void markDirty();
+    /* Stops emitting signals and cuts the link to the supervisor: first thing in a destructor. */
+    void beginDestruction();
+    bool isDestroying() const;
+    detail::NodeStoppedAwaitable stoppedAwaitable();
+
+private:
+    friend class NodePrivate;
+    friend class Supervisor;
+    friend class SupervisorPrivate;
+    friend class detail::NodeStoppedAwaitable;
+
+    /* Supervisor's hooks: start (or start again, from Stopped/Failed), and stop within \a timeout. */
+    virtual void startNode() = 0;
+    virtual void stopNode(const QString &reason) = 0;
+
+    std::unique_ptr<NodePrivate> nd;
+};
+
+/*! One transition of a node's state, as kept in Node::history(). */
+class STAGE_EXPORT NodeEvent
+{
+    Q_GADGET
+    Q_PROPERTY(qint64 timestamp MEMBER timestamp)
+    Q_PROPERTY(QDateTime time READ time)
+    Q_PROPERTY(stage::Node::State state MEMBER state)
+    Q_PROPERTY(QString reason MEMBER reason)
+
+public:
+    qint64 timestamp = 0;                   //!< milliseconds since the epoch (UTC)
+    Node::State state = Node::State::Idle;  //!< the state entered
+    QString reason;                         //!< why (empty for the ordinary transitions)
+
+    QDateTime time() const { return QDateTime::fromMSecsSinceEpoch(timestamp); }
+};
+
+} // namespace stage
+
+Q_DECLARE_METATYPE(stage::NodeEvent)

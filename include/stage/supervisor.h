@@ -1,0 +1,184 @@
+#pragma once
+
+#include <stage/node.h>
+#include <stage/policy.h>
+
+#include <QtCore/QList>
+
+#include <chrono>
+#include <memory>
+
+namespace stage {
+
+class SupervisorPrivate;
+
+/*! A consistent snapshot of a supervisor's counters (Supervisor::statistics()). */
+class STAGE_EXPORT SupervisorStatistics
+{
+    Q_GADGET
+    Q_PROPERTY(int children MEMBER children)
+    Q_PROPERTY(int runningChildren MEMBER runningChildren)
+    Q_PROPERTY(qint64 childExits MEMBER childExits)
+    Q_PROPERTY(qint64 childFailures MEMBER childFailures)
+    Q_PROPERTY(qint64 restarts MEMBER restarts)
+    Q_PROPERTY(qint64 childrenRestarted MEMBER childrenRestarted)
+    Q_PROPERTY(qint64 escalations MEMBER escalations)
+
+public:
+    int children = 0;             //!< children now
+    int runningChildren = 0;      //!< children whose state is Starting, Running or Restarting
+    qint64 childExits = 0;        //!< children that ended on their own (not stopped by the supervisor)
+    qint64 childFailures = 0;     //!< of those, the ones that ended Failed
+    qint64 restarts = 0;          //!< restarts decided by the strategy (one per handled exit)
+    qint64 childrenRestarted = 0; //!< children started again by those restarts
+    qint64 escalations = 0;       //!< times this supervisor gave up (its intensity was exceeded)
+};
+
+/*!
+    Supervises groups and other supervisors, Erlang/OTP style: restarts children by a strategy,
+    gives up (and fails to its own supervisor) when restarts come too often, stops in order.
+
+    \code
+    stage::Supervisor root(stage::Supervisor::Strategy::OneForOne);
+    auto *sync = new stage::Group;           // a group: its workers, its factory
+    sync->spawn(syncEngine);                 // waits for the supervisor to start it
+    auto *devices = new stage::Supervisor(stage::Supervisor::Strategy::OneForAll);
+    root.addChild(sync);                     // reparented: &root owns it now
+    root.addChild(devices);
+    root.start();                            // starts sync, then devices (and its children)
+    ...
+    co_await root.shutdown();                // devices' subtree first, then sync
+    \endcode
+
+    Strategies (OTP's): OneForOne restarts only the child that ended; OneForAll stops every other
+    child in reverse start order, then starts them all again in start order; RestForOne does that
+    for the child that ended and the children started after it. A child is restarted according
+    to its restart type (addChild()): Permanent (the default, as OTP's) always, Transient after a
+    failure only, Temporary never (and not as a sibling in OneForAll/RestForOne either).
+    "Ended" means: the child entered Stopped or Failed without the supervisor asking it to. A
+    supervised Group fails to its supervisor as soon as it gives up; a Group whose maxRestarts()
+    is -1 (its default) escalates every worker failure at once when it is supervised, so by
+    default the supervisor sees every failure.
+
+    Restarts pass through backoff() (as in groups: the first restart immediate, then exponential
+    with jitter; Backoff::none() for storms and tests) and count against the intensity: more than
+    maxRestarts() (default 3, Elixir's; OTP's is 1) within restartPeriod() ms (default 5000) makes
+    the supervisor stop all its children in reverse start order, enter Failed, emit gaveUp(), and
+    report itself failed to its own supervisor, which treats it like any failed child. A root
+    supervisor's failure is the gaveUp() signal and a warning under stage.supervisor.
+
+    Ownership mirrors the tree: addChild() reparents the node to the supervisor. Deleting a
+    supervisor deletes its children first, in reverse start order; each one stops on the way
+    (a group waits at most its shutdownTimeout()), so a subtree stops bottom-up and in order.
+
+    Stopping is sequential, as in OTP: a child is asked to stop only after the one started after it
+    has ended. A group stops within its shutdownTimeout() (stragglers are reported abandoned), so
+    every stop is bounded.
+
+    Thread: a supervisor and its children live on one thread and are used from it; signals are
+    emitted there (a group's workers may still run on threads of their own). Children's ends are
+    handled from the event loop, never inside a call into the supervisor.
+    Errors: misuse (a null child, a node under itself or its own descendant, a node that already
+    has a supervisor, a node of another thread, calls after shutdown) is refused with a warning
+    under stage.supervisor and changes nothing.
+*/
+class STAGE_EXPORT Supervisor : public Node
+{
+    Q_OBJECT
+    Q_PROPERTY(Strategy strategy READ strategy WRITE setStrategy NOTIFY strategyChanged)
+    Q_PROPERTY(int maxRestarts READ maxRestarts WRITE setMaxRestarts NOTIFY maxRestartsChanged)
+    Q_PROPERTY(int restartPeriod READ restartPeriod WRITE setRestartPeriod NOTIFY restartPeriodChanged)
+    Q_PROPERTY(stage::Backoff backoff READ backoff WRITE setBackoff NOTIFY backoffChanged)
+    Q_PROPERTY(int childCount READ childCount NOTIFY childCountChanged)
+    Q_PROPERTY(int runningChildren READ runningChildren NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 restarts READ restarts NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 childFailures READ childFailures NOTIFY statisticsChanged)
+
+public:
+    enum class Strategy {
+        OneForOne,  //!< restart only the child that ended
+        OneForAll,  //!< stop the others (reverse start order), restart all (start order)
+        RestForOne, //!< the same for the child that ended and those started after it
+    };
+    Q_ENUM(Strategy)
+
+    explicit Supervisor(QObject *parent = nullptr);
+    explicit Supervisor(Strategy strategy, QObject *parent = nullptr);
+    /*! Deletes the children in reverse start order (each stops, bounded by its own timeout). */
+    ~Supervisor() override;
+
+    /*!
+        Adds \a node as the last child (the last in start order) with restart type \a restart,
+        and reparents it to this supervisor. If the supervisor runs, the node is started (a group
+        with no factory yet starts when spawn() is called). Returns false, with a warning, for a
+        null node, this supervisor itself or one of its ancestors, a node that already has a
+        supervisor, a node living on another thread, or after shutdown().
+    */
+    bool addChild(Node *node, RestartType restart = RestartType::Permanent);
+    /*!
+        Removes \a node from the children: it will not be restarted; it is asked to stop (a group
+        unwinds its workers within its shutdownTimeout()) and handed back to the caller
+        (its parent becomes nullptr). False, with a warning, if it is not a child of this supervisor.
+    */
+    bool removeChild(Node *node);
+    /*! The children in start order. */
+    QList<Node *> childNodes() const;
+    int childCount() const;
+    /*! \a node's restart type; Permanent if \a node is not a child. */
+    RestartType childRestartType(Node *node) const;
+    /*! Changes the restart type of child \a node; false, with a warning, if it is not a child. */
+    bool setChildRestartType(Node *node, RestartType restart);
+
+    /*!
+        Starts the children in start order. Returns false, with a warning, if the supervisor has a
+        supervisor of its own (that one starts it), runs already, or was shut down.
+    */
+    bool start();
+    /*!
+        Stops every child in reverse start order, each after the one started after it has ended,
+        and restarts nothing after that. Finishes when every child has stopped; idempotent.
+        Emits stopped(). Cancellation: awaiting it is a cancellation point of the awaiting worker
+        (the shutdown itself goes on).
+    */
+    detail::NodeStoppedAwaitable shutdown();
+
+    Strategy strategy() const;
+    void setStrategy(Strategy strategy);
+    /*! More than this many restarts within restartPeriod() makes the supervisor fail; -1: unlimited. */
+    int maxRestarts() const;
+    void setMaxRestarts(int count);
+    int restartPeriod() const;
+    void setRestartPeriod(int milliseconds);
+    Backoff backoff() const;
+    void setBackoff(const Backoff &backoff);
+
+    SupervisorStatistics statistics() const;
+    int runningChildren() const;
+    qint64 restarts() const;
+    qint64 childFailures() const;
+
+Q_SIGNALS:
+    void strategyChanged(stage::Supervisor::Strategy strategy);
+    void maxRestartsChanged(int count);
+    void restartPeriodChanged(int milliseconds);
+    void backoffChanged(const stage::Backoff &backoff);
+    void childCountChanged(int count);
+    void childAdded(stage::Node *node);
+    void childRemoved(stage::Node *node);
+    /*! \a node ended on its own; \a failed if it ended Failed. Emitted before any restart. */
+    void childExited(stage::Node *node, bool failed, const QString &reason);
+    /*! The strategy started \a node again. */
+    void childRestarted(stage::Node *node);
+
+private:
+    friend class SupervisorPrivate;
+    friend class Node;
+    void startNode() override;
+    void stopNode(const QString &reason) override;
+
+    std::unique_ptr<SupervisorPrivate> d;
+};
+
+} // namespace stage
+
+Q_DECLARE_METATYPE(stage::SupervisorStatistics)

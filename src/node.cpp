@@ -1,0 +1,167 @@
+#include "node_p.h"
+#include "supervisor_p.h"
+
+#include <QtCore/QCoreApplication>
+#include <QtCore/QEvent>
+#include <QtCore/QLoggingCategory>
+
+Q_LOGGING_CATEGORY(lcNode, "stage.node", QtInfoMsg)
+
+namespace stage {
+
+namespace {
+const QEvent::Type NotifyEvent = static_cast<QEvent::Type>(QEvent::registerEventType());
+
+class PlainWaiter final : public detail::Waiter
+{};
+} // namespace
+
+void NodePrivate::settleStoppedWaiters()
+{
+    auto waiters = std::move(stoppedWaiters);
+    for (auto &w : waiters)
+        if (w->claim())
+            w->publish(detail::Waiter::Outcome::Value);
+}
+
+Node::Node(QObject *parent) : QObject(parent), nd(std::make_unique<NodePrivate>()) {}
+
+Node::~Node()
+{
+    beginDestruction();
+    nd->settleStoppedWaiters();
+}
+
+void Node::beginDestruction()
+{
+    if (nd->destroying)
+        return;
+    nd->destroying = true;
+    if (Supervisor *sv = nd->supervisor)
+        SupervisorPrivate::get(sv)->childDestroyed(this);
+    nd->supervisor = nullptr;
+}
+
+bool Node::isDestroying() const
+{
+    return nd->destroying;
+}
+
+Node::State Node::state() const
+{
+    return nd->state;
+}
+
+QString Node::stateReason() const
+{
+    return nd->stateReason;
+}
+
+bool Node::isRunning() const
+{
+    return nd->state == State::Starting || nd->state == State::Running || nd->state == State::Restarting;
+}
+
+Supervisor *Node::supervisor() const
+{
+    return nd->supervisor;
+}
+
+QList<NodeEvent> Node::history() const
+{
+    return QList<NodeEvent>(nd->history.begin(), nd->history.end());
+}
+
+int Node::historyLimit() const
+{
+    return nd->historyLimit;
+}
+
+void Node::setHistoryLimit(int limit)
+{
+    if (limit < 0) {
+        qCWarning(lcNode, "Node::setHistoryLimit: the limit must be >= 0, got %d; ignored", limit);
+        return;
+    }
+    if (nd->historyLimit == limit)
+        return;
+    nd->historyLimit = limit;
+    while (int(nd->history.size()) > limit)
+        nd->history.pop_front();
+    emit historyLimitChanged(limit);
+}
+
+void Node::setState(State next, const QString &reason)
+{
+    if (nd->state == next)
+        return;
+    nd->state = next;
+    nd->stateReason = reason;
+    if (nd->historyLimit > 0) {
+        if (int(nd->history.size()) >= nd->historyLimit)
+            nd->history.pop_front();
+        nd->history.push_back(NodeEvent{QDateTime::currentMSecsSinceEpoch(), next, reason});
+    }
+    qCDebug(lcNode) << this << "->" << next << reason;
+    if (NodePrivate::isTerminal(next))
+        nd->settleStoppedWaiters();
+    if (nd->destroying)
+        return;
+    // The supervisor only records the transition here and reacts from its own event-loop turn.
+    if (nd->supervisor)
+        SupervisorPrivate::get(nd->supervisor)->childStateChanged(this, next, reason);
+    emit stateChanged(next, reason);
+}
+
+void Node::markDirty()
+{
+    if (nd->notifyPending || nd->destroying)
+        return;
+    nd->notifyPending = true;
+    // A posted event, not a job: at most one notification per turn of the event loop.
+    QCoreApplication::postEvent(this, new QEvent(NotifyEvent));
+}
+
+bool Node::event(QEvent *event)
+{
+    if (event->type() == NotifyEvent) {
+        nd->notifyPending = false;
+        emit statisticsChanged();
+        return true;
+    }
+    return QObject::event(event);
+}
+
+detail::NodeStoppedAwaitable Node::stoppedAwaitable()
+{
+    return detail::NodeStoppedAwaitable(this);
+}
+
+namespace detail {
+
+NodeStoppedAwaitable::NodeStoppedAwaitable(Node *node) noexcept : m_node(node) {}
+
+bool NodeStoppedAwaitable::await_ready() const noexcept
+{
+    if (AwaitableBase::await_ready() || !m_node)
+        return true;
+    return NodePrivate::isTerminal(m_node->nd->state);
+}
+
+void NodeStoppedAwaitable::await_suspend(std::coroutine_handle<> handle)
+{
+    markSuspended();
+    m_waiter = WaiterRef<Waiter>(new PlainWaiter);
+    m_waiter->suspend(handle);
+    m_node->nd->stoppedWaiters.push_back(m_waiter);
+}
+
+void NodeStoppedAwaitable::await_resume()
+{
+    throwIfStoppedBeforeSuspending();
+    if (m_waiter)
+        m_waiter->rethrowIfFailed();
+}
+
+} // namespace detail
+} // namespace stage
