@@ -215,12 +215,19 @@ void GroupPrivate::decide(GroupSlot *slot, const WorkerExit &exit)
 
     const auto now = Clock::now();
     if (!intensity.allow(now, effectiveMaxRestarts(), std::chrono::milliseconds(restartPeriod))) {
-        const QString reason = QStringLiteral("more than %1 restart(s) within %2 ms; the last: worker %3 %4")
-                                   .arg(effectiveMaxRestarts())
-                                   .arg(restartPeriod)
-                                   .arg(exit.id)
-                                   .arg(exit.reason.isEmpty() ? QStringLiteral("ended") : exit.reason);
-        qCWarning(lcGroup, "Group: giving up: %s", qPrintable(reason));
+        const QString what = QStringLiteral("worker %1: %2")
+                                 .arg(exit.id)
+                                 .arg(exit.reason.isEmpty() ? QStringLiteral("ended") : exit.reason);
+        const QString reason = maxRestarts < 0 // supervised, escalating every failure: the failure is the reason
+            ? what
+            : QStringLiteral("more than %1 restart(s) within %2 ms; the last: %3")
+                  .arg(effectiveMaxRestarts())
+                  .arg(restartPeriod)
+                  .arg(what);
+        if (q->supervisor()) // escalating is the normal path under a supervisor, which logs its decision
+            qCInfo(lcGroup, "Group: giving up (escalating to its supervisor): %s", qPrintable(reason));
+        else
+            qCWarning(lcGroup, "Group: giving up: %s", qPrintable(reason));
         beginStop(std::chrono::milliseconds(shutdownTimeout), reason, /*failing=*/true);
         return;
     }

@@ -225,7 +225,7 @@ void SupervisorPrivate::handleExit(const ChildExit &exit)
 
     const auto now = Clock::now();
     if (!intensity.allow(now, maxRestarts, std::chrono::milliseconds(restartPeriod))) {
-        const QString reason = QStringLiteral("more than %1 restart(s) within %2 ms; the last: %3 %4")
+        const QString reason = QStringLiteral("more than %1 restart(s) within %2 ms; the last: %3: %4")
                                    .arg(maxRestarts)
                                    .arg(restartPeriod)
                                    .arg(nameOf(node))
