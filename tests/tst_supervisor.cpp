@@ -849,21 +849,28 @@ void tst_Supervisor::randomFaults_statisticsAddUp()
         if (random() % 3 == 0)
             QTest::qWait(int(random() % 3));
     }
-    QTRY_COMPARE_WITH_TIMEOUT(sv.statistics().childFailures, qint64(kFaults), Timeout);
+    auto groupFailures = [&sv] {
+        qint64 failures = 0;
+        for (Node *node : sv.childNodes())
+            failures += qobject_cast<stage::Group *>(node)->failed();
+        return failures;
+    };
+    // Every command is taken by exactly one worker, which fails.
+    QTRY_COMPARE_WITH_TIMEOUT(groupFailures(), qint64(kFaults), Timeout);
     QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
     QVERIFY(roundTrip(QThread::currentThread()));
     const auto s = sv.statistics();
-    QCOMPARE(s.childExits, qint64(kFaults));
-    QVERIFY(s.restarts >= 1 && s.restarts <= kFaults); // stale exits of replaced generations are ignored
-    qint64 groupFailures = 0;
+    // A child that failed while the supervisor was already stopping it (a sibling's restart) did
+    // not exit on its own: only the others count, and each handled exit restarts at most once.
+    QVERIFY(s.childFailures >= 1 && s.childFailures <= kFaults);
+    QCOMPARE(s.childExits, s.childFailures);
+    QVERIFY(s.restarts >= 1 && s.restarts <= s.childFailures); // stale exits of replaced generations are ignored
     qint64 groupStarts = 0;
     for (Node *node : sv.childNodes()) {
         auto *g = qobject_cast<stage::Group *>(node);
         QVERIFY(g->statistics().isConsistent());
-        groupFailures += g->failed();
         groupStarts += g->started();
     }
-    QCOMPARE(groupFailures, qint64(kFaults));
     // A start that a later stop overtook ends before its body runs ("stopped before it started").
     QVERIFY(groupStarts >= qint64(t.shared->bodies.load()));
     QCOMPARE(groupStarts, 5 + s.childrenRestarted);
