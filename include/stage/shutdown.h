@@ -80,6 +80,9 @@ using GracefulResult = std::conditional_t<std::is_void_v<T>, bool, std::optional
 
     Every worker that is asked to stop runs the handler, including one asked before it reached
     this call (\a work then ends at its first Stage awaitable and the handler runs at once).
+    Limit: the worker is known to this call through the thread's current worker, which a plain
+    (foreign) QCoro co_await loses (README, "Workers and cancellation"): call it from the body
+    itself or after Stage awaitables, or wrap foreign awaitables in stage::guard().
     Thread: the handler starts on, and the caller resumes on, the worker's home thread.
     Cancellation: \a work is a child (stage::child()): on stop it unwinds first, then the handler
     runs with the stop hidden from it (its Stage awaitables are not cancelled), bounded by the
