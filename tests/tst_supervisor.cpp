@@ -165,6 +165,8 @@ private Q_SLOTS:
     void stateSignals_onRestart();
     void randomFaults_statisticsAddUp_data();
     void randomFaults_statisticsAddUp();
+    void slotShutsDownOnChildExited_nothingRestarts();
+    void slotStartsRootAgainOnGaveUp();
     void misuse_data();
     void misuse();
     void addChild_fromAnotherThread_isRefused();
@@ -361,6 +363,8 @@ void tst_Supervisor::intensity_exceeded_stopsChildrenInReverseAndFails()
         t.add(&sv, QString::fromLatin1(n));
     QSignalSpy gaveUp(&sv, &Node::gaveUp);
     QSignalSpy stopped(&sv, &Node::stopped);
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("giving up: more than 2 restart")));
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("\\(root\\) failed: more than 2 restart")));
     sv.start();
     QTRY_COMPARE_WITH_TIMEOUT(t.count(), 3, Timeout);
     for (int i = 0; i < 2; ++i) {
@@ -411,6 +415,9 @@ void tst_Supervisor::escalation_throughThreeLevels()
     QVERIFY(root.start());
     QTRY_COMPARE_WITH_TIMEOUT(t.count(), 1, Timeout);
     QCOMPARE(leaf->state(), State::Running);
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("Supervisor leaf: giving up: .*")));
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("Supervisor leaf: giving up: .*")));
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("Supervisor mid: giving up: .*")));
 
     auto failG = [&](int expectedStarts) {
         t.send(QStringLiteral("g"), Fail);
@@ -489,6 +496,7 @@ void tst_Supervisor::snippet23_tutorial()
 
     // sv2's intensity (3 in 5 s) exceeded: sv2 fails to sv1, which restarts sv2 as a whole.
     QSignalSpy sv2States(sv2, &Node::stateChanged);
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("giving up: more than 3 restart")));
     for (int i = 0; i < 3; ++i) {
         mark = t.count();
         t.send(QStringLiteral("child2"), Fail);
@@ -880,6 +888,53 @@ void tst_Supervisor::randomFaults_statisticsAddUp()
     stage::waitFor(sv.shutdown(), std::chrono::milliseconds(Timeout));
     QCOMPARE(t.events().filter(QRegularExpression(QStringLiteral("^start "))).size(),
              t.events().filter(QRegularExpression(QStringLiteral("^stop "))).size());
+}
+
+void tst_Supervisor::slotShutsDownOnChildExited_nothingRestarts()
+{
+    Tree t;
+    Supervisor sv(Strategy::OneForAll);
+    sv.setBackoff(stage::Backoff::none());
+    auto *a = t.add(&sv, QStringLiteral("a"));
+    auto *b = t.add(&sv, QStringLiteral("b"));
+    QList<State> states;
+    connect(&sv, &Node::stateChanged, &m_context, [&states](State s, const QString &) { states.append(s); });
+    connect(&sv, &Supervisor::childExited, &m_context, [&sv](Node *, bool, const QString &) { sv.shutdown(); });
+    sv.start();
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 2, Timeout);
+    t.send(QStringLiteral("a"), Fail);
+    QTRY_COMPARE_WITH_TIMEOUT(sv.state(), State::Stopped, Timeout);
+    QCOMPARE(states, (QList<State>{State::Starting, State::Running, State::Stopping, State::Stopped}));
+    QVERIFY(roundTrip(QThread::currentThread()));
+    QCOMPARE(t.since(2), list({"stop a", "stop b"}));
+    QCOMPARE(sv.restarts(), 0);
+    QVERIFY(sv.removeChild(a)); // nothing left behind that a later turn would start
+    QVERIFY(roundTrip(QThread::currentThread()));
+    QCOMPARE(b->state(), State::Stopped);
+    QCOMPARE(b->started(), 1);
+    delete a;
+}
+
+void tst_Supervisor::slotStartsRootAgainOnGaveUp()
+{
+    Tree t;
+    Supervisor sv;
+    sv.setObjectName(QStringLiteral("again"));
+    sv.setMaxRestarts(0);
+    t.add(&sv, QStringLiteral("a"));
+    int gaveUp = 0;
+    connect(&sv, &Node::gaveUp, &m_context, [&sv, &gaveUp](const QString &) {
+        if (++gaveUp == 1)
+            QVERIFY(sv.start());
+    });
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("Supervisor again: giving up: .*")));
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("Supervisor again \\(root\\) failed: .*")));
+    sv.start();
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 1, Timeout);
+    t.send(QStringLiteral("a"), Fail);
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 3, Timeout);
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+    QCOMPARE(gaveUp, 1);
 }
 
 enum class Misuse {

@@ -41,10 +41,10 @@ public:
     \code
     stage::Supervisor root(stage::Supervisor::Strategy::OneForOne);
     auto *sync = new stage::Group;           // a group: its workers, its factory
-    sync->spawn(syncEngine);                 // waits for the supervisor to start it
     auto *devices = new stage::Supervisor(stage::Supervisor::Strategy::OneForAll);
     root.addChild(sync);                     // reparented: &root owns it now
     root.addChild(devices);
+    sync->spawn(syncEngine);                 // waits for the supervisor to start it
     root.start();                            // starts sync, then devices (and its children)
     ...
     co_await root.shutdown();                // devices' subtree first, then sync
@@ -110,7 +110,8 @@ public:
     /*!
         Adds \a node as the last child (the last in start order) with restart type \a restart,
         and reparents it to this supervisor. If the supervisor runs, the node is started (a group
-        with no factory yet starts when spawn() is called). Returns false, with a warning, for a
+        with no factory yet starts when spawn() is called). A node that runs already is adopted
+        as it is: add a group before spawn() for the supervisor to start it in start order. Returns false, with a warning, for a
         null node, this supervisor itself or one of its ancestors, a node that already has a
         supervisor, a node living on another thread, or after shutdown().
     */
