@@ -4,6 +4,7 @@
 #include <QtCore/QCoreApplication>
 #include <QtCore/QEvent>
 #include <QtCore/QLoggingCategory>
+#include <QtCore/QMetaMethod>
 
 Q_LOGGING_CATEGORY(lcNode, "stage.node", QtInfoMsg)
 
@@ -116,6 +117,11 @@ void Node::setState(State next, const QString &reason)
 void Node::markDirty()
 {
     if (nd->notifyPending || nd->destroying)
+        return;
+    // Nobody listens: no event (a posted event wakes the event loop, a system call). A slot
+    // connected later reads the current values.
+    static const QMetaMethod signal = QMetaMethod::fromSignal(&Node::statisticsChanged);
+    if (!isSignalConnected(signal))
         return;
     nd->notifyPending = true;
     // A posted event, not a job: at most one notification per turn of the event loop.

@@ -5,6 +5,7 @@
 #include <QtCore/QThread>
 
 #include <cstring>
+#include <typeinfo>
 #include <mutex>
 #include <unordered_map>
 
@@ -81,10 +82,69 @@ WorkerExit failure(const std::exception_ptr &error)
     return exit;
 }
 
-// The body is awaited with catch clauses that classify its exception where it is caught: a
-// failure costs two throws (the body's, and co_await's rethrow), not one more to classify it
-// (each is ~1 us here, and W5 counts them). Only kind, reason and error live in the frame that
-// every idle worker keeps, not a whole WorkerExit.
+// QCoro 0.8's Task<void> promise keeps the body's exception in a private member that only a
+// rethrow reads (co_await task). A stop unwinds every idle worker with stage::Cancelled, so that
+// second throw (~0.8 us here) is most of what a mass stop costs (W4's shutdown, W6). The mirror
+// reads the member instead; a self-test at first use checks it against a real promise, and if
+// it does not match (another QCoro layout), Stage falls back to the rethrow.
+struct PromiseMirror
+{
+    std::vector<std::coroutine_handle<>> awaiting;
+    std::atomic<bool> destroyHandle;
+    std::exception_ptr exception;
+};
+using VoidPromise = QCoro::detail::TaskPromise<void>;
+static_assert(sizeof(PromiseMirror) == sizeof(VoidPromise), "QCoro's TaskPromise<void> layout changed");
+
+VoidPromise &promiseOf(void *frame) noexcept
+{
+    return std::coroutine_handle<VoidPromise>::from_address(frame).promise();
+}
+
+const std::exception_ptr &storedException(void *frame) noexcept
+{
+    return reinterpret_cast<const PromiseMirror &>(promiseOf(frame)).exception;
+}
+
+QCoro::Task<> throwsInt()
+{
+    throw 42;
+    co_return;
+}
+
+bool mirrorWorks() noexcept
+{
+    static const bool works = [] {
+        QCoro::Task<> task = throwsInt(); // eager: finished, with the exception stored
+        void *frame = frameOf(task);
+        if (!frame || !std::coroutine_handle<>::from_address(frame).done())
+            return false;
+        const auto &mirror = reinterpret_cast<const PromiseMirror &>(promiseOf(frame));
+        const std::exception_ptr &e = mirror.exception;
+        if (!e || e.__cxa_exception_type() == nullptr || *e.__cxa_exception_type() != typeid(int)
+            || !mirror.awaiting.empty())
+            return false;
+        try {
+            promiseOf(frame).result(); // must rethrow that same object
+        } catch (...) {
+            return std::current_exception() == e;
+        }
+        return false;
+    }();
+    return works;
+}
+
+// Awaits the body without rethrowing what it threw.
+struct BodyAwaiter
+{
+    void *frame;
+    bool await_ready() const noexcept { return std::coroutine_handle<>::from_address(frame).done(); }
+    void await_suspend(std::coroutine_handle<> awaiting) { promiseOf(frame).addAwaitingCoroutine(awaiting); }
+    void await_resume() const noexcept {}
+};
+
+// Classifies the body's end. Only kind, reason and error live in the frame that every idle
+// worker keeps, not a whole WorkerExit.
 Detached runBody(std::shared_ptr<WorkerCore> core, QCoro::Task<> task)
 {
     void *frame = frameOf(task);
@@ -92,29 +152,42 @@ Detached runBody(std::shared_ptr<WorkerCore> core, QCoro::Task<> task)
     WorkerExit::Kind kind = WorkerExit::Kind::Completed;
     QString reason;
     std::exception_ptr error;
-    try {
-        co_await task;
+    if (mirrorWorks()) {
+        co_await BodyAwaiter{frame};
+        error = storedException(frame);
+    } else {
+        try {
+            co_await task;
+        } catch (...) {
+            error = std::current_exception();
+        }
+    }
+    if (!error) {
         if (core->isStopRequested()) {
             kind = WorkerExit::Kind::Cancelled;
             reason = QStringLiteral("returned after a stop request");
         }
-    } catch (const Cancelled &) {
-        if (core->isStopRequested()) {
-            kind = WorkerExit::Kind::Cancelled;
-            reason = QStringLiteral("cancelled");
-        } else {
-            kind = WorkerExit::Kind::Failed;
-            error = std::current_exception();
-            reason = QStringLiteral("stage::Cancelled was thrown without a stop request");
+    } else if (*error.__cxa_exception_type() == typeid(Cancelled) && core->isStopRequested()) {
+        kind = WorkerExit::Kind::Cancelled; // the common stop: no rethrow to tell what it is
+        reason = QStringLiteral("cancelled");
+        error = nullptr;
+    } else {
+        kind = WorkerExit::Kind::Failed;
+        try {
+            std::rethrow_exception(error);
+        } catch (const Cancelled &) {
+            if (core->isStopRequested()) {
+                kind = WorkerExit::Kind::Cancelled; // a subclass of Cancelled
+                reason = QStringLiteral("cancelled");
+                error = nullptr;
+            } else {
+                reason = QStringLiteral("stage::Cancelled was thrown without a stop request");
+            }
+        } catch (const std::exception &e) {
+            reason = QString::fromUtf8(e.what());
+        } catch (...) {
+            reason = describeException(error);
         }
-    } catch (const std::exception &e) {
-        kind = WorkerExit::Kind::Failed;
-        error = std::current_exception();
-        reason = QString::fromUtf8(e.what());
-    } catch (...) {
-        kind = WorkerExit::Kind::Failed;
-        error = std::current_exception();
-        reason = describeException(error);
     }
     unregisterFrame(frame); // before the frame is freed and its address reused
     WorkerExit exit;
