@@ -156,6 +156,7 @@ private Q_SLOTS:
     void addChild_whileRunning_startsIt();
     void deleteSupervisor_stopsChildrenInReverseOrder();
     void deleteSupervisor_whileChildInBackoff();
+    void deleteSupervisor_whileAChildGroupIsInItsOwnBackoff();
     void deleteChild_isForgotten();
     void shutdown_stopsInReverseOrderAndIsIdempotent();
     void backoff_delaysTheRestart();
@@ -668,6 +669,28 @@ void tst_Supervisor::deleteSupervisor_whileChildInBackoff()
     QCOMPARE(t.since(5), list({"stop b"}));
     QVERIFY(roundTrip(QThread::currentThread()));
     QCOMPARE(t.count(), 6); // nothing started after the delete
+}
+
+void tst_Supervisor::deleteSupervisor_whileAChildGroupIsInItsOwnBackoff()
+{
+    Tree t;
+    auto sv = std::make_unique<Supervisor>();
+    auto *a = t.add(sv.get(), QStringLiteral("a"));
+    a->setMaxRestarts(10); // a absorbs failures itself, with a long backoff
+    a->setBackoff(stage::Backoff::exponential(5000ms, 5000ms, 2.0, 0.0));
+    t.add(sv.get(), QStringLiteral("b"));
+    sv->start();
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 2, Timeout);
+    t.send(QStringLiteral("a"), Fail);
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 4, Timeout); // the group's first restart is immediate
+    t.send(QStringLiteral("a"), Fail);
+    QTRY_COMPARE_WITH_TIMEOUT(a->state(), State::Restarting, Timeout); // 5 s of backoff
+    QCOMPARE(t.count(), 5);
+    QCOMPARE(sv->state(), State::Running); // the supervisor saw nothing
+    sv.reset();
+    QCOMPARE(t.since(5), list({"stop b"}));
+    QVERIFY(roundTrip(QThread::currentThread()));
+    QCOMPARE(t.count(), 6);
 }
 
 void tst_Supervisor::deleteChild_isForgotten()
