@@ -18,11 +18,12 @@ using detail::Clock;
 
 // GroupSlot
 
-GroupSlot::GroupSlot(GroupPrivate *group, int index) : group(group), index(index), id(detail::WorkerCore::nextId()) {}
+GroupSlot::GroupSlot(int index) : id(detail::WorkerCore::nextId()), index(index) {}
 
-void GroupSlot::onTimer()
+void SlotTimer::run() noexcept
 {
-    group->onSlotTimer(this);
+    m_armed = false; // the executor erased the entry
+    m_group->onSlotTimer(m_slot);
 }
 
 // GroupPrivate
@@ -65,8 +66,10 @@ void GroupPrivate::startWorkers()
 
 void GroupPrivate::addSlots(int count)
 {
+    if (count > 0 && positions.capacity() < positions.size() + size_t(count)) // exact for a first start
+        positions.reserve(std::max(positions.size() + size_t(count), positions.capacity() * 2));
     for (int i = 0; i < count; ++i) {
-        positions.push_back(std::make_unique<GroupSlot>(this, nextSlotIndex++));
+        positions.push_back(std::make_unique<GroupSlot>(nextSlotIndex++));
         launch(positions.back().get());
     }
 }
@@ -80,11 +83,11 @@ void GroupPrivate::launch(GroupSlot *slot)
     auto core = std::make_shared<detail::WorkerCore>(slot->id, slot->generation, factory, homeFor(slot), this);
     core->tag = slot;
     core->lastHeartbeatNs.store(slot->startedAt.time_since_epoch().count(), std::memory_order_relaxed);
-    slot->core = core;
+    slot->core = std::move(core);
     ++stats.started;
     ++stats.running;
     markDirty();
-    core->launch(/*deferred=*/true); // from the event loop: never inside a call to the group
+    slot->core->launch(/*deferred=*/true); // from the event loop: never inside a call to the group
 }
 
 void GroupPrivate::updateRunningState()
@@ -122,7 +125,7 @@ void GroupPrivate::workerEnded(const std::shared_ptr<detail::WorkerCore> &core, 
     Q_ASSERT(slot->core == core);
     slot->core.reset();
     core->tag = nullptr;
-    slot->timer.disarm(); // a stop deadline, if one was armed
+    slot->disarmTimer(); // a stop deadline, if one was armed
     endedIterations += core->iterations.load(std::memory_order_relaxed);
     --stats.running;
 
@@ -243,7 +246,7 @@ void GroupPrivate::decide(GroupSlot *slot, const WorkerExit &exit)
     }
     qCDebug(lcGroup, "Group: worker %llu restarts in %lld ms (streak %d)", slot->id, qint64(delay.count()), slot->streak);
     slot->inBackoff = true;
-    slot->timer.arm(executor, now + delay);
+    slot->armTimer(this, executor, now + delay);
     updateRunningState();
 }
 
@@ -270,7 +273,7 @@ void GroupPrivate::abandon(GroupSlot *slot)
     core->tag = nullptr; // its late end, if any, is only logged
     abandonedCores.push_back(core);
     endedIterations += core->iterations.load(std::memory_order_relaxed);
-    slot->timer.disarm();
+    slot->disarmTimer();
     --stats.running;
     ++stats.abandoned;
     markDirty();
@@ -316,7 +319,7 @@ void GroupPrivate::retire(std::unique_ptr<GroupSlot> slot)
     slot->retiring = true;
     if (!slot->core)
         return; // in backoff or done: nothing runs; the slot goes with its timer
-    slot->timer.arm(executor, Clock::now() + std::chrono::milliseconds(shutdownTimeout));
+    slot->armTimer(this, executor, Clock::now() + std::chrono::milliseconds(shutdownTimeout));
     slot->core->requestStop();
     retiring.push_back(std::move(slot));
 }
@@ -337,10 +340,10 @@ void GroupPrivate::beginStop(std::chrono::milliseconds timeout, const QString &r
     for (const auto &slot : positions) {
         if (slot->inBackoff) {
             slot->inBackoff = false;
-            slot->timer.disarm();
+            slot->disarmTimer();
         }
         if (slot->core) {
-            slot->timer.disarm();
+            slot->disarmTimer();
             slot->core->requestStop();
         }
     }
@@ -390,7 +393,7 @@ void GroupPrivate::watchdogTick()
         qCWarning(lcGroup, "Group: worker %llu (generation %d) missed its heartbeat deadline (%d ms); stopping it",
                   slot->id, slot->generation, heartbeatTimeout);
         slot->watchdogFired = true;
-        slot->timer.arm(executor, now + std::chrono::milliseconds(shutdownTimeout));
+        slot->armTimer(this, executor, now + std::chrono::milliseconds(shutdownTimeout));
         slot->core->requestStop();
     }
 }

@@ -64,24 +64,70 @@ private:
 class GroupPrivate;
 
 /* One worker position of a group: survives restarts, keeps the failure streak. */
+struct GroupSlot;
+
+/* A GroupSlot's timer (a restart's backoff or a stop deadline): allocated by its first arm(). */
+class SlotTimer final : public detail::Job
+{
+public:
+    SlotTimer(GroupPrivate *group, GroupSlot *slot) : m_group(group), m_slot(slot) {}
+    ~SlotTimer() override { disarm(); }
+
+    void arm(detail::Executor *executor, detail::Clock::time_point deadline)
+    {
+        disarm();
+        m_executor = executor;
+        m_handle = executor->addTimer(deadline, this);
+        m_armed = true;
+    }
+    void disarm()
+    {
+        if (m_armed) {
+            m_executor->removeTimer(m_handle);
+            m_armed = false;
+        }
+    }
+
+private:
+    void run() noexcept override; // m_group->onSlotTimer(m_slot)
+    void drop() noexcept override {}
+
+    GroupPrivate *m_group;
+    GroupSlot *m_slot;
+    detail::Executor *m_executor = nullptr;
+    detail::Executor::TimerHandle m_handle;
+    bool m_armed = false;
+};
+
+/* One worker position of a group: survives restarts, keeps the failure streak. Small: a group
+   may have 100,000 of them. */
 struct GroupSlot
 {
-    explicit GroupSlot(GroupPrivate *group, int index);
+    explicit GroupSlot(int index);
 
-    void onTimer();
+    void armTimer(GroupPrivate *group, detail::Executor *executor, detail::Clock::time_point deadline)
+    {
+        if (!timer)
+            timer = std::make_unique<SlotTimer>(group, this);
+        timer->arm(executor, deadline);
+    }
+    void disarmTimer()
+    {
+        if (timer)
+            timer->disarm();
+    }
 
-    GroupPrivate *const group;
-    const int index;                 // creation order; picks the home thread
     const quint64 id;                // the worker id, kept across restarts
-    int generation = -1;
-    int streak = 0;                  // consecutive restarts without a healthy run
     detail::Clock::time_point startedAt;
     std::shared_ptr<detail::WorkerCore> core; // the live frame, or null
+    std::unique_ptr<SlotTimer> timer; // most slots never arm one
+    const int index;                 // creation order; picks the home thread
+    int generation = -1;
+    int streak = 0;                  // consecutive restarts without a healthy run
     bool retiring = false;           // removed by setSize(): never restarted
     bool done = false;               // ended for good (its restart type says so)
     bool watchdogFired = false;      // this run missed its heartbeat: its end is a failure
     bool inBackoff = false;          // the timer waits for a restart (else: for a stop deadline)
-    detail::TimerSlot<GroupSlot, &GroupSlot::onTimer> timer{this};
 };
 
 class GroupPrivate final : public detail::WorkerListener

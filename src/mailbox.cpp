@@ -44,9 +44,7 @@ void throwMailboxClosed(const char *function)
 MailboxStatistics statisticsOf(const MailboxCoreBase &core)
 {
     MailboxStatistics s;
-    core.hotCounters(s.queued, s.delivered, s.acknowledged);
-    s.redelivered = core.redelivered.load(std::memory_order_relaxed);
-    s.deadLettered = core.deadLettered.load(std::memory_order_relaxed);
+    core.counters(s.queued, s.delivered, s.acknowledged, s.redelivered, s.deadLettered);
     return s;
 }
 
@@ -144,7 +142,7 @@ void MailboxCoreBase::registerDeadLetterReason(quint64 letter, WorkerCore *worke
     if (!worker)
         return;
     // The reason is the worker's failure, known once its frame has unwound.
-    worker->endHooks.push_back([weak = weak_from_this(), letter](const WorkerExit &exit) {
+    worker->addEndHook([weak = weak_from_this(), letter](const WorkerExit &exit) {
         // Only a failure's reason is the message's: a worker that caught the exception and ended
         // later for another cause (a stop, a normal return) says nothing about this message.
         if (exit.kind != WorkerExit::Kind::Failed)

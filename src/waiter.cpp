@@ -4,7 +4,7 @@
 #include <stage/detail/waiter.h>
 
 #include <mutex>
-#include <unordered_map>
+#include <memory>
 
 namespace stage::detail {
 
@@ -16,13 +16,100 @@ namespace {
 [[gnu::tls_model("initial-exec")]] thread_local bool t_contextKnown = false;
 
 // Frames may end on another thread than the one that registered them (a foreign awaitable may
-// resume them anywhere), so one map for the process, under a mutex; it is touched once at each
+// resume them anywhere), so one table for the process, under a mutex; it is touched once at each
 // start and end of a body or child, and looked up only when a Stage awaitable has no context.
-std::mutex g_framesMutex;
-std::unordered_map<void *, WorkerCore *> &frames()
+// Open addressing (linear probing, backward-shift erase): 16 bytes an entry at a load of at most
+// 80%, no allocation per entry (every idle worker has one).
+class FrameTable
 {
-    static auto *map = new std::unordered_map<void *, WorkerCore *>; // leaked: used at exit
-    return *map;
+public:
+    void insert(void *frame, WorkerCore *worker)
+    {
+        if ((m_size + 1) * 5 > m_capacity * 4)
+            rehash(m_capacity ? m_capacity * 2 : 64);
+        std::size_t i = indexOf(frame);
+        if (!m_slots[i].frame)
+            ++m_size;
+        m_slots[i] = Entry{frame, worker};
+    }
+
+    void erase(void *frame)
+    {
+        if (!m_size)
+            return;
+        std::size_t i = indexOf(frame);
+        if (!m_slots[i].frame)
+            return;
+        const std::size_t mask = m_capacity - 1;
+        for (std::size_t j = (i + 1) & mask; m_slots[j].frame; j = (j + 1) & mask) {
+            // Moves back an entry whose home slot is not cyclically in (i, j].
+            const std::size_t home = hash(m_slots[j].frame) & mask;
+            if (((j - home) & mask) >= ((j - i) & mask)) {
+                m_slots[i] = m_slots[j];
+                i = j;
+            }
+        }
+        m_slots[i] = Entry{};
+        --m_size;
+        if (m_capacity > 1024 && m_size * 16 < m_capacity)
+            rehash(m_capacity / 4); // hand the memory of a burst back
+    }
+
+    WorkerCore *find(void *frame) const
+    {
+        if (!m_size)
+            return nullptr;
+        return m_slots[indexOf(frame)].worker;
+    }
+
+private:
+    struct Entry
+    {
+        void *frame = nullptr;
+        WorkerCore *worker = nullptr;
+    };
+
+    static std::size_t hash(const void *frame) noexcept
+    {
+        auto x = quint64(reinterpret_cast<quintptr>(frame));
+        x ^= x >> 33;
+        x *= 0xff51afd7ed558ccdULL;
+        x ^= x >> 33;
+        return std::size_t(x);
+    }
+
+    // The slot holding \a frame, or the empty slot that ends its probe sequence.
+    std::size_t indexOf(const void *frame) const noexcept
+    {
+        const std::size_t mask = m_capacity - 1;
+        std::size_t i = hash(frame) & mask;
+        while (m_slots[i].frame && m_slots[i].frame != frame)
+            i = (i + 1) & mask;
+        return i;
+    }
+
+    void rehash(std::size_t capacity)
+    {
+        std::unique_ptr<Entry[]> old = std::move(m_slots);
+        const std::size_t oldCapacity = m_capacity;
+        m_slots = std::make_unique<Entry[]>(capacity);
+        m_capacity = capacity;
+        for (std::size_t k = 0; k < oldCapacity; ++k) {
+            if (old[k].frame)
+                m_slots[indexOf(old[k].frame)] = old[k];
+        }
+    }
+
+    std::unique_ptr<Entry[]> m_slots;
+    std::size_t m_capacity = 0; // a power of two, or 0
+    std::size_t m_size = 0;
+};
+
+SpinMutex g_framesMutex; // held for a few dozen instructions (a rehash: once per doubling)
+FrameTable &frames()
+{
+    static auto *table = new FrameTable; // leaked: used at exit
+    return *table;
 }
 } // namespace
 
@@ -31,7 +118,7 @@ void registerFrame(void *frame, WorkerCore *worker) noexcept
     if (!frame || !worker)
         return;
     std::lock_guard lock(g_framesMutex);
-    frames()[frame] = worker;
+    frames().insert(frame, worker);
 }
 
 void unregisterFrame(void *frame) noexcept
@@ -45,8 +132,7 @@ void unregisterFrame(void *frame) noexcept
 WorkerCore *workerOfFrame(void *frame) noexcept
 {
     std::lock_guard lock(g_framesMutex);
-    auto it = frames().find(frame);
-    return it == frames().end() ? nullptr : it->second;
+    return frames().find(frame);
 }
 
 WorkerCore *currentWorker() noexcept
@@ -61,7 +147,7 @@ bool isStopRequested(const WorkerCore *worker) noexcept
 
 std::stop_token stopTokenOf(const WorkerCore *worker) noexcept
 {
-    return worker ? worker->stopSource.get_token() : std::stop_token();
+    return worker ? const_cast<WorkerCore *>(worker)->stopToken() : std::stop_token();
 }
 
 CurrentWorkerScope::CurrentWorkerScope(WorkerCore *worker) noexcept
@@ -81,8 +167,17 @@ Waiter::Waiter() noexcept : m_worker(currentWorker()) {}
 
 Waiter::~Waiter()
 {
+    stopListening(); // dropped before it ran
     if (m_home)
         m_home->deref();
+}
+
+void Waiter::stopListening() noexcept
+{
+    if (m_listening) {
+        WorkerCore::stopListening(m_worker, this);
+        m_listening = false;
+    }
 }
 
 void Waiter::suspend(std::coroutine_handle<> handle, bool listenToStop)
@@ -94,13 +189,7 @@ void Waiter::suspend(std::coroutine_handle<> handle, bool listenToStop)
     m_home = Executor::current();
     m_home->ref();
     if (listenToStop && m_worker)
-        m_onStop.emplace(m_worker->stopSource.get_token(), OnStop{this});
-}
-
-void Waiter::OnStop::operator()() noexcept
-{
-    if (waiter->claim())
-        waiter->publish(Outcome::Cancelled);
+        m_worker->listenForStop(this);
 }
 
 void Waiter::publish(Outcome outcome) noexcept
@@ -145,8 +234,8 @@ void Waiter::rethrowIfFailed() const
 void Waiter::run() noexcept
 {
     disarm();
-    // Waits, if the stop callback is still returning on another thread after losing the race.
-    m_onStop.reset();
+    // A stop settling this waiter on another thread meanwhile holds a reference of its own.
+    stopListening();
     {
         CurrentWorkerScope scope(m_worker);
         m_handle.resume();

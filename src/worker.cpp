@@ -23,7 +23,7 @@ int Worker::generation() const noexcept
 
 std::stop_token Worker::stopToken() const noexcept
 {
-    return d->stopSource.get_token();
+    return d->stopToken();
 }
 
 bool Worker::isStopRequested() const noexcept
@@ -58,16 +58,53 @@ namespace detail {
 
 namespace {
 
-// A coroutine that runs from its start to its end on its own and frees its frame.
-struct Detached
+// The stop lists of all workers share a few locks, chosen by the worker's address, so that a
+// waiter can take its worker's lock even after that worker is gone.
+SpinMutex &stopLock(const WorkerCore *worker) noexcept
+{
+    static SpinMutex locks[64];
+    const auto x = quint64(reinterpret_cast<quintptr>(worker)) * 0x9e3779b97f4a7c15ULL;
+    return locks[x >> 58];
+}
+
+// The coroutine that awaits a body (runBody below). It runs from its start to its end on its own;
+// its frame lives inside the WorkerCore (no allocation of its own) and keeps the core alive until
+// the frame has been destroyed.
+struct BodyRun
 {
     struct promise_type
     {
-        Detached get_return_object() noexcept { return {}; }
+        promise_type(WorkerCore *core, QCoro::Task<> &) noexcept : keep(core->shared_from_this()) {}
+
+        static void *operator new(std::size_t size, WorkerCore *core, QCoro::Task<> &)
+        {
+            return size <= sizeof(core->bodyFrame) ? static_cast<void *>(core->bodyFrame) : ::operator new(size);
+        }
+        static void operator delete(void *frame, std::size_t size) noexcept
+        {
+            if (size > sizeof(WorkerCore::bodyFrame))
+                ::operator delete(frame);
+        }
+
+        // Destroys the frame (inside the core), then lets the core go.
+        struct FinalAwaiter
+        {
+            bool await_ready() const noexcept { return false; }
+            void await_suspend(std::coroutine_handle<promise_type> frame) const noexcept
+            {
+                const std::shared_ptr<WorkerCore> keep = std::move(frame.promise().keep);
+                frame.destroy();
+            }
+            void await_resume() const noexcept {}
+        };
+
+        BodyRun get_return_object() noexcept { return {}; }
         std::suspend_never initial_suspend() noexcept { return {}; }
-        std::suspend_never final_suspend() noexcept { return {}; }
+        FinalAwaiter final_suspend() noexcept { return {}; }
         void return_void() noexcept {}
-        void unhandled_exception() noexcept { std::terminate(); } // runBody catches everything
+        void unhandled_exception() noexcept { std::terminate(); } // finishBody() catches everything
+
+        std::shared_ptr<WorkerCore> keep;
     };
 };
 
@@ -143,81 +180,47 @@ struct BodyAwaiter
     void await_resume() const noexcept {}
 };
 
-// Classifies the body's end. Only kind, reason and error live in the frame that every idle
-// worker keeps, not a whole WorkerExit.
-Detached runBody(std::shared_ptr<WorkerCore> core, QCoro::Task<> task)
+// Awaits the body. Only the core, the task and the awaiter live across the suspension: the frame
+// that every idle worker keeps is small; finishBody() does the rest.
+BodyRun runBody(WorkerCore *core, QCoro::Task<> task)
 {
-    void *frame = frameOf(task);
-    registerFrame(frame, core.get());
-    WorkerExit::Kind kind = WorkerExit::Kind::Completed;
-    QString reason;
-    std::exception_ptr error;
-    if (mirrorWorks()) {
-        co_await BodyAwaiter{frame};
-        error = storedException(frame);
-    } else {
-        try {
-            co_await task;
-        } catch (...) {
-            error = std::current_exception();
-        }
-    }
-    if (!error) {
-        if (core->isStopRequested()) {
-            kind = WorkerExit::Kind::Cancelled;
-            reason = QStringLiteral("returned after a stop request");
-        }
-    } else if (*error.__cxa_exception_type() == typeid(Cancelled) && core->isStopRequested()) {
-        kind = WorkerExit::Kind::Cancelled; // the common stop: no rethrow to tell what it is
-        reason = QStringLiteral("cancelled");
-        error = nullptr;
-    } else {
-        kind = WorkerExit::Kind::Failed;
-        try {
-            std::rethrow_exception(error);
-        } catch (const Cancelled &) {
-            if (core->isStopRequested()) {
-                kind = WorkerExit::Kind::Cancelled; // a subclass of Cancelled
-                reason = QStringLiteral("cancelled");
-                error = nullptr;
-            } else {
-                reason = QStringLiteral("stage::Cancelled was thrown without a stop request");
-            }
-        } catch (const std::exception &e) {
-            reason = QString::fromUtf8(e.what());
-        } catch (...) {
-            reason = describeException(error);
-        }
-    }
-    unregisterFrame(frame); // before the frame is freed and its address reused
-    WorkerExit exit;
-    exit.kind = kind;
-    exit.reason = std::move(reason);
-    exit.error = std::move(error);
-    for (const auto &hook : std::exchange(core->endHooks, {}))
-        hook(exit);
-    core->end(std::move(exit));
+    co_await BodyAwaiter{frameOf(task)};
+    core->finishBody(frameOf(task));
 }
 
+// Lives in the core's bodyFrame, unused until the body starts: posting a start allocates nothing.
 class StartJob final : public Job
 {
 public:
     explicit StartJob(std::shared_ptr<WorkerCore> core) : m_core(std::move(core)) {}
+    static StartJob *create(WorkerCore *core)
+    {
+        static_assert(sizeof(StartJob) <= sizeof(core->bodyFrame) && alignof(StartJob) <= alignof(WorkerCore));
+        return ::new (static_cast<void *>(core->bodyFrame)) StartJob(core->shared_from_this());
+    }
     void run() noexcept override
     {
-        m_core->runOnHome();
-        delete this;
+        const auto core = release();
+        core->runOnHome(); // may build the body's frame where this job was
     }
     void drop() noexcept override
     {
+        const auto core = release();
         WorkerExit exit;
         exit.kind = WorkerExit::Kind::Failed;
         exit.reason = QStringLiteral("the worker's thread ended before the worker started");
-        m_core->end(std::move(exit));
-        delete this;
+        core->end(std::move(exit));
     }
 
 private:
+    // Frees the room in the core (the job ends here) and keeps the core alive.
+    std::shared_ptr<WorkerCore> release() noexcept
+    {
+        auto core = std::move(m_core);
+        this->~StartJob();
+        return core;
+    }
+
     std::shared_ptr<WorkerCore> m_core;
 };
 
@@ -238,6 +241,82 @@ private:
 };
 
 } // namespace
+
+void WorkerCore::finishBody(void *frame) noexcept
+{
+    // Classifies the body's end.
+    WorkerExit::Kind kind = WorkerExit::Kind::Completed;
+    QString reason;
+    std::exception_ptr error;
+    if (mirrorWorks()) {
+        error = storedException(frame);
+    } else {
+        try {
+            promiseOf(frame).result(); // what co_await task would do
+        } catch (...) {
+            error = std::current_exception();
+        }
+    }
+    if (!error) {
+        if (isStopRequested()) {
+            kind = WorkerExit::Kind::Cancelled;
+            reason = QStringLiteral("returned after a stop request");
+        }
+    } else if (*error.__cxa_exception_type() == typeid(Cancelled) && isStopRequested()) {
+        kind = WorkerExit::Kind::Cancelled; // the common stop: no rethrow to tell what it is
+        reason = QStringLiteral("cancelled");
+        error = nullptr;
+    } else {
+        kind = WorkerExit::Kind::Failed;
+        try {
+            std::rethrow_exception(error);
+        } catch (const Cancelled &) {
+            if (isStopRequested()) {
+                kind = WorkerExit::Kind::Cancelled; // a subclass of Cancelled
+                reason = QStringLiteral("cancelled");
+                error = nullptr;
+            } else {
+                reason = QStringLiteral("stage::Cancelled was thrown without a stop request");
+            }
+        } catch (const std::exception &e) {
+            reason = QString::fromUtf8(e.what());
+        } catch (...) {
+            reason = describeException(error);
+        }
+    }
+    unregisterFrame(frame); // before the frame is freed and its address reused
+    WorkerExit exit;
+    exit.kind = kind;
+    exit.reason = std::move(reason);
+    exit.error = std::move(error);
+    Rare *rare;
+    {
+        std::lock_guard lock(stopLock(this));
+        rare = m_rare.get();
+    }
+    if (rare) { // the hooks are the home thread's; only the pointer may race with stopToken()
+        for (const auto &hook : std::exchange(rare->endHooks, {}))
+            hook(exit);
+    }
+    end(std::move(exit));
+}
+
+WorkerCore::Rare &WorkerCore::rareLocked()
+{
+    if (!m_rare)
+        m_rare = std::make_unique<Rare>();
+    return *m_rare;
+}
+
+void WorkerCore::addEndHook(std::function<void(const WorkerExit &)> hook)
+{
+    Rare *rare;
+    {
+        std::lock_guard lock(stopLock(this));
+        rare = &rareLocked();
+    }
+    rare->endHooks.push_back(std::move(hook));
+}
 
 QString describeException(const std::exception_ptr &error)
 {
@@ -260,7 +339,7 @@ QString describeException(const std::exception_ptr &error)
 
 WorkerCore::WorkerCore(quint64 id, int generation, std::shared_ptr<const WorkerFactory> factory, QThread *home,
                        WorkerListener *listener)
-    : id(id), generation(generation), home(home), factory(std::move(factory)), owner(Executor::current()),
+    : id(id), home(home), factory(std::move(factory)), owner(Executor::current()), generation(generation),
       listener(listener)
 {
     owner->ref();
@@ -268,7 +347,94 @@ WorkerCore::WorkerCore(quint64 id, int generation, std::shared_ptr<const WorkerF
 
 WorkerCore::~WorkerCore()
 {
+    {
+        // A waiter of a frame that outlives the core (never resumed) must not reach it later.
+        std::lock_guard lock(stopLock(this));
+        while (Waiter *w = m_stopListeners) {
+            m_stopListeners = w->m_stopNext;
+            w->m_stopListed = false;
+            w->m_stopPrevious = w->m_stopNext = nullptr;
+        }
+    }
     owner->deref();
+}
+
+void WorkerCore::requestStop() noexcept
+{
+    std::stop_source source{std::nostopstate};
+    Waiter *settle = nullptr; // unlisted, each with a reference, chained through m_stopNext
+    {
+        std::lock_guard lock(stopLock(this));
+        if (m_stopRequested.load(std::memory_order_relaxed))
+            return;
+        m_stopRequested.store(true, std::memory_order_release);
+        settle = std::exchange(m_stopListeners, nullptr);
+        for (Waiter *w = settle; w; w = w->m_stopNext) {
+            w->m_stopListed = false; // its stopListening() no longer touches the links
+            w->m_stopPrevious = nullptr;
+            w->ref(); // alive until settled, whatever its frame does meanwhile
+        }
+        if (m_rare)
+            source = m_rare->stopSource;
+    }
+    // Outside the lock (others share it): publish() posts, and a last deref() frees the waiter,
+    // which takes the lock.
+    while (Waiter *w = settle) {
+        settle = std::exchange(w->m_stopNext, nullptr);
+        if (w->claim())
+            w->publish(Waiter::Outcome::Cancelled);
+        w->deref();
+    }
+    if (source.stop_possible())
+        source.request_stop(); // the callbacks of stopToken()'s users
+}
+
+std::stop_token WorkerCore::stopToken() noexcept
+{
+    std::lock_guard lock(stopLock(this));
+    std::stop_source &source = rareLocked().stopSource;
+    if (!source.stop_possible()) {
+        source = std::stop_source();
+        if (m_stopRequested.load(std::memory_order_relaxed))
+            source.request_stop(); // a fresh state: no callback yet
+    }
+    return source.get_token();
+}
+
+void WorkerCore::listenForStop(Waiter *waiter) noexcept
+{
+    {
+        std::lock_guard lock(stopLock(this));
+        if (!m_stopRequested.load(std::memory_order_relaxed)) {
+            waiter->m_stopPrevious = nullptr;
+            waiter->m_stopNext = m_stopListeners;
+            if (m_stopListeners)
+                m_stopListeners->m_stopPrevious = waiter;
+            m_stopListeners = waiter;
+            waiter->m_stopListed = true;
+            waiter->m_listening = true;
+            return;
+        }
+    }
+    if (waiter->claim()) // stopped already: settles at once, as a std::stop_callback would
+        waiter->publish(Waiter::Outcome::Cancelled);
+}
+
+void WorkerCore::stopListening(WorkerCore *worker, Waiter *waiter) noexcept
+{
+    // Only the lock's address is computed from \a worker: it is dereferenced only while the
+    // waiter is listed, which ~WorkerCore() ends under the same lock.
+    std::lock_guard lock(stopLock(worker));
+    if (!waiter->m_stopListed)
+        return;
+    if (waiter->m_stopPrevious)
+        waiter->m_stopPrevious->m_stopNext = waiter->m_stopNext;
+    else
+        worker->m_stopListeners = waiter->m_stopNext;
+    if (waiter->m_stopNext)
+        waiter->m_stopNext->m_stopPrevious = waiter->m_stopPrevious;
+    waiter->m_stopListed = false;
+    waiter->m_stopPrevious = waiter->m_stopNext = nullptr;
 }
 
 quint64 WorkerCore::nextId() noexcept
@@ -283,7 +449,11 @@ void WorkerCore::launch(bool deferred)
         runOnHome();
         return;
     }
-    Executor *target = home == owner->thread() ? (owner->ref(), owner) : Executor::acquire(home);
+    if (home == owner->thread()) { // the core references its owner already
+        owner->post(StartJob::create(this));
+        return;
+    }
+    Executor *target = Executor::acquire(home);
     if (!target) {
         WorkerExit exit;
         exit.kind = WorkerExit::Kind::Failed;
@@ -291,7 +461,7 @@ void WorkerCore::launch(bool deferred)
         end(std::move(exit));
         return;
     }
-    target->post(new StartJob(shared_from_this()));
+    target->post(StartJob::create(this));
     target->deref();
 }
 
@@ -319,7 +489,8 @@ void WorkerCore::runOnHome() noexcept
         end(std::move(exit));
         return;
     }
-    runBody(shared_from_this(), std::move(task));
+    registerFrame(frameOf(task), this);
+    runBody(this, std::move(task));
 }
 
 void WorkerCore::end(WorkerExit exit) noexcept

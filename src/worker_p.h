@@ -41,8 +41,18 @@ public:
 
     static quint64 nextId() noexcept;
 
-    bool isStopRequested() const noexcept { return stopSource.stop_requested(); }
-    void requestStop() noexcept { stopSource.request_stop(); }
+    bool isStopRequested() const noexcept { return m_stopRequested.load(std::memory_order_acquire); }
+    /* Any thread: settles every waiter listening with Cancelled, then stops the std::stop_token
+       handed out by stopToken(), if any. Idempotent. */
+    void requestStop() noexcept;
+    /* Any thread: the token of Worker::stopToken(); its state is allocated by the first call. */
+    std::stop_token stopToken() noexcept;
+
+    /* Waiter::suspend(): settles \a waiter with Cancelled from now on (at once if the stop was
+       requested already). */
+    void listenForStop(Waiter *waiter) noexcept;
+    /* Waiter, home thread: no longer listening. \a worker may have been destroyed meanwhile. */
+    static void stopListening(WorkerCore *worker, Waiter *waiter) noexcept;
 
     /* Owner thread: runs the body now (if home is the owner's thread and not \a deferred: up to
        its first suspension) or posts its start to the home thread. The end is always reported
@@ -51,21 +61,39 @@ public:
 
     Worker worker{this};
     const quint64 id;
-    const int generation;
-    std::stop_source stopSource;
     QThread *const home;
     const std::shared_ptr<const WorkerFactory> factory;
     Executor *const owner; // referenced
+    const int generation;
+private:
+    std::atomic<bool> m_stopRequested{false};
+    Waiter *m_stopListeners = nullptr; // under stopLock(this)
+    // What few runs use, allocated by the first use (under stopLock(this)).
+    struct Rare
+    {
+        std::stop_source stopSource{std::nostopstate}; // under stopLock; given a state by stopToken()
+        // Called with the exit when the body has ended, before the owner hears of it. Added and
+        // run by the body's own execution (e.g. a Delivery dead-lettered while the frame unwinds).
+        std::vector<std::function<void(const WorkerExit &)>> endHooks;
+    };
+    std::unique_ptr<Rare> m_rare;
+    Rare &rareLocked();
+public:
     WorkerListener *listener; // owner thread only; cleared when the listener goes away
     void *tag = nullptr;      // the listener's bookkeeping (a Group's slot); owner thread only
     std::atomic<qint64> lastHeartbeatNs{0}; // Clock nanoseconds of the last Worker::heartbeat()
     std::atomic<quint64> iterations{0};     // Worker::heartbeat() calls; written by the worker only
-    // Called with the exit when the body has ended, before the owner hears of it. Added and run
-    // by the body's own execution (e.g. a Delivery dead-lettered while the frame unwinds).
-    std::vector<std::function<void(const WorkerExit &)>> endHooks;
+    // The frame of the coroutine that awaits the body, and before it the job that starts the body
+    // on its home thread: each would be an allocation of its own. A larger frame (another
+    // compiler, a sanitizer build) is allocated on its own.
+    alignas(__STDCPP_DEFAULT_NEW_ALIGNMENT__) unsigned char bodyFrame[56]; // 56: clang 14 -O2/-O3
 
     /* Home thread. */
     void runOnHome() noexcept;
+    /* Home thread, from the body's own execution. */
+    void addEndHook(std::function<void(const WorkerExit &)> hook);
+    /* Home thread, once the body's frame is done: classifies its end and reports it. */
+    void finishBody(void *frame) noexcept;
     /* Any thread: reports \a exit to the owner. */
     void end(WorkerExit exit) noexcept;
 };

@@ -51,8 +51,9 @@ public:
     bool isClosed() const noexcept { return m_closed.load(std::memory_order_acquire); }
     /* Messages queued now (not counting those held by consumers). */
     virtual int count() const noexcept = 0;
-    /* queued, delivered, acknowledged (the hot counters live in the typed core). */
-    virtual void hotCounters(qint64 &queued, qint64 &delivered, qint64 &acknowledged) const noexcept = 0;
+    /* The counters (they live in the typed core, where its layout wants them). */
+    virtual void counters(qint64 &queued, qint64 &delivered, qint64 &acknowledged, qint64 &redelivered,
+                          qint64 &deadLettered) const noexcept = 0;
     int maxRedeliveries() const noexcept { return m_maxRedeliveries.load(std::memory_order_relaxed); }
     /* Validates, stores and notifies. Any thread. */
     void changeMaxRedeliveries(int n);
@@ -75,30 +76,38 @@ public:
     void setDeadLetterReason(quint64 letter, const QString &reason);
     void registerDeadLetterReason(quint64 letter, WorkerCore *worker);
 
-    // The rare counters; the hot ones are in the typed core's two cache lines.
-    std::atomic<qint64> redelivered{0};
-    std::atomic<qint64> deadLettered{0};
-
 protected:
     virtual void applyDeadLetterReason(quint64 letter, const QString &reason) = 0;
     void logDeadLetter(int failures);
 
-    const int m_capacity; // > 0 bounded, -1 unbounded
-    std::atomic<bool> m_closed{false};
+    // Packed: every mailbox pays for these (48 bytes in all, with the vtable pointer and the weak
+    // self-reference). The last three are read by both sides at each message: they come last, as
+    // far as possible from the counts of the make_shared control block in front, which the
+    // consumer changes at each receive (they still share its line when the block starts a 64-byte
+    // line: one allocation in four, as in the padded layout before), and the typed core keeps
+    // them off the producers' line.
+private:
+    MailboxBase *m_object = nullptr;
+
+protected:
     std::atomic<int> m_maxRedeliveries{3};
+    mutable SpinMutex auxMutex; // the QObject side (against its destruction on its thread), dead letters
 
 private:
     void postNotification() noexcept;
 
-    std::atomic<bool> m_watched{false};
     std::atomic<bool> m_notifyPending{false};
+    bool m_ownsObject : 1 = false;
+    bool m_objectGone : 1 = false; // deleted by its parent: not recreated
+
 protected:
-    mutable SpinMutex auxMutex; // the QObject side (against its destruction on its thread), dead letters
+    std::atomic<bool> m_closed{false};
 
 private:
-    MailboxBase *m_object = nullptr;
-    bool m_ownsObject = false;
-    bool m_objectGone = false; // deleted by its parent: not recreated
+    std::atomic<bool> m_watched{false};
+
+protected:
+    const int m_capacity; // > 0 bounded, -1 unbounded
 };
 
 STAGE_EXPORT int checkedCapacity(int capacity);
@@ -141,7 +150,7 @@ public:
         }
         std::shared_ptr<MailboxCore> core;
         std::optional<Item> item;
-        bool listed = false; // in core->consumers (inMutex)
+        ReceiveWaiter *nextWaiting = nullptr; // in core's list of waiting consumers (inMutex)
 
     private:
         void disarm() noexcept override { core->unlistConsumer(this); }
@@ -154,7 +163,7 @@ public:
         SendWaiter(std::shared_ptr<MailboxCore> c, T &&v) : core(std::move(c)), value(std::move(v)) {}
         std::shared_ptr<MailboxCore> core;
         std::optional<T> value; // empty once queued
-        bool listed = false;
+        SendWaiter *nextWaiting = nullptr; // in core's list of waiting senders (inMutex)
 
     private:
         void disarm() noexcept override { core->unlistSender(this); }
@@ -168,11 +177,13 @@ public:
     {
         return int(m_pushed.load(std::memory_order_seq_cst) - m_taken.load(std::memory_order_seq_cst));
     }
-    void hotCounters(qint64 &q, qint64 &d, qint64 &a) const noexcept override
+    void counters(qint64 &q, qint64 &d, qint64 &a, qint64 &r, qint64 &dl) const noexcept override
     {
         q = queued.load(std::memory_order_relaxed);
         d = delivered.load(std::memory_order_relaxed);
         a = acknowledged.load(std::memory_order_relaxed);
+        r = redelivered.load(std::memory_order_relaxed);
+        dl = deadLettered.load(std::memory_order_relaxed);
     }
 
     ~MailboxCore() override
@@ -281,8 +292,7 @@ public:
             return false;
         }
         waiter->ref();
-        waiter->listed = true;
-        senders.push_back(waiter);
+        senders.push(waiter);
         return true;
     }
 
@@ -317,19 +327,37 @@ public:
        lists the waiter. False: no need to suspend. */
     bool waitForMessage(ReceiveWaiter *waiter)
     {
-        std::lock_guard lock(outMutex);
-        std::lock_guard inLock(inMutex);
-        if (waiter->isClaimed())
-            return true; // stopped meanwhile: the resumption is posted
-        if (!out.empty() || !in.empty() || isClosed()) {
-            waiter->claim(); // await_resume takes the message (or reports the close)
-            return false;
+        {
+            std::lock_guard lock(outMutex);
+            std::lock_guard inLock(inMutex);
+            if (waiter->isClaimed())
+                return true; // stopped meanwhile: the resumption is posted
+            if (out.empty() && !in.empty())
+                out.swap(in);
+            if (out.empty()) {
+                if (isClosed()) {
+                    waiter->claim(); // await_resume reports the close
+                    return false;
+                }
+                waiter->ref();
+                consumers.push(waiter);
+                waitingConsumers.fetch_add(1, std::memory_order_relaxed);
+                return true;
+            }
+            // A message arrived meanwhile: it is this waiter's now, taken under the locks (a
+            // consumer on another thread could take it before await_resume() otherwise, and
+            // this one would find an open mailbox empty).
+            waiter->claim();
+            waiter->item.emplace(std::move(out.front()));
+            out.pop_front();
+            m_taken.store(m_taken.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+            if (!consumers.empty() && !out.empty() && handOffLocked(out.front())) {
+                out.pop_front();
+                m_taken.store(m_taken.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+            }
         }
-        waiter->ref();
-        waiter->listed = true;
-        consumers.push_back(waiter);
-        waitingConsumers.fetch_add(1, std::memory_order_relaxed);
-        return true;
+        afterTake();
+        return false;
     }
 
     void unlistConsumer(ReceiveWaiter *waiter) noexcept { unlist(consumers, waitingConsumers, waiter); }
@@ -378,76 +406,122 @@ public:
 
     void close() override
     {
-        std::vector<ReceiveWaiter *> wakeConsumers;
-        std::vector<SendWaiter *> wakeSenders;
+        // Claimed and posted under the lock, as in handOffLocked(): a listed waiter cannot resume
+        // (its disarm() takes this lock), so no reference dropped here is the last one.
+        std::exception_ptr closedError;
         {
             std::lock_guard lock(inMutex);
             if (isClosed())
                 return;
             m_closed.store(true, std::memory_order_release);
-            wakeConsumers.assign(consumers.begin(), consumers.end());
-            wakeSenders.assign(senders.begin(), senders.end());
-            for (auto *w : consumers)
-                w->listed = false;
-            for (auto *w : senders)
-                w->listed = false;
-            consumers.clear();
-            senders.clear();
+            while (ReceiveWaiter *w = consumers.pop()) { // they drain what is left, then get MailboxClosed
+                if (w->claim())
+                    w->publish(Waiter::Outcome::Value);
+                w->deref();
+            }
+            while (SendWaiter *w = senders.pop()) {
+                if (!closedError)
+                    closedError = mailboxClosedError("Mailbox::send");
+                w->settleError(closedError);
+                w->deref();
+            }
             waitingConsumers.store(0, std::memory_order_relaxed);
             waitingSenders.store(0, std::memory_order_relaxed);
             if (room)
                 room->notify_all();
         }
-        for (auto *w : wakeConsumers) { // they drain what is left, then get MailboxClosed
-            if (w->claim())
-                w->publish(Waiter::Outcome::Value);
-            w->deref();
-        }
-        for (auto *w : wakeSenders) {
-            w->settleError(mailboxClosedError("Mailbox::send"));
-            w->deref();
-        }
         noteChanged();
     }
 
-    // One cache line written by producers only, one by consumers only: the two sides never
-    // write a shared line. Everything after them is read-mostly or rare.
-    // 64 bytes of padding on each side of the producers' group: no 64-byte line can hold bytes
-    // of both groups, without over-aligning (and over-allocating) the whole object.
-    char m_padBefore[64];
-    std::atomic<qint64> m_pushed{0}; // inMutex
+    /* A FIFO of waiters linked through their nextWaiting (inMutex): no allocation to wait. A
+       waiter is listed while it has a successor or is the last one. */
+    template<typename W>
+    struct WaitList
+    {
+        W *head = nullptr;
+        W *tail = nullptr;
+
+        bool empty() const noexcept { return !head; }
+        bool contains(const W *w) const noexcept { return w->nextWaiting || tail == w; }
+        void push(W *w) noexcept
+        {
+            w->nextWaiting = nullptr;
+            (tail ? tail->nextWaiting : head) = w;
+            tail = w;
+        }
+        W *pop() noexcept
+        {
+            W *w = head;
+            if (w) {
+                head = w->nextWaiting;
+                if (!head)
+                    tail = nullptr;
+                w->nextWaiting = nullptr;
+            }
+            return w;
+        }
+        void remove(W *w) noexcept // w is listed
+        {
+            W *previous = nullptr;
+            for (W *p = head; p != w; p = p->nextWaiting)
+                previous = p;
+            (previous ? previous->nextWaiting : head) = w->nextWaiting;
+            if (tail == w)
+                tail = previous;
+            w->nextWaiting = nullptr;
+        }
+    };
+
+    // The layout keeps what producers write per message and what the consumer writes (or reads)
+    // per message on different 64-byte lines, with no padding wider than needed: the object is
+    // at least 16-byte aligned (malloc) and the groups' offsets are multiples of 16, so 48 bytes
+    // that neither side touches per message between two such groups, and 40 after the last one,
+    // are enough. The base class's last fields (capacity, closed, watched) are read by both sides
+    // at each message: 48 cold bytes keep them off the producers' line too. Small, because every
+    // idle worker of a group may own a mailbox (W4).
+
+    // Neither side per message (48 bytes), between the fields of the base class that both sides
+    // read at each message and the producers' line:
+    std::unique_ptr<std::condition_variable_any> room; // blocked (thread) senders; created by the first
+    WaitList<SendWaiter> senders;                // inMutex; each holds a reference
+    std::vector<DeadLetterRecord<T>> dead;       // auxMutex; empty (no allocation) until a message dies
+    // Producers, per message (64 bytes):
+    std::atomic<qint64> m_pushed{0};             // inMutex
     std::atomic<qint64> queued{0};               // inMutex
     SpinMutex inMutex;
-    qint64 roomCredit = 0;                       // room known without reading the consumers' counter
+    int roomCredit = 0;                          // inMutex; room known without reading the consumers' counter
     RingQueue<Item> in;                          // inMutex
-    char m_padBetween[64];
-    std::atomic<qint64> m_taken{0};  // outMutex
-    std::atomic<qint64> delivered{0};
-    std::atomic<qint64> acknowledged{0};
+    WaitList<ReceiveWaiter> consumers;           // inMutex; each holds a reference; read per push
+    // Neither side per message (48 bytes):
+    quint64 lastDeadLetter = 0;                  // auxMutex
+    std::atomic<qint64> redelivered{0};          // the rare counters
+    std::atomic<qint64> deadLettered{0};
+    char m_padBetween[24];
+    // The consumer, per message (64 bytes; the three counts of waiters are read at each take and
+    // written when a side starts or stops waiting):
     SpinMutex outMutex;
-    RingQueue<Item> out;                         // outMutex
-    char m_padAfter[64];
-    std::unique_ptr<std::condition_variable_any> room; // blocked (thread) senders; created by the first
-    std::vector<ReceiveWaiter *> consumers; // inMutex, FIFO; each holds a reference
-    std::vector<SendWaiter *> senders;      // inMutex, FIFO; each holds a reference
     std::atomic<int> waitingConsumers{0};
     std::atomic<int> waitingSenders{0};
     std::atomic<int> blockedSenders{0};
-    std::atomic<bool> roomSignalled{false};
-
-    std::vector<DeadLetterRecord<T>> dead; // auxMutex; empty (no allocation) until a message dies
-    quint64 lastDeadLetter = 0;
+    std::atomic<qint64> m_taken{0};              // outMutex
+    std::atomic<qint64> delivered{0};
+    std::atomic<qint64> acknowledged{0};
+    RingQueue<Item> out;                         // outMutex
+    // Neither side per message, off the line of whatever malloc puts next: 40 bytes, and malloc
+    // puts at least 8 more (a chunk header, or a size class rounded up to 16) before the next
+    // object's first byte.
+    std::atomic<bool> roomSignalled{false};      // written once per sleep of a blocked sender
+    char m_padAfter[39];
 
 private:
     // Home thread, when a waiter resumes: drops it from its list if it is still there.
     template<typename W>
-    void unlist(std::vector<W *> &list, std::atomic<int> &waiting, W *waiter) noexcept
+    void unlist(WaitList<W> &list, std::atomic<int> &waiting, W *waiter) noexcept
     {
         std::lock_guard lock(inMutex);
-        if (!waiter->listed)
+        if (!list.contains(waiter))
             return;
-        waiter->listed = false;
-        list.erase(std::find(list.begin(), list.end(), waiter));
+        list.remove(waiter);
         waiting.fetch_sub(1, std::memory_order_relaxed);
         waiter->deref();
     }
@@ -467,10 +541,7 @@ private:
     // inMutex held. Consumers wait only while both queues are empty, so handing over keeps FIFO.
     bool handOffLocked(Item &item)
     {
-        while (!consumers.empty()) {
-            ReceiveWaiter *w = consumers.front();
-            consumers.erase(consumers.begin());
-            w->listed = false;
+        while (ReceiveWaiter *w = consumers.pop()) {
             waitingConsumers.fetch_sub(1, std::memory_order_relaxed);
             if (w->claim()) {
                 w->item.emplace(std::move(item));
@@ -487,8 +558,10 @@ private:
     void chainWakeLocked()
     {
         std::lock_guard inLock(inMutex);
-        if (!consumers.empty() && handOffLocked(out.front()))
-            out.pop_front();
+        if (!consumers.empty() && handOffLocked(out.front())) {
+            out.pop_front(); // it left the queue: counted as taken, or count() would drift up
+            m_taken.store(m_taken.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+        }
     }
 
     // After a take: room for whoever waits to send (exact: every take makes room for one).
@@ -499,9 +572,7 @@ private:
         if (waitingSenders.load(std::memory_order_seq_cst) > 0) {
             std::lock_guard lock(inMutex);
             while (!senders.empty() && takeRoomLocked()) {
-                SendWaiter *w = senders.front();
-                senders.erase(senders.begin());
-                w->listed = false;
+                SendWaiter *w = senders.pop();
                 waitingSenders.fetch_sub(1, std::memory_order_relaxed);
                 if (w->claim()) {
                     pushLocked(Item{std::move(*w->value)});

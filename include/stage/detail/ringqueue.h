@@ -4,8 +4,10 @@
 // until the first push, none per element afterwards, O(1) swap. Not thread-safe.
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <new>
+#include <stdexcept>
 #include <utility>
 
 namespace stage::detail {
@@ -40,7 +42,7 @@ public:
     {
         if (m_size == m_mask + 1 || !m_slots)
             grow();
-        const std::size_t slot = (m_head - 1) & m_mask;
+        const std::uint32_t slot = (m_head - 1) & m_mask;
         ::new (static_cast<void *>(m_slots + slot)) T(std::move(value));
         m_head = slot;
         ++m_size;
@@ -71,30 +73,33 @@ public:
     template<typename F>
     void forEach(F &&f)
     {
-        for (std::size_t i = 0; i < m_size; ++i)
+        for (std::uint32_t i = 0; i < m_size; ++i)
             f(m_slots[(m_head + i) & m_mask]);
     }
 
 private:
     void grow()
     {
-        const std::size_t capacity = m_slots ? (m_mask + 1) * 2 : 8;
+        const std::size_t capacity = m_slots ? (std::size_t(m_mask) + 1) * 2 : 8;
+        if (capacity > (std::size_t(1) << 31))
+            throw std::length_error("stage::detail::RingQueue: more than 2^31 elements");
         T *storage = static_cast<T *>(::operator new(capacity * sizeof(T), std::align_val_t(alignof(T))));
-        for (std::size_t i = 0; i < m_size; ++i) {
+        for (std::uint32_t i = 0; i < m_size; ++i) {
             T &from = m_slots[(m_head + i) & m_mask];
             ::new (static_cast<void *>(storage + i)) T(std::move(from));
             from.~T();
         }
         ::operator delete(static_cast<void *>(m_slots), std::align_val_t(alignof(T)));
         m_slots = storage;
-        m_mask = capacity - 1;
+        m_mask = std::uint32_t(capacity - 1);
         m_head = 0;
     }
 
+    // 32-bit indices: 24 bytes a queue (a mailbox has two).
     T *m_slots = nullptr;
-    std::size_t m_mask = 0;
-    std::size_t m_head = 0;
-    std::size_t m_size = 0;
+    std::uint32_t m_mask = 0;
+    std::uint32_t m_head = 0;
+    std::uint32_t m_size = 0;
 };
 
 } // namespace stage::detail

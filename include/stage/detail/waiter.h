@@ -132,24 +132,25 @@ protected:
     virtual void disarm() noexcept {}
 
 private:
+    friend class WorkerCore; // its list of waiters listening to its stop
     void run() noexcept override;
     void drop() noexcept override;
     void resumeNow() noexcept;
-
-    struct OnStop
-    {
-        Waiter *waiter;
-        void operator()() noexcept;
-    };
+    void stopListening() noexcept;
 
     std::atomic<int> m_ref{1};
     std::atomic<bool> m_claimed{false};
     Outcome m_outcome = Outcome::None;
+    bool m_listening = false; // home thread: suspend() put it in m_worker's stop list
+    bool m_stopListed = false; // in m_worker's stop list now (under the worker's stop lock)
     std::coroutine_handle<> m_handle;
     WorkerCore *m_worker;
     Executor *m_home = nullptr;
     std::exception_ptr m_error;
-    std::optional<std::stop_callback<OnStop>> m_onStop;
+    // The worker's stop list: intrusive, so listening costs no allocation (a std::stop_callback
+    // is 56 bytes, its std::stop_source state an allocation per worker).
+    Waiter *m_stopPrevious = nullptr;
+    Waiter *m_stopNext = nullptr;
 };
 
 /*
