@@ -409,7 +409,7 @@ bool Supervisor::addChild(Node *node, RestartType restart)
                   qPrintable(nameOf(node)));
         return false;
     }
-    if (d->shutDown || d->destroying || (state() == State::Stopping && d->after == SupervisorPrivate::After::Stopped)) {
+    if (d->shutDown || d->destroying) { // stopping for its own supervisor's restart is fine: it starts again
         qCWarning(lcSupervisor, "Supervisor::addChild: the supervisor has been shut down; ignored");
         return false;
     }
@@ -423,6 +423,9 @@ bool Supervisor::addChild(Node *node, RestartType restart)
     if (isRunning() && !node->isRunning()) {
         if (SupervisedChild *child = d->find(node))
             d->startChild(*child, false);
+    } else if (state() == State::Stopping && node->isRunning()) {
+        d->stopQueue.insert(d->stopQueue.begin(), node); // the newest child stops first
+        d->schedulePump();
     }
     return true;
 }
