@@ -417,6 +417,7 @@ private Q_SLOTS:
     // consumer groups
     void group_nothingLost_data();
     void group_nothingLost();
+    void count_exactAfterBurstsToWaitingConsumers();
 };
 
 // ---- construction ----
@@ -1929,6 +1930,51 @@ void tst_Mailbox::group_nothingLost_data()
             << GroupEnd::ShutDown << 2 << 2 * t << 3 << Act::Hold << Act::Hold << 3 << range(3, N)
             << failuresAt(N - 3, -1, 0) << std::vector<int>{};
     }
+}
+
+QCoro::Task<> countingConsumer(Mailbox<int> mb, std::atomic<int> *processed)
+{
+    for (;;) {
+        auto d = co_await mb.receive();
+        processed->fetch_add(1);
+    }
+}
+
+// Bursts into a bounded mailbox with several consumers waiting on two threads: messages are
+// handed over to waiting consumers, taken on the fast path and on the await path. Each must count
+// as taken: afterwards count() is 0 and the whole capacity is free again.
+void tst_Mailbox::count_exactAfterBurstsToWaitingConsumers()
+{
+    constexpr int kCapacity = 16;
+    constexpr int kRounds = 300;
+    constexpr int kBurst = 12;
+    Mailbox<int> mb(kCapacity);
+    std::atomic<int> processed{0};
+    auto group = std::make_unique<stage::Group>();
+    group->setThreadCount(2);
+    group->setSize(4);
+    group->spawn([mb, &processed] { return countingConsumer(mb, &processed); });
+    QTRY_COMPARE_WITH_TIMEOUT(group->running(), 4, Timeout);
+    for (int round = 0; round < kRounds; ++round) {
+        for (int i = 0; i < kBurst; ++i)
+            QCOMPARE(mb.trySend(i), SendStatus::Sent);
+        QElapsedTimer waited;
+        waited.start();
+        while (processed.load() < (round + 1) * kBurst && waited.elapsed() < Timeout)
+            QCoreApplication::processEvents(QEventLoop::AllEvents, 1);
+        QCOMPARE(processed.load(), (round + 1) * kBurst);
+    }
+    QTRY_COMPARE_WITH_TIMEOUT(mb.count(), 0, Timeout);
+    stage::waitFor(group->shutdown(), std::chrono::milliseconds(Timeout));
+    QCOMPARE(mb.count(), 0);
+    QCOMPARE(mb.statistics().delivered, qint64(kRounds * kBurst));
+    for (int i = 0; i < kCapacity; ++i)
+        QCOMPARE(mb.trySend(i), SendStatus::Sent);
+    QCOMPARE(mb.trySend(0), SendStatus::Full);
+    QCOMPARE(mb.count(), kCapacity);
+    QTest::ignoreMessage(QtWarningMsg, "Mailbox: destroyed with 16 message(s) still queued");
+    group.reset();
+    mb = Mailbox<int>(1);
 }
 
 void tst_Mailbox::group_nothingLost()

@@ -154,6 +154,7 @@ private Q_SLOTS:
     void removeChild_duringRestart();
     void removeChild_stopsAndHandsBack();
     void addChild_whileRunning_startsIt();
+    void addChild_whileStoppedForItsParentsRestart();
     void deleteSupervisor_stopsChildrenInReverseOrder();
     void deleteSupervisor_whileChildInBackoff();
     void deleteSupervisor_whileAChildGroupIsInItsOwnBackoff();
@@ -632,6 +633,38 @@ void tst_Supervisor::addChild_whileRunning_startsIt()
     late->spawn([s, box](stage::Worker &) { return childBody(s, QStringLiteral("late"), box); });
     QTRY_COMPARE_WITH_TIMEOUT(t.count(), 3, Timeout);
     QCOMPARE(late->state(), State::Running);
+}
+
+void tst_Supervisor::addChild_whileStoppedForItsParentsRestart()
+{
+    Tree t;
+    Supervisor parent(Strategy::OneForAll);
+    parent.setBackoff(stage::Backoff::none());
+    auto *sub = new Supervisor;
+    sub->setObjectName(QStringLiteral("sub"));
+    parent.addChild(sub);
+    t.add(sub, QStringLiteral("a"));
+    t.add(&parent, QStringLiteral("x"));
+    bool added = false;
+    connect(sub, &Node::stateChanged, &m_context, [&](State s, const QString &) {
+        if (s == State::Stopping && !added) {
+            // Not a shutdown: sub starts again with its parent's restart, and so does the new child.
+            auto *late = new stage::Group;
+            late->setObjectName(QStringLiteral("late"));
+            added = sub->addChild(late);
+            stage::Mailbox<int> box;
+            auto shared = t.shared;
+            late->spawn([shared, box](stage::Worker &) { return childBody(shared, QStringLiteral("late"), box); });
+        }
+    });
+    parent.start();
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 2, Timeout);
+    t.send(QStringLiteral("x"), Fail);
+    QTRY_COMPARE_WITH_TIMEOUT(parent.restarts(), 1, Timeout);
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(parent) && allRunning(*sub), Timeout);
+    QVERIFY(added);
+    QCOMPARE(sub->childCount(), 2);
+    QTRY_COMPARE_WITH_TIMEOUT(t.events().count(QStringLiteral("start late")), 1, Timeout);
 }
 
 void tst_Supervisor::deleteSupervisor_stopsChildrenInReverseOrder()
