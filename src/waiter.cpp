@@ -165,6 +165,114 @@ CurrentWorkerScope::~CurrentWorkerScope()
 
 Waiter::Waiter() noexcept : m_worker(currentWorker()) {}
 
+// The per-thread cache of freed waiter blocks: four size classes, at most 128 blocks
+// each. A block freed on another thread than the one that allocated it simply joins that
+// thread's cache. The cache is plain data (no guard on access); a second thread_local with a
+// destructor, touched when the cache is first used, frees it when the thread ends, after which
+// blocks go straight back to the allocator.
+#if defined(__SANITIZE_ADDRESS__)
+#define STAGE_WAITER_CACHE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STAGE_WAITER_CACHE 0
+#endif
+#endif
+#ifndef STAGE_WAITER_CACHE
+#define STAGE_WAITER_CACHE 1
+#endif
+
+#if STAGE_WAITER_CACHE
+namespace {
+constexpr std::size_t kClassBytes = 64;
+constexpr std::size_t kClasses = 4;
+constexpr int kMaxCached = 128;
+
+struct FreeBlock
+{
+    FreeBlock *next;
+};
+
+struct WaiterCache
+{
+    FreeBlock *heads[kClasses];
+    int counts[kClasses];
+    int state; // 0: not in use yet, 1: in use (the reaper is registered), 2: the thread is ending
+};
+[[gnu::tls_model("initial-exec")]] thread_local WaiterCache t_waiterCache = {};
+
+struct WaiterCacheReaper
+{
+    ~WaiterCacheReaper()
+    {
+        t_waiterCache.state = 2;
+        for (std::size_t c = 0; c < kClasses; ++c) {
+            while (FreeBlock *b = t_waiterCache.heads[c]) {
+                t_waiterCache.heads[c] = b->next;
+                ::operator delete(static_cast<void *>(b));
+            }
+            t_waiterCache.counts[c] = 0;
+        }
+    }
+};
+thread_local WaiterCacheReaper t_waiterCacheReaper;
+
+// Classes of 56, 120, 184 and 248 bytes: with malloc's 8-byte header, chunks of 64, 128, 192 and
+// 256 bytes, exactly what a waiter of that size gets from malloc anyway (W4 counts them).
+constexpr std::size_t kHeader = 8;
+std::size_t sizeClass(std::size_t size) noexcept
+{
+    return (size + kHeader + kClassBytes - 1) / kClassBytes - 1; // 1..56 -> 0, 57..120 -> 1, ...
+}
+std::size_t classBytes(std::size_t c) noexcept
+{
+    return (c + 1) * kClassBytes - kHeader;
+}
+} // namespace
+
+void *Waiter::operator new(std::size_t size)
+{
+    const std::size_t c = sizeClass(size);
+    if (c >= kClasses)
+        return ::operator new(size);
+    WaiterCache &cache = t_waiterCache;
+    if (FreeBlock *b = cache.heads[c]) {
+        cache.heads[c] = b->next;
+        --cache.counts[c];
+        return b;
+    }
+    return ::operator new(classBytes(c)); // any block of the class fits any waiter of it
+}
+
+void Waiter::operator delete(void *block, std::size_t size) noexcept
+{
+    const std::size_t c = sizeClass(size);
+    WaiterCache &cache = t_waiterCache;
+    if (c >= kClasses || cache.state == 2 || cache.counts[c] >= kMaxCached) {
+        ::operator delete(block);
+        return;
+    }
+    if (cache.state == 0) {
+        cache.state = 1;
+        (void)&t_waiterCacheReaper; // odr-use: constructs it, so its destructor runs at thread end
+        static_cast<void>(t_waiterCacheReaper);
+    }
+    auto *b = static_cast<FreeBlock *>(block);
+    b->next = cache.heads[c];
+    cache.heads[c] = b;
+    ++cache.counts[c];
+}
+#else
+void *Waiter::operator new(std::size_t size)
+{
+    return ::operator new(size);
+}
+
+void Waiter::operator delete(void *block, std::size_t) noexcept
+{
+    ::operator delete(block);
+}
+#endif
+
 Waiter::~Waiter()
 {
     stopListening(); // dropped before it ran
