@@ -20,9 +20,8 @@ using detail::Clock;
 
 GroupSlot::GroupSlot(int index) : id(detail::WorkerCore::nextId()), index(index) {}
 
-void SlotTimer::run() noexcept
+void SlotTimer::fire() noexcept
 {
-    m_armed = false; // the executor erased the entry
     m_group->onSlotTimer(m_slot);
 }
 

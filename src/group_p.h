@@ -21,13 +21,11 @@ namespace stage {
 
 namespace detail {
 
-/* A Job that calls a member when an executor timer fires, and knows whether it is armed. */
-template<typename Owner, void (Owner::*Fire)()>
-class TimerSlot final : public Job
+/* A Job armed on its executor's timer, that knows whether it is armed; fire() says what it does. */
+class TimerJob : public Job
 {
 public:
-    explicit TimerSlot(Owner *owner) : m_owner(owner) {}
-    ~TimerSlot() override { disarm(); }
+    ~TimerJob() override { disarm(); }
 
     void arm(Executor *executor, Clock::time_point deadline)
     {
@@ -45,18 +43,33 @@ public:
     }
     bool isArmed() const { return m_armed; }
 
+protected:
+    virtual void fire() noexcept = 0;
+
 private:
-    void run() noexcept override
+    void run() noexcept final
     {
         m_armed = false; // the executor erased the entry
-        (m_owner->*Fire)();
+        fire();
     }
-    void drop() noexcept override {}
+    void drop() noexcept final {}
 
-    Owner *m_owner;
     Executor *m_executor = nullptr;
     Executor::TimerHandle m_handle;
     bool m_armed = false;
+};
+
+/* A TimerJob that calls a member of its owner. */
+template<typename Owner, void (Owner::*Fire)()>
+class TimerSlot final : public TimerJob
+{
+public:
+    explicit TimerSlot(Owner *owner) : m_owner(owner) {}
+
+private:
+    void fire() noexcept override { (m_owner->*Fire)(); }
+
+    Owner *m_owner;
 };
 
 } // namespace detail
@@ -67,36 +80,16 @@ class GroupPrivate;
 struct GroupSlot;
 
 /* A GroupSlot's timer (a restart's backoff or a stop deadline): allocated by its first arm(). */
-class SlotTimer final : public detail::Job
+class SlotTimer final : public detail::TimerJob
 {
 public:
     SlotTimer(GroupPrivate *group, GroupSlot *slot) : m_group(group), m_slot(slot) {}
-    ~SlotTimer() override { disarm(); }
-
-    void arm(detail::Executor *executor, detail::Clock::time_point deadline)
-    {
-        disarm();
-        m_executor = executor;
-        m_handle = executor->addTimer(deadline, this);
-        m_armed = true;
-    }
-    void disarm()
-    {
-        if (m_armed) {
-            m_executor->removeTimer(m_handle);
-            m_armed = false;
-        }
-    }
 
 private:
-    void run() noexcept override; // m_group->onSlotTimer(m_slot)
-    void drop() noexcept override {}
+    void fire() noexcept override; // m_group->onSlotTimer(m_slot)
 
     GroupPrivate *m_group;
     GroupSlot *m_slot;
-    detail::Executor *m_executor = nullptr;
-    detail::Executor::TimerHandle m_handle;
-    bool m_armed = false;
 };
 
 /* One worker position of a group: survives restarts, keeps the failure streak. Small: a group
