@@ -84,6 +84,10 @@ using GroupShutdownAwaitable = NodeStoppedAwaitable;
     unwinds at its next Stage awaitable with stage::Cancelled.
     Errors: misuse (negative size, spawn twice, calls after shutdown, changing threadCount while
     running) is refused with a warning under stage.group and changes nothing.
+    Supervision: under a stage::Supervisor (Supervisor::addChild()) the group is a child node: a
+    group added before spawn() waits for its supervisor to start it; when it gives up (by default
+    at its first worker failure, see maxRestarts()) it enters Failed and its supervisor decides,
+    restarting it from its factory by the supervisor's strategy.
 */
 class STAGE_EXPORT Group : public Node
 {

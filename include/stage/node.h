@@ -118,7 +118,8 @@ private:
     friend class SupervisorPrivate;
     friend class detail::NodeStoppedAwaitable;
 
-    /* Supervisor's hooks: start (or start again, from Stopped/Failed), and stop within \a timeout. */
+    /* Supervisor's hooks: start (or start again, from Stopped/Failed), and stop (a group within
+       its shutdownTimeout(), a supervisor child by child), ending in Stopped or Failed. */
     virtual void startNode() = 0;
     virtual void stopNode(const QString &reason) = 0;
 
