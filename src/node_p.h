@@ -14,7 +14,6 @@ class NodePrivate
 {
 public:
     static NodePrivate *get(Node *node) { return node->nd.get(); }
-    static const NodePrivate *get(const Node *node) { return node->nd.get(); }
 
     static bool isTerminal(Node::State state)
     {
