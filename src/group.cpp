@@ -81,6 +81,7 @@ void GroupPrivate::launch(GroupSlot *slot)
     slot->startedAt = Clock::now();
     auto core = std::make_shared<detail::WorkerCore>(slot->id, slot->generation, factory, homeFor(slot), this);
     core->tag = slot;
+    core->destroyOnStop = stopMode == StopMode::Destroy;
     core->lastHeartbeatNs.store(slot->startedAt.time_since_epoch().count(), std::memory_order_relaxed);
     slot->core = std::move(core);
     ++stats.started;
@@ -650,6 +651,19 @@ void Group::setThreadCount(int count)
         return;
     d->threadCount = count;
     emit threadCountChanged(count);
+}
+
+StopMode Group::stopMode() const
+{
+    return d->stopMode;
+}
+
+void Group::setStopMode(StopMode mode)
+{
+    if (d->stopMode == mode)
+        return;
+    d->stopMode = mode;
+    emit stopModeChanged(mode);
 }
 
 int Group::shutdownTimeout() const

@@ -176,6 +176,7 @@ public:
     int threadCount = 0;
     int shutdownTimeout = 5000;
     int heartbeatTimeout = 0;
+    StopMode stopMode = StopMode::Unwind;
     bool destroying = false;
     detail::Clock::time_point logWindowStart;
     int logLinesInWindow = 0;

@@ -14,6 +14,8 @@ namespace {
 // True while Stage itself runs a segment (a start or a resumption): the current worker is then
 // known, even when it is null (a plain coroutine), and no frame lookup is needed.
 [[gnu::tls_model("initial-exec")]] thread_local bool t_contextKnown = false;
+// The worker whose body frame WorkerCore::destroyBody() is destroying on this thread, if any.
+[[gnu::tls_model("initial-exec")]] thread_local const WorkerCore *t_destroyingBody = nullptr;
 
 // Frames may end on another thread than the one that registered them (a foreign awaitable may
 // resume them anywhere), so one table for the process, under a mutex; it is touched once at each
@@ -161,6 +163,21 @@ CurrentWorkerScope::~CurrentWorkerScope()
 {
     t_currentWorker = m_previous;
     t_contextKnown = m_previousKnown;
+}
+
+bool isBodyBeingDestroyed(const WorkerCore *worker) noexcept
+{
+    return worker && t_destroyingBody == worker;
+}
+
+BodyDestructionScope::BodyDestructionScope(const WorkerCore *worker) noexcept : m_previous(t_destroyingBody)
+{
+    t_destroyingBody = worker;
+}
+
+BodyDestructionScope::~BodyDestructionScope()
+{
+    t_destroyingBody = m_previous;
 }
 
 Waiter::Waiter() noexcept : m_worker(currentWorker()) {}
@@ -325,18 +342,9 @@ bool Waiter::settleError(std::exception_ptr error) noexcept
     return true;
 }
 
-void Waiter::rethrowIfFailed() const
+void Waiter::rethrowError() const
 {
-    switch (m_outcome) {
-    case Outcome::Cancelled:
-        throw Cancelled();
-    case Outcome::Error:
-        std::rethrow_exception(m_error);
-    case Outcome::None:
-    case Outcome::Value:
-    case Outcome::TimedOut:
-        break;
-    }
+    std::rethrow_exception(m_error);
 }
 
 void Waiter::run() noexcept
@@ -344,6 +352,13 @@ void Waiter::run() noexcept
     disarm();
     // A stop settling this waiter on another thread meanwhile holds a reference of its own.
     stopListening();
+    if (m_outcome == Outcome::Cancelled && m_destroyBody) {
+        // StopMode::Destroy, and the body itself waits here: the body is suspended, so its
+        // worker (which the frame awaiting the body keeps) is alive.
+        m_worker->destroyBody();
+        deref();
+        return;
+    }
     {
         CurrentWorkerScope scope(m_worker);
         m_handle.resume();

@@ -74,11 +74,15 @@ struct BodyRun
 {
     struct promise_type
     {
-        promise_type(WorkerCore *core, QCoro::Task<> &) noexcept : keep(core->shared_from_this()) {}
+        promise_type(WorkerCore *core, void *) noexcept : keep(core->shared_from_this()) {}
 
-        static void *operator new(std::size_t size, WorkerCore *core, QCoro::Task<> &)
+        static void *operator new(std::size_t size, WorkerCore *core, void *)
         {
-            return size <= sizeof(core->bodyFrame) ? static_cast<void *>(core->bodyFrame) : ::operator new(size);
+            if (size <= sizeof(core->bodyFrame))
+                return static_cast<void *>(core->bodyFrame);
+            void *frame = ::operator new(size);
+            core->setRunner(frame);
+            return frame;
         }
         static void operator delete(void *frame, std::size_t size) noexcept
         {
@@ -174,18 +178,38 @@ bool mirrorWorks() noexcept
 // Awaits the body without rethrowing what it threw.
 struct BodyAwaiter
 {
+    WorkerCore *core;
     void *frame;
     bool await_ready() const noexcept { return std::coroutine_handle<>::from_address(frame).done(); }
-    void await_suspend(std::coroutine_handle<> awaiting) { promiseOf(frame).addAwaitingCoroutine(awaiting); }
+    void await_suspend(std::coroutine_handle<> awaiting)
+    {
+        promiseOf(frame).addAwaitingCoroutine(awaiting);
+        core->setBody(frame); // a stop may destroy it from now on (StopMode::Destroy)
+    }
     void await_resume() const noexcept {}
 };
 
-// Awaits the body. Only the core, the task and the awaiter live across the suspension: the frame
-// that every idle worker keeps is small; finishBody() does the rest.
-BodyRun runBody(WorkerCore *core, QCoro::Task<> task)
+// Takes the frame out of a QCoro 0.8 task (its only member is the handle): the caller then owns
+// it as the task did.
+void *releaseFrame(QCoro::Task<> &task) noexcept
 {
-    co_await BodyAwaiter{frameOf(task)};
-    core->finishBody(frameOf(task));
+    void *frame = frameOf(task);
+    void *const none = nullptr;
+    std::memcpy(static_cast<void *>(&task), &none, sizeof(none));
+    return frame;
+}
+
+// Awaits the body, whose frame it owns as the QCoro::Task did. Only the core and the frame's
+// address live across the suspension: the frame that every idle worker keeps is small;
+// finishBody() does the rest. WorkerCore::destroyBody() destroys it instead when a stop destroys
+// the body.
+BodyRun runBody(WorkerCore *core, void *frame)
+{
+    co_await BodyAwaiter{core, frame};
+    core->finishBody(frame);
+    // What ~Task() does: the second of the task and the body's final suspension frees the frame.
+    if (promiseOf(frame).setDestroyHandle())
+        std::coroutine_handle<>::from_address(frame).destroy();
 }
 
 // Lives in the core's bodyFrame, unused until the body starts: posting a start allocates nothing.
@@ -244,6 +268,7 @@ private:
 
 void WorkerCore::finishBody(void *frame) noexcept
 {
+    m_body.store(nullptr, std::memory_order_release); // no longer destroyable by a stop
     // Classifies the body's end.
     WorkerExit::Kind kind = WorkerExit::Kind::Completed;
     QString reason;
@@ -284,6 +309,11 @@ void WorkerCore::finishBody(void *frame) noexcept
             reason = describeException(error);
         }
     }
+    report(kind, std::move(reason), std::move(error), frame);
+}
+
+void WorkerCore::report(WorkerExit::Kind kind, QString reason, std::exception_ptr error, void *frame) noexcept
+{
     unregisterFrame(frame); // before the frame is freed and its address reused
     WorkerExit exit;
     exit.kind = kind;
@@ -299,6 +329,42 @@ void WorkerCore::finishBody(void *frame) noexcept
             hook(exit);
     }
     end(std::move(exit));
+}
+
+void WorkerCore::destroyBody() noexcept
+{
+    void *const frame = m_body.exchange(nullptr, std::memory_order_acq_rel);
+    Q_ASSERT(frame);
+    void *runner;
+    {
+        std::lock_guard lock(stopLock(this));
+        runner = m_rare && m_rare->runner ? m_rare->runner : static_cast<void *>(bodyFrame);
+    }
+    auto run = std::coroutine_handle<BodyRun::promise_type>::from_address(runner);
+    const std::shared_ptr<WorkerCore> keep = std::move(run.promise().keep); // this, until the end
+    {
+        // The destructors of the body's locals run here, as the worker's own execution: a
+        // Delivery among them sees the destruction and goes back to its mailbox, uncounted.
+        CurrentWorkerScope scope(this);
+        BodyDestructionScope destroying(this);
+        std::coroutine_handle<>::from_address(frame).destroy(); // suspended, never finished: ours
+    }
+    run.destroy(); // it was suspended awaiting the body, which is gone: nothing of it runs
+    report(WorkerExit::Kind::Cancelled, QStringLiteral("cancelled"), nullptr, frame);
+}
+
+void WorkerCore::setRunner(void *frame)
+{
+    std::lock_guard lock(stopLock(this));
+    rareLocked().runner = frame;
+}
+
+void WorkerCore::markForDestroyLocked(Waiter *waiter) noexcept
+{
+    void *const body = m_body.load(std::memory_order_acquire);
+    // A body not yet (or no longer) awaited reads as null: the stop then unwinds it, which is
+    // always correct, only slower.
+    waiter->m_destroyBody = destroyOnStop && body && waiter->m_handle.address() == body;
 }
 
 WorkerCore::Rare &WorkerCore::rareLocked()
@@ -373,6 +439,8 @@ void WorkerCore::requestStop() noexcept
             w->m_stopListed = false; // its stopListening() no longer touches the links
             w->m_stopPrevious = nullptr;
             w->ref(); // alive until settled, whatever its frame does meanwhile
+            if (!w->isClaimed())
+                markForDestroyLocked(w); // read only by the resumption this stop may post
         }
         if (m_rare)
             source = m_rare->stopSource;
@@ -416,8 +484,13 @@ void WorkerCore::listenForStop(Waiter *waiter) noexcept
             return;
         }
     }
-    if (waiter->claim()) // stopped already: settles at once, as a std::stop_callback would
+    if (waiter->claim()) { // stopped already: settles at once, as a std::stop_callback would
+        {
+            std::lock_guard lock(stopLock(this));
+            markForDestroyLocked(waiter);
+        }
         waiter->publish(Waiter::Outcome::Cancelled);
+    }
 }
 
 void WorkerCore::stopListening(WorkerCore *worker, Waiter *waiter) noexcept
@@ -489,8 +562,9 @@ void WorkerCore::runOnHome() noexcept
         end(std::move(exit));
         return;
     }
-    registerFrame(frameOf(task), this);
-    runBody(this, std::move(task));
+    void *const frame = releaseFrame(task);
+    registerFrame(frame, this);
+    runBody(this, frame);
 }
 
 void WorkerCore::end(WorkerExit exit) noexcept

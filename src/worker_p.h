@@ -65,6 +65,9 @@ public:
     const std::shared_ptr<const WorkerFactory> factory;
     Executor *const owner; // referenced
     const int generation;
+    // StopMode::Destroy: a stop destroys the body's frame when it waits in a Stage awaitable
+    // (set by the owner before launch()).
+    bool destroyOnStop = false;
 private:
     std::atomic<bool> m_stopRequested{false};
     Waiter *m_stopListeners = nullptr; // under stopLock(this)
@@ -75,6 +78,8 @@ private:
         // Called with the exit when the body has ended, before the owner hears of it. Added and
         // run by the body's own execution (e.g. a Delivery dead-lettered while the frame unwinds).
         std::vector<std::function<void(const WorkerExit &)>> endHooks;
+        // The frame awaiting the body when it did not fit in bodyFrame (a sanitizer build).
+        void *runner = nullptr;
     };
     std::unique_ptr<Rare> m_rare;
     Rare &rareLocked();
@@ -94,6 +99,22 @@ public:
     void addEndHook(std::function<void(const WorkerExit &)> hook);
     /* Home thread, once the body's frame is done: classifies its end and reports it. */
     void finishBody(void *frame) noexcept;
+    /* Home thread, from the resumption of \a waiter settled by a stop with destroyBody() set:
+       destroys the suspended body frame instead of resuming it, and reports a cancelled end. */
+    void destroyBody() noexcept;
+    /* BodyRun: the frame that awaits the body, when it is not in bodyFrame. */
+    void setRunner(void *frame);
+    /* BodyRun: the body's frame while it is suspended and awaited (null before and after). */
+    void setBody(void *frame) noexcept { m_body.store(frame, std::memory_order_release); }
+private:
+    // Under stopLock(this): marks \a waiter, just claimed by the stop, to destroy the body
+    // instead of resuming it, if it is the body that waits in it.
+    void markForDestroyLocked(Waiter *waiter) noexcept;
+    void report(WorkerExit::Kind kind, QString reason, std::exception_ptr error, void *frame) noexcept;
+    // Written by the home thread (or the body's own execution), read by requestStop() from any.
+    // In the tail padding after bodyFrame: no extra bytes per worker.
+    std::atomic<void *> m_body{nullptr};
+public:
     /* Any thread: reports \a exit to the owner. */
     void end(WorkerExit exit) noexcept;
 };

@@ -81,7 +81,9 @@ using GroupShutdownAwaitable = NodeStoppedAwaitable;
     loop); a worker always resumes on its home thread. Workers are started from the event loop,
     never from inside a call to the group, so a worker body may safely delete its own group.
     Cancellation: shutdown() and resizing down stop workers through their stop tokens; a worker
-    unwinds at its next Stage awaitable with stage::Cancelled.
+    unwinds at its next Stage awaitable with stage::Cancelled (stopMode() Unwind, the default),
+    or, with StopMode::Destroy, a body waiting in a Stage awaitable is destroyed in place
+    (destructors run, catch blocks do not; see stage::StopMode).
     Errors: misuse (negative size, spawn twice, calls after shutdown, changing threadCount while
     running) is refused with a warning under stage.group and changes nothing.
     Supervision: under a stage::Supervisor (Supervisor::addChild()) the group is a child node: a
@@ -100,6 +102,7 @@ class STAGE_EXPORT Group : public Node
     Q_PROPERTY(int threadCount READ threadCount WRITE setThreadCount NOTIFY threadCountChanged)
     Q_PROPERTY(int shutdownTimeout READ shutdownTimeout WRITE setShutdownTimeout NOTIFY shutdownTimeoutChanged)
     Q_PROPERTY(int heartbeatTimeout READ heartbeatTimeout WRITE setHeartbeatTimeout NOTIFY heartbeatTimeoutChanged)
+    Q_PROPERTY(stage::StopMode stopMode READ stopMode WRITE setStopMode NOTIFY stopModeChanged)
     Q_PROPERTY(int running READ running NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 started READ started NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 completed READ completed NOTIFY statisticsChanged)
@@ -172,6 +175,12 @@ public:
     /*! 0: no watchdog; otherwise a worker that does not call Worker::heartbeat() within this many ms is failed. */
     int heartbeatTimeout() const;
     void setHeartbeatTimeout(int milliseconds);
+    /*!
+        How a stop ends a worker waiting in a Stage awaitable (see stage::StopMode); Unwind by
+        default. Applies to the workers started after the call.
+    */
+    StopMode stopMode() const;
+    void setStopMode(StopMode mode);
 
     GroupStatistics statistics() const;
     int running() const;
@@ -194,6 +203,7 @@ Q_SIGNALS:
     void threadCountChanged(int count);
     void shutdownTimeoutChanged(int milliseconds);
     void heartbeatTimeoutChanged(int milliseconds);
+    void stopModeChanged(stage::StopMode mode);
 
 private:
     friend class GroupPrivate;

@@ -170,12 +170,13 @@ private:
         if (!m_core)
             return;
         auto core = std::move(m_core);
-        if (std::uncaught_exceptions() <= m_uncaught) {
+        if (std::uncaught_exceptions() <= m_uncaught && !detail::isBodyBeingDestroyed(m_worker)) {
             core->acknowledged.fetch_add(1, std::memory_order_relaxed);
             core->noteChanged();
             return;
         }
-        // Unwinding: the consumer failed or was stopped while holding the message.
+        // Unwinding (or a StopMode::Destroy stop destroying the body): the consumer failed or
+        // was stopped while holding the message.
         try {
             detail::MailboxItem<T> item = std::move(m_item);
             const bool stopped = detail::isStopRequested(m_worker);
@@ -255,7 +256,7 @@ public:
         return m_core->waitForMessage(m_waiter.get());
     }
 
-    Delivery<T> await_resume()
+    [[gnu::always_inline]] Delivery<T> await_resume()
     {
         if (!m_waiter && isStopRequested(currentWorker())) {
             // Not suspended, and stopped (perhaps from another thread after await_ready() took a
