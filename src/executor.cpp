@@ -204,10 +204,9 @@ void Executor::removeTimer(TimerHandle handle)
 {
     Q_ASSERT(isCurrent());
     m_timers.erase(handle);
-    if (m_timers.empty() && m_receiver) {
-        m_receiver->m_timer.stop();
-        m_armedFor = Clock::time_point::max();
-    }
+    // The QBasicTimer stays armed for m_armedFor even when no timer is left: it then fires once
+    // for nothing. Stopping and restarting it for every short-lived timer (a stop's shutdown
+    // timeout, a receive's timeout) costs a timer registration with the event dispatcher each.
 }
 
 void Executor::runTimers()

@@ -150,7 +150,8 @@ void GroupPrivate::workerEnded(const std::shared_ptr<detail::WorkerCore> &core, 
     }
     markDirty();
 
-    if (!destroying && q->isSignalConnected(QMetaMethod::fromSignal(&Group::workerFinished))) {
+    static const QMetaMethod finishedSignal = QMetaMethod::fromSignal(&Group::workerFinished);
+    if (!destroying && q->isSignalConnected(finishedSignal)) {
         QPointer<Group> alive(q);
         emit q->workerFinished(exit);
         if (!alive)

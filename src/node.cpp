@@ -120,12 +120,30 @@ void Node::markDirty()
         return;
     // Nobody listens: no event (a posted event wakes the event loop, a system call). A slot
     // connected later reads the current values.
-    static const QMetaMethod signal = QMetaMethod::fromSignal(&Node::statisticsChanged);
-    if (!isSignalConnected(signal))
+    static const QMetaMethod statistics = QMetaMethod::fromSignal(&Node::statisticsChanged);
+    if (nd->statisticsRecheck.exchange(false, std::memory_order_relaxed))
+        nd->statisticsWatched.store(isSignalConnected(statistics), std::memory_order_relaxed);
+    if (!nd->statisticsWatched.load(std::memory_order_relaxed))
         return;
     nd->notifyPending = true;
     // A posted event, not a job: at most one notification per turn of the event loop.
     QCoreApplication::postEvent(this, new QEvent(NotifyEvent));
+}
+
+void Node::connectNotify(const QMetaMethod &signal)
+{
+    if (signal == QMetaMethod::fromSignal(&Node::statisticsChanged))
+        nd->statisticsWatched.store(true, std::memory_order_relaxed);
+    QObject::connectNotify(signal);
+}
+
+void Node::disconnectNotify(const QMetaMethod &signal)
+{
+    // An invalid method: everything was disconnected at once. Called under Qt's connection
+    // lock: markDirty() looks again, later.
+    if (!signal.isValid() || signal == QMetaMethod::fromSignal(&Node::statisticsChanged))
+        nd->statisticsRecheck.store(true, std::memory_order_relaxed);
+    QObject::disconnectNotify(signal);
 }
 
 bool Node::event(QEvent *event)

@@ -5,6 +5,7 @@
 
 #include <stage/node.h>
 
+#include <atomic>
 #include <deque>
 #include <vector>
 
@@ -28,6 +29,13 @@ public:
     std::deque<NodeEvent> history;
     int historyLimit = 32;
     bool notifyPending = false;
+    // statisticsChanged() may have a receiver: set by connectNotify(), which may run on any
+    // thread; markDirty() reads it on every change (QObject::isSignalConnected() with a
+    // QMetaMethod costs about 100 instructions, and a node changes several times a restart). A
+    // disconnection only asks markDirty() to look again (disconnectNotify() runs under Qt's
+    // connection lock and must not call isSignalConnected()).
+    std::atomic<bool> statisticsWatched{false};
+    std::atomic<bool> statisticsRecheck{false};
     bool destroying = false;
     std::vector<detail::WaiterRef<detail::Waiter>> stoppedWaiters;
 };

@@ -53,6 +53,22 @@ SupervisedChild *findFrom(std::vector<SupervisedChild> &children, Node *node, st
     }
     return nullptr;
 }
+
+// As findFrom(), searching backwards from \a hint: stops run in reverse start order.
+SupervisedChild *findBackFrom(std::vector<SupervisedChild> &children, Node *node, std::size_t &hint)
+{
+    const std::size_t n = children.size();
+    if (hint >= n)
+        hint = n ? n - 1 : 0;
+    for (std::size_t k = 0; k < n; ++k) {
+        const std::size_t i = (hint + n - k) % n;
+        if (children[i].node == node) {
+            hint = i ? i - 1 : n - 1;
+            return &children[i];
+        }
+    }
+    return nullptr;
+}
 } // namespace
 
 // SupervisorPrivate
@@ -203,8 +219,8 @@ bool SupervisorPrivate::pumpStops()
     }
     while (!stopQueue.empty()) {
         Node *node = stopQueue.front();
-        stopQueue.erase(stopQueue.begin());
-        SupervisedChild *child = find(node);
+        stopQueue.pop_front();
+        SupervisedChild *child = findBackFrom(children, node, stopHint);
         if (!child)
             continue;
         child->stopRequested = true;

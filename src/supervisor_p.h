@@ -62,7 +62,8 @@ public:
     int restartPeriod = 5000;
     Backoff backoff;
     std::vector<SupervisedChild> children; // start order
-    std::vector<Node *> stopQueue;         // stopped one after another, front first
+    std::deque<Node *> stopQueue;          // stopped one after another, front first
+    std::size_t stopHint = 0;              // where pumpStops() looks for the next child first
     std::vector<Node *> startQueue;        // started in order once the stops are done
     Node *waitingFor = nullptr;            // the child whose stop is awaited
     std::deque<ChildExit> exits;

@@ -165,6 +165,7 @@ private Q_SLOTS:
     void supervisedGroup_withOwnRestartsAbsorbsFailures();
     void history_isTimestampedAndBounded();
     void stateSignals_onRestart();
+    void statisticsChanged_followsConnections();
     void randomFaults_statisticsAddUp_data();
     void randomFaults_statisticsAddUp();
     void slotShutsDownOnChildExited_nothingRestarts();
@@ -879,6 +880,43 @@ void tst_Supervisor::stateSignals_onRestart()
     QCOMPARE(states.size(), 2);
     QTRY_VERIFY_WITH_TIMEOUT(stats.size() >= 1, Timeout);
     QVERIFY(stats.size() < 8); // coalesced: 8 child transitions, fewer notifications
+}
+
+void tst_Supervisor::statisticsChanged_followsConnections()
+{
+    // Node keeps whether statisticsChanged() has a receiver (connectNotify/disconnectNotify):
+    // connected late, disconnected, and disconnected wholesale, it must notify exactly then.
+    Tree t;
+    Supervisor sv(Strategy::OneForOne);
+    sv.setBackoff(stage::Backoff::none());
+    t.add(&sv, QStringLiteral("a"));
+    sv.start();
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+
+    int notified = 0;
+    auto connection = connect(&sv, &Node::statisticsChanged, this, [&notified] { ++notified; });
+    t.send(QStringLiteral("a"), Fail);
+    QTRY_COMPARE_WITH_TIMEOUT(sv.restarts(), 1, Timeout);
+    QTRY_VERIFY_WITH_TIMEOUT(notified >= 1, Timeout);
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+
+    QVERIFY(disconnect(connection));
+    QCoreApplication::processEvents();
+    notified = 0;
+    t.send(QStringLiteral("a"), Fail);
+    QTRY_COMPARE_WITH_TIMEOUT(sv.restarts(), 2, Timeout);
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+    QCoreApplication::processEvents();
+    QCOMPARE(notified, 0);
+
+    // Another receiver stays; everything of this receiver is disconnected at once.
+    QSignalSpy spy(&sv, &Node::statisticsChanged);
+    connect(&sv, &Node::statisticsChanged, this, [&notified] { ++notified; });
+    QVERIFY(sv.disconnect(this));
+    t.send(QStringLiteral("a"), Fail);
+    QTRY_COMPARE_WITH_TIMEOUT(sv.restarts(), 3, Timeout);
+    QTRY_VERIFY_WITH_TIMEOUT(spy.size() >= 1, Timeout); // the spy still listens
+    QCOMPARE(notified, 0);
 }
 
 void tst_Supervisor::randomFaults_statisticsAddUp_data()

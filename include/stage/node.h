@@ -103,6 +103,8 @@ Q_SIGNALS:
 protected:
     explicit Node(QObject *parent = nullptr);
     bool event(QEvent *event) override;
+    void connectNotify(const QMetaMethod &signal) override;
+    void disconnectNotify(const QMetaMethod &signal) override;
 
     /* For Group and Supervisor. */
     void setState(State next, const QString &reason);
