@@ -3,6 +3,8 @@
 #include <QtCore/QCoreApplication>
 #include <QtCore/QThread>
 
+#include <algorithm>
+#include <limits>
 #include <unordered_map>
 
 namespace stage::detail {
@@ -232,9 +234,13 @@ void Executor::rearmTimer()
         return;
     }
     const auto deadline = m_timers.begin()->first.deadline;
-    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-    m_receiver->m_timer.start(int(std::max<qint64>(0, wait.count())), Qt::PreciseTimer, m_receiver);
-    m_armedFor = deadline;
+    const auto now = Clock::now();
+    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+    // QBasicTimer takes an int of ms: a deadline beyond about 24.8 days is reached in steps (the
+    // timer fires early, finds nothing due and re-arms).
+    const qint64 ms = std::clamp<qint64>(wait.count(), 0, std::numeric_limits<int>::max());
+    m_receiver->m_timer.start(int(ms), Qt::PreciseTimer, m_receiver);
+    m_armedFor = ms == wait.count() ? deadline : now + std::chrono::milliseconds(ms);
 }
 
 void Executor::shutdown()

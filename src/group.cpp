@@ -419,8 +419,56 @@ void GroupPrivate::startFromScratch()
     startWorkers();
 }
 
+namespace {
+
+/*
+    The group's worker threads, kept running after the group is gone while abandoned workers
+    still live on them (found by stage-fuzz). An abandoned worker is often suspended on a foreign
+    awaitable (a QTimer, a signal) that only its thread's event loop can resume: quitting that loop
+    would leave the frame suspended forever, leaked with whatever it holds (a mailbox delivery: the
+    message would be neither acknowledged nor put back). The keeper hears each such worker's late
+    end, on the group's thread, and quits and deletes the threads after the last one.
+*/
+class AbandonedThreadKeeper final : public detail::WorkerListener
+{
+public:
+    std::vector<QThread *> threads;
+    int alive = 0;
+
+    void workerEnded(const std::shared_ptr<detail::WorkerCore> &core, WorkerExit exit) override
+    {
+        core->listener = nullptr;
+        qCInfo(lcGroup, "Group: abandoned worker %llu (generation %d) ended after all: %s", exit.id, exit.generation,
+               qPrintable(exit.reason));
+        if (--alive > 0)
+            return;
+        for (QThread *thread : threads) {
+            thread->quit();
+            thread->wait();
+            delete thread;
+        }
+        delete this;
+    }
+};
+
+} // namespace
+
 void GroupPrivate::stopThreads()
 {
+    AbandonedThreadKeeper *keeper = nullptr;
+    for (const auto &core : abandonedCores) {
+        if (std::find(threads.begin(), threads.end(), core->home) == threads.end())
+            continue;
+        if (!keeper)
+            keeper = new AbandonedThreadKeeper;
+        core->listener = keeper; // its end is reported on this thread, by a posted job
+        ++keeper->alive;
+    }
+    if (keeper) {
+        keeper->threads = std::move(threads);
+        threads.clear();
+        return;
+    }
     for (QThread *thread : threads) {
         thread->quit();
         if (thread->wait(std::max(shutdownTimeout, 100))) {

@@ -132,8 +132,12 @@ void Node::markDirty()
 
 void Node::connectNotify(const QMetaMethod &signal)
 {
-    if (signal == QMetaMethod::fromSignal(&Node::statisticsChanged))
+    if (signal == QMetaMethod::fromSignal(&Node::statisticsChanged)) {
         nd->statisticsWatched.store(true, std::memory_order_relaxed);
+        // A markDirty() looking again on the node's thread right now may overwrite that with
+        // what it saw before this connection: make it look again next time.
+        nd->statisticsRecheck.store(true, std::memory_order_release);
+    }
     QObject::connectNotify(signal);
 }
 

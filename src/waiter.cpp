@@ -14,8 +14,8 @@ namespace {
 // True while Stage itself runs a segment (a start or a resumption): the current worker is then
 // known, even when it is null (a plain coroutine), and no frame lookup is needed.
 [[gnu::tls_model("initial-exec")]] thread_local bool t_contextKnown = false;
-// The worker whose body frame WorkerCore::destroyBody() is destroying on this thread, if any.
-[[gnu::tls_model("initial-exec")]] thread_local const WorkerCore *t_destroyingBody = nullptr;
+// How many WorkerCore::destroyBody() calls enclose what runs now (reset inside a resumption).
+[[gnu::tls_model("initial-exec")]] thread_local int t_destroyDepth = 0;
 
 // Frames may end on another thread than the one that registered them (a foreign awaitable may
 // resume them anywhere), so one table for the process, under a mutex; it is touched once at each
@@ -153,31 +153,33 @@ std::stop_token stopTokenOf(const WorkerCore *worker) noexcept
 }
 
 CurrentWorkerScope::CurrentWorkerScope(WorkerCore *worker) noexcept
-    : m_previous(t_currentWorker), m_previousKnown(t_contextKnown)
+    : m_previous(t_currentWorker), m_previousKnown(t_contextKnown), m_previousDepth(t_destroyDepth)
 {
     t_currentWorker = worker;
     t_contextKnown = true;
+    t_destroyDepth = 0;
 }
 
 CurrentWorkerScope::~CurrentWorkerScope()
 {
     t_currentWorker = m_previous;
     t_contextKnown = m_previousKnown;
+    t_destroyDepth = m_previousDepth;
 }
 
-bool isBodyBeingDestroyed(const WorkerCore *worker) noexcept
+int bodyDestructionDepth() noexcept
 {
-    return worker && t_destroyingBody == worker;
+    return t_destroyDepth;
 }
 
-BodyDestructionScope::BodyDestructionScope(const WorkerCore *worker) noexcept : m_previous(t_destroyingBody)
+BodyDestructionScope::BodyDestructionScope() noexcept
 {
-    t_destroyingBody = worker;
+    ++t_destroyDepth;
 }
 
 BodyDestructionScope::~BodyDestructionScope()
 {
-    t_destroyingBody = m_previous;
+    --t_destroyDepth;
 }
 
 Waiter::Waiter() noexcept : m_worker(currentWorker()) {}

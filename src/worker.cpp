@@ -183,8 +183,12 @@ struct BodyAwaiter
     bool await_ready() const noexcept { return std::coroutine_handle<>::from_address(frame).done(); }
     void await_suspend(std::coroutine_handle<> awaiting)
     {
-        promiseOf(frame).addAwaitingCoroutine(awaiting);
-        core->setBody(frame); // a stop may destroy it from now on (StopMode::Destroy)
+        // This awaiter lives in the runner's frame, which the body may resume and free on another
+        // thread (after a foreign awaitable) as soon as it is listed: listing is the last thing.
+        WorkerCore *const c = core;
+        void *const f = frame;
+        c->setBody(f); // a stop may destroy it from now on (StopMode::Destroy)
+        promiseOf(f).addAwaitingCoroutine(awaiting);
     }
     void await_resume() const noexcept {}
 };
@@ -346,11 +350,12 @@ void WorkerCore::destroyBody() noexcept
         // The destructors of the body's locals run here, as the worker's own execution: a
         // Delivery among them sees the destruction and goes back to its mailbox, uncounted.
         CurrentWorkerScope scope(this);
-        BodyDestructionScope destroying(this);
+        BodyDestructionScope destroying;
+        unregisterFrame(frame); // before its address can be reused
         std::coroutine_handle<>::from_address(frame).destroy(); // suspended, never finished: ours
     }
     run.destroy(); // it was suspended awaiting the body, which is gone: nothing of it runs
-    report(WorkerExit::Kind::Cancelled, QStringLiteral("cancelled"), nullptr, frame);
+    report(WorkerExit::Kind::Cancelled, QStringLiteral("cancelled"), nullptr, nullptr);
 }
 
 void WorkerCore::setRunner(void *frame)
@@ -435,12 +440,24 @@ void WorkerCore::requestStop() noexcept
             return;
         m_stopRequested.store(true, std::memory_order_release);
         settle = std::exchange(m_stopListeners, nullptr);
-        for (Waiter *w = settle; w; w = w->m_stopNext) {
+        Waiter **link = &settle;
+        while (Waiter *w = *link) {
             w->m_stopListed = false; // its stopListening() no longer touches the links
             w->m_stopPrevious = nullptr;
-            w->ref(); // alive until settled, whatever its frame does meanwhile
+            // A reference keeps it alive until settled, whatever its frame does meanwhile, unless
+            // its last reference is gone already: an await_suspend() that listed it but did not
+            // suspend (a message was there) dropped it on the home thread, whose ~Waiter() now
+            // waits for this lock to unlist it. Reviving it from zero freed it twice (found by
+            // stage-fuzz, a threaded group shut down): leave it out of the settling.
+            int refs = w->m_ref.load(std::memory_order_relaxed);
+            while (refs > 0 && !w->m_ref.compare_exchange_weak(refs, refs + 1, std::memory_order_relaxed)) {}
+            if (refs == 0) {
+                *link = std::exchange(w->m_stopNext, nullptr);
+                continue;
+            }
             if (!w->isClaimed())
                 markForDestroyLocked(w); // read only by the resumption this stop may post
+            link = &w->m_stopNext;
         }
         if (m_rare)
             source = m_rare->stopSource;

@@ -558,6 +558,23 @@ void spin(std::chrono::milliseconds duration)
     loop.exec();
 }
 
+/* What abandonedOnThread() saw: a worker holding a message in a foreign (non-Stage) wait. */
+struct ForeignHang
+{
+    std::atomic<int> holding{0};
+    std::atomic<int> ended{0};
+    QPointer<QThread> thread; // written before holding is set
+};
+
+QCoro::Task<> holdInForeignWait(ForeignHang *h, stage::Mailbox<int> box)
+{
+    auto delivery = co_await box.receive();
+    h->thread = QThread::currentThread();
+    h->holding.store(1);
+    co_await QCoro::sleepFor(300ms); // no cancellation point: a stop cannot end it
+    h->ended.store(1);
+} // the delivery is acknowledged here
+
 } // namespace grouptest
 
 Q_DECLARE_METATYPE(grouptest::Ending)
@@ -610,6 +627,7 @@ private Q_SLOTS:
     void destroy_fromInsideWorkerBody();
     void destroy_runningGroupShutsDown_data();
     void destroy_runningGroupShutsDown();
+    void destroy_threadedGroupKeepsThreadOfAbandonedWorker();
 
     void threads_workersRunAndResumeOnGroupThreads();
 
@@ -1464,6 +1482,30 @@ void tst_Group::destroy_runningGroupShutsDown()
     QCOMPARE(s.log.count(QStringLiteral("cleanup")), started ? 3 : 0);
     QVERIFY(stagetest::roundTrip(QThread::currentThread()));
     QCOMPARE(s.entered.load(), started ? 3 : 0); // nothing starts after the destruction
+}
+
+// Found by stage-fuzz: deleting a group with worker threads quit their event loops even when an
+// abandoned worker was suspended on a foreign awaitable there, so its frame never resumed: leaked,
+// with the message it held neither acknowledged nor put back.
+void tst_Group::destroy_threadedGroupKeepsThreadOfAbandonedWorker()
+{
+    ForeignHang h;
+    stage::Mailbox<int> box;
+    auto *g = new Group;
+    g->setThreadCount(1);
+    g->setShutdownTimeout(10);
+    g->spawn([&h, box] { return holdInForeignWait(&h, box); });
+    QCOMPARE(box.trySend(7), stage::SendStatus::Sent);
+    QTRY_COMPARE_WITH_TIMEOUT(h.holding.load(), 1, Timeout);
+    QPointer<QThread> thread = h.thread;
+    QVERIFY(thread);
+    delete g; // the worker is abandoned after 10 ms
+    QCOMPARE(h.ended.load(), 0);
+    // Its thread runs on until the frame has ended; then it goes.
+    QTRY_COMPARE_WITH_TIMEOUT(h.ended.load(), 1, Timeout);
+    QTRY_COMPARE_WITH_TIMEOUT(box.statistics().acknowledged, 1, Timeout);
+    QTRY_VERIFY_WITH_TIMEOUT(thread.isNull(), Timeout);
+    QCOMPARE(box.count(), 0);
 }
 
 // ---- threads ----

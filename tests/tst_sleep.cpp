@@ -112,6 +112,7 @@ private Q_SLOTS:
     void sleep_concurrentSleepsResumeInDeadlineOrder();
     void sleep_cancelledResumesWithCancelled_data();
     void sleep_cancelledResumesWithCancelled();
+    void sleep_beyondIntRangeOfMilliseconds();
     void stop_requestedByBodyBeforeFirstSuspension();
     void stop_requestedFromSlotBeforeFirstSuspension();
     void stop_requestedBeforeWorkerThreadStartsBodyNeverRunsIt();
@@ -247,6 +248,37 @@ void tst_Sleep::sleep_cancelledResumesWithCancelled()
     QCOMPARE(exits.count(), 1);
     QCOMPARE(p.destroyed.load(), 1);
     QCOMPARE(handle.state(), stage::WorkerHandle::State::Finished);
+}
+
+// Found in review: a deadline more than INT_MAX ms away (about 24.8 days) overflowed the int
+// of the executor's QBasicTimer, which refused it with a warning and kept firing the old interval.
+void tst_Sleep::sleep_beyondIntRangeOfMilliseconds()
+{
+    static std::atomic<int> warnings{0};
+    warnings = 0;
+    const QtMessageHandler previous = qInstallMessageHandler([](QtMsgType type, const QMessageLogContext &, const QString &) {
+        if (type != QtDebugMsg && type != QtInfoMsg)
+            ++warnings;
+    });
+    Probe p;
+    stage::WorkerHandle handle;
+    ExitRecorder exits(handle);
+    QVERIFY(handle.start([&p](stage::Worker &w) { return sleepBody(w, &p, std::chrono::hours(24 * 30), nullptr, nullptr); }));
+    QTRY_COMPARE_WITH_TIMEOUT(p.entered.load(), 1, Timeout);
+    // A short sleep elsewhere on the same executor still fires on time, then the long one waits.
+    Probe q;
+    stage::WorkerHandle other;
+    qint64 elapsedNs = 0;
+    QVERIFY(other.start([&q, &elapsedNs](stage::Worker &w) { return sleepBody(w, &q, 20ms, &elapsedNs, nullptr); }));
+    QTRY_COMPARE_WITH_TIMEOUT(q.resumed.load(), 1, Timeout);
+    QTest::qWait(100);
+    qInstallMessageHandler(previous);
+    QCOMPARE(warnings.load(), 0);
+    QCOMPARE(p.resumed.load(), 0);
+    QCOMPARE(p.cancelled.load(), 0);
+    handle.requestStop();
+    QTRY_COMPARE_WITH_TIMEOUT(exits.count(), 1, Timeout);
+    QCOMPARE(p.cancelled.load(), 1);
 }
 
 void tst_Sleep::stop_requestedByBodyBeforeFirstSuspension()

@@ -3,6 +3,7 @@
 // that its destructors run and its catch blocks do not, and falls back to Unwind anywhere else.
 #include "testutil.h"
 
+#include <QCoro/QCoroTimer>
 #include <QtTest/QSignalSpy>
 #include <QtTest/QTest>
 
@@ -79,6 +80,40 @@ QCoro::Task<> holdWhileSleeping(Counters *c, stage::Mailbox<int> box)
     ++c->after;
 }
 
+// A foreign (non-Stage) co_await, then a receive on the fast path (a message is queued): its
+// Delivery records no worker (the context is unknown until the next Stage awaitable). Then it
+// holds that message while it sleeps.
+QCoro::Task<> holdAfterForeignAwait(Counters *c, stage::Mailbox<int> box)
+{
+    co_await QCoro::sleepFor(std::chrono::milliseconds(1));
+    auto delivery = co_await box.receive();
+    ++c->received;
+    co_await stage::sleep(std::chrono::hours(1));
+    ++c->after;
+}
+
+// A local whose destructor drains the mailbox: what it takes during the body's destruction is
+// its own, acknowledged when released, not put back as the body's held messages are.
+struct Drainer
+{
+    stage::Mailbox<int> box;
+    std::atomic<int> *drained;
+    ~Drainer()
+    {
+        while (auto d = box.tryReceive()) {
+            if (++*drained > 50)
+                break; // would loop forever if each went back
+        }
+    }
+};
+
+QCoro::Task<> drainOnDestruction(stage::Mailbox<int> box, std::atomic<int> *drained, Counters *c)
+{
+    Drainer drainer{box, drained};
+    ++c->entered;
+    co_await stage::sleep(std::chrono::hours(1));
+}
+
 bool consistent(const Group &g)
 {
     return g.statistics().isConsistent();
@@ -97,6 +132,10 @@ private slots:
     void destroy_childTaskFallsBackToUnwind();
     void destroy_heldDeliveryGoesBackUncounted_data();
     void destroy_heldDeliveryGoesBackUncounted();
+    void destroy_heldDeliveryAfterForeignAwaitGoesBack_data();
+    void destroy_heldDeliveryAfterForeignAwaitGoesBack();
+    void destroy_deliveryMadeDuringDestructionIsAcknowledged_data();
+    void destroy_deliveryMadeDuringDestructionIsAcknowledged();
     void destroy_resizeDownStopsNewest();
     void destroy_workerThreads();
     void destroy_supervisorOneForAllRestartsAll();
@@ -216,6 +255,65 @@ void tst_StopMode::destroy_heldDeliveryGoesBackUncounted()
     QTRY_VERIFY_WITH_TIMEOUT(value.has_value(), Timeout);
     QCOMPARE(*value, 42);
     QCOMPARE(failures, 0);
+}
+
+// Found by stage-fuzz: destroyed in place, a Delivery that did not know its worker (taken after a
+// foreign co_await) was acknowledged instead of put back: the message was lost.
+void tst_StopMode::destroy_heldDeliveryAfterForeignAwaitGoesBack_data()
+{
+    QTest::addColumn<StopMode>("mode");
+    QTest::newRow("unwind") << StopMode::Unwind; // the stop counted as a failure: dead-lettered
+    QTest::newRow("destroy") << StopMode::Destroy; // acknowledged: lost
+}
+
+void tst_StopMode::destroy_heldDeliveryAfterForeignAwaitGoesBack()
+{
+    QFETCH(StopMode, mode);
+    Counters c;
+    stage::Mailbox<int> box;
+    box.setMaxRedeliveries(0); // a counted failure would dead-letter it at once
+    QCOMPARE(box.trySend(42), stage::SendStatus::Sent);
+    Group g;
+    g.setStopMode(mode);
+    QVERIFY(g.spawn([&c, box] { return holdAfterForeignAwait(&c, box); }));
+    QTRY_COMPARE_WITH_TIMEOUT(c.received.load(), 1, Timeout);
+    QCOMPARE(box.count(), 0);
+
+    stage::waitFor(g.shutdown());
+    QCOMPARE(c.after.load(), 0);
+    QCOMPARE(g.cancelled(), 1);
+    QTRY_COMPARE_WITH_TIMEOUT(box.count(), 1, Timeout); // back, not acknowledged, not dead
+    QCOMPARE(box.statistics().acknowledged, 0);
+    QCOMPARE(box.statistics().redelivered, 1);
+    QCOMPARE(box.deadLetterCount(), 0);
+}
+
+void tst_StopMode::destroy_deliveryMadeDuringDestructionIsAcknowledged_data()
+{
+    QTest::addColumn<StopMode>("mode");
+    QTest::newRow("unwind") << StopMode::Unwind;
+    QTest::newRow("destroy") << StopMode::Destroy;
+}
+
+// Found in review: a Delivery made while a body was being destroyed went back to its mailbox
+// when released, so a destructor draining the mailbox took the same message forever.
+void tst_StopMode::destroy_deliveryMadeDuringDestructionIsAcknowledged()
+{
+    QFETCH(StopMode, mode);
+    Counters c;
+    std::atomic<int> drained{0};
+    stage::Mailbox<int> box;
+    Group g;
+    g.setStopMode(mode);
+    QVERIFY(g.spawn([&c, &drained, box] { return drainOnDestruction(box, &drained, &c); }));
+    QTRY_COMPARE_WITH_TIMEOUT(c.entered.load(), 1, Timeout);
+    for (int i = 1; i <= 3; ++i)
+        QCOMPARE(box.trySend(i), stage::SendStatus::Sent);
+    stage::waitFor(g.shutdown());
+    QCOMPARE(drained.load(), 3);
+    QCOMPARE(box.count(), 0);
+    QCOMPARE(box.statistics().acknowledged, 3);
+    QCOMPARE(box.statistics().redelivered, 0);
 }
 
 void tst_StopMode::destroy_resizeDownStopsNewest()

@@ -118,7 +118,7 @@ class Delivery
 public:
     Delivery(Delivery &&other) noexcept
         : m_core(std::move(other.m_core)), m_item(std::move(other.m_item)), m_worker(other.m_worker),
-          m_uncaught(other.m_uncaught)
+          m_uncaught(other.m_uncaught), m_destroyDepth(other.m_destroyDepth)
     {
         other.m_core.reset();
     }
@@ -130,6 +130,7 @@ public:
             m_item = std::move(other.m_item);
             m_worker = other.m_worker;
             m_uncaught = other.m_uncaught;
+            m_destroyDepth = other.m_destroyDepth;
             other.m_core.reset();
         }
         return *this;
@@ -162,7 +163,8 @@ private:
     friend class Mailbox<T>;
     friend class detail::ReceiveAwaitable<T>;
     Delivery(std::shared_ptr<detail::MailboxCore<T>> core, detail::MailboxItem<T> &&item, detail::WorkerCore *worker)
-        : m_core(std::move(core)), m_item(std::move(item)), m_worker(worker), m_uncaught(std::uncaught_exceptions())
+        : m_core(std::move(core)), m_item(std::move(item)), m_worker(worker), m_uncaught(std::uncaught_exceptions()),
+          m_destroyDepth(detail::bodyDestructionDepth())
     {}
 
     void release() noexcept
@@ -170,7 +172,10 @@ private:
         if (!m_core)
             return;
         auto core = std::move(m_core);
-        if (std::uncaught_exceptions() <= m_uncaught && !detail::isBodyBeingDestroyed(m_worker)) {
+        // Destroyed in place by a StopMode::Destroy stop (its worker may be unknown: taken after a
+        // foreign co_await), and not made during that destruction: a stop, as an unwinding.
+        const bool destroyed = detail::bodyDestructionDepth() > m_destroyDepth;
+        if (std::uncaught_exceptions() <= m_uncaught && !destroyed) {
             core->acknowledged.fetch_add(1, std::memory_order_relaxed);
             core->noteChanged();
             return;
@@ -179,11 +184,14 @@ private:
         // was stopped while holding the message.
         try {
             detail::MailboxItem<T> item = std::move(m_item);
-            const bool stopped = detail::isStopRequested(m_worker);
+            // A delivery taken after a foreign co_await does not know its worker; the unwinding
+            // runs in a Stage resumption, which does.
+            detail::WorkerCore *worker = m_worker ? m_worker : detail::currentWorker();
+            const bool stopped = destroyed || detail::isStopRequested(worker);
             if (!stopped)
                 ++item.failures;
             if (!stopped && int(item.failures) > core->maxRedeliveries()) {
-                core->deadLetter(std::move(item), m_worker);
+                core->deadLetter(std::move(item), worker);
             } else {
                 core->redelivered.fetch_add(1, std::memory_order_relaxed);
                 core->requeueFront(std::move(item));
@@ -197,6 +205,7 @@ private:
     detail::MailboxItem<T> m_item; // moved from once the delivery is
     detail::WorkerCore *m_worker = nullptr;
     int m_uncaught = 0;
+    int m_destroyDepth = 0;
 };
 
 /*! A message moved to the dead letters, with the reason its last consumer failed. */

@@ -30,8 +30,9 @@ Q_ENUM_NS(RestartType)
     instead when the worker's body itself (not a coroutine it awaits) waits in a Stage awaitable:
     the destructors of its locals run (a Delivery it holds goes back to its mailbox, uncounted),
     its catch blocks and the code after the suspension do not, as with tokio's abort(). That costs
-    no throw (about 1 us each here, most of a mass stop); a body suspended anywhere else (in a
-    child task, in guard(), after a foreign resumption) is unwound as with Unwind.
+    no throw (about 1 us each here, most of a mass stop). Any Stage awaitable counts, guard()
+    included, also after a foreign resumption; a body waiting inside a coroutine it awaits (a child
+    task, stage::child(), gracefulShutdown()'s work) is unwound as with Unwind.
 */
 enum class StopMode {
     Unwind,  //!< resume with stage::Cancelled: destructors and catch blocks run

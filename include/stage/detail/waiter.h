@@ -71,23 +71,23 @@ public:
 private:
     WorkerCore *m_previous;
     bool m_previousKnown;
+    int m_previousDepth;
 };
 
-/* True while \a worker's body frame is being destroyed by a StopMode::Destroy stop on this
-   thread: the destructors of its locals run then without an exception in flight. */
-STAGE_EXPORT bool isBodyBeingDestroyed(const WorkerCore *worker) noexcept;
+/* How many body destructions by a StopMode::Destroy stop enclose the code running on this thread
+   now (0 inside any Stage resumption: a nested event loop's resumptions are not part of the
+   destruction). Used as std::uncaught_exceptions() is: recorded when a Delivery is made, compared
+   when it is released, so that only what the destruction itself destroys counts as stopped. */
+STAGE_EXPORT int bodyDestructionDepth() noexcept;
 
-/* Marks \a worker's body as being destroyed on this thread for its lifetime. */
+/* Marks a body as being destroyed on this thread for its lifetime (bodyDestructionDepth() + 1). */
 class STAGE_EXPORT BodyDestructionScope
 {
 public:
-    explicit BodyDestructionScope(const WorkerCore *worker) noexcept;
+    BodyDestructionScope() noexcept;
     ~BodyDestructionScope();
     BodyDestructionScope(const BodyDestructionScope &) = delete;
     BodyDestructionScope &operator=(const BodyDestructionScope &) = delete;
-
-private:
-    const WorkerCore *m_previous;
 };
 
 /*
