@@ -354,7 +354,7 @@ void Waiter::run() noexcept
     disarm();
     // A stop settling this waiter on another thread meanwhile holds a reference of its own.
     stopListening();
-    if (m_outcome == Outcome::Cancelled && m_destroyBody) {
+    if (m_outcome == Outcome::Cancelled && (m_flags.load(std::memory_order_relaxed) & DestroyBody)) {
         // StopMode::Destroy, and the body itself waits here: the body is suspended, so its
         // worker (which the frame awaiting the body keeps) is alive.
         m_worker->destroyBody();

@@ -369,7 +369,8 @@ void WorkerCore::markForDestroyLocked(Waiter *waiter) noexcept
     void *const body = m_body.load(std::memory_order_acquire);
     // A body not yet (or no longer) awaited reads as null: the stop then unwinds it, which is
     // always correct, only slower.
-    waiter->m_destroyBody = destroyOnStop && body && waiter->m_handle.address() == body;
+    if (destroyOnStop && body && waiter->m_handle.address() == body)
+        waiter->m_flags.fetch_or(Waiter::DestroyBody, std::memory_order_relaxed);
 }
 
 WorkerCore::Rare &WorkerCore::rareLocked()

@@ -133,8 +133,8 @@ public:
 
     /* Any thread: true for exactly one caller; that caller must then store its outcome and call
        publish() (or resumeHere()). */
-    bool claim() noexcept { return !m_claimed.exchange(true, std::memory_order_acq_rel); }
-    bool isClaimed() const noexcept { return m_claimed.load(std::memory_order_acquire); }
+    bool claim() noexcept { return !(m_flags.fetch_or(Claimed, std::memory_order_acq_rel) & Claimed); }
+    bool isClaimed() const noexcept { return m_flags.load(std::memory_order_acquire) & Claimed; }
 
     /* After a successful claim(): posts the resumption to the home thread. Any thread. */
     void publish(Outcome outcome) noexcept;
@@ -170,11 +170,14 @@ private:
     void stopListening() noexcept;
 
     std::atomic<int> m_ref{1};
-    std::atomic<bool> m_claimed{false};
+    // Claimed: a source won. DestroyBody: a StopMode::Destroy stop found the body waiting here
+    // (set under the worker's stop lock; read by run() only after a Cancelled claim). One atomic
+    // byte for both: a bool of its own would grow every waiter by 8 bytes.
+    enum Flag : quint8 { Claimed = 1, DestroyBody = 2 };
+    std::atomic<quint8> m_flags{0};
     Outcome m_outcome = Outcome::None;
     bool m_listening = false; // home thread: suspend() put it in m_worker's stop list
     bool m_stopListed = false; // in m_worker's stop list now (under the worker's stop lock)
-    bool m_destroyBody = false; // settled by a StopMode::Destroy stop while the body waits here
     std::coroutine_handle<> m_handle;
     WorkerCore *m_worker;
     Executor *m_home = nullptr;
