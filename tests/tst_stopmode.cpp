@@ -114,6 +114,13 @@ QCoro::Task<> drainOnDestruction(stage::Mailbox<int> box, std::atomic<int> *drai
     co_await stage::sleep(std::chrono::hours(1));
 }
 
+void addModeRows()
+{
+    QTest::addColumn<StopMode>("mode");
+    QTest::newRow("unwind") << StopMode::Unwind;
+    QTest::newRow("destroy") << StopMode::Destroy;
+}
+
 bool consistent(const Group &g)
 {
     return g.statistics().isConsistent();
@@ -160,9 +167,7 @@ void tst_StopMode::property_defaultAndChange()
 
 void tst_StopMode::shutdown_destroyRunsDestructorsNotCatchBlocks_data()
 {
-    QTest::addColumn<StopMode>("mode");
-    QTest::newRow("unwind") << StopMode::Unwind;
-    QTest::newRow("destroy") << StopMode::Destroy;
+    addModeRows();
 }
 
 void tst_StopMode::shutdown_destroyRunsDestructorsNotCatchBlocks()
@@ -213,9 +218,7 @@ void tst_StopMode::destroy_childTaskFallsBackToUnwind()
 
 void tst_StopMode::destroy_heldDeliveryGoesBackUncounted_data()
 {
-    QTest::addColumn<StopMode>("mode");
-    QTest::newRow("unwind") << StopMode::Unwind;
-    QTest::newRow("destroy") << StopMode::Destroy;
+    addModeRows();
 }
 
 void tst_StopMode::destroy_heldDeliveryGoesBackUncounted()
@@ -290,9 +293,7 @@ void tst_StopMode::destroy_heldDeliveryAfterForeignAwaitGoesBack()
 
 void tst_StopMode::destroy_deliveryMadeDuringDestructionIsAcknowledged_data()
 {
-    QTest::addColumn<StopMode>("mode");
-    QTest::newRow("unwind") << StopMode::Unwind;
-    QTest::newRow("destroy") << StopMode::Destroy;
+    addModeRows();
 }
 
 // Found in review: a Delivery made while a body was being destroyed went back to its mailbox
