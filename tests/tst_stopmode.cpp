@@ -85,6 +85,8 @@ QCoro::Task<> holdWhileSleeping(Counters *c, stage::Mailbox<int> box)
 // holds that message while it sleeps.
 QCoro::Task<> holdAfterForeignAwait(Counters *c, stage::Mailbox<int> box)
 {
+    Sentinel sentinel{c};
+    ++c->entered;
     co_await QCoro::sleepFor(std::chrono::milliseconds(1));
     auto delivery = co_await box.receive();
     ++c->received;
@@ -139,8 +141,6 @@ private slots:
     void destroy_childTaskFallsBackToUnwind();
     void destroy_heldDeliveryGoesBackUncounted_data();
     void destroy_heldDeliveryGoesBackUncounted();
-    void destroy_heldDeliveryAfterForeignAwaitGoesBack_data();
-    void destroy_heldDeliveryAfterForeignAwaitGoesBack();
     void destroy_deliveryMadeDuringDestructionIsAcknowledged_data();
     void destroy_deliveryMadeDuringDestructionIsAcknowledged();
     void destroy_resizeDownStopsNewest();
@@ -218,19 +218,30 @@ void tst_StopMode::destroy_childTaskFallsBackToUnwind()
 
 void tst_StopMode::destroy_heldDeliveryGoesBackUncounted_data()
 {
-    addModeRows();
+    QTest::addColumn<StopMode>("mode");
+    QTest::addColumn<bool>("afterForeignAwait");
+    QTest::newRow("unwind") << StopMode::Unwind << false;
+    QTest::newRow("destroy") << StopMode::Destroy << false;
+    // Found by stage-fuzz and in review: taken after a foreign co_await, the Delivery did not know
+    // its worker: the stop counted as a failure (Unwind: dead-lettered) or the destruction as a
+    // normal end (Destroy: acknowledged, lost).
+    QTest::newRow("unwind, after a foreign co_await") << StopMode::Unwind << true;
+    QTest::newRow("destroy, after a foreign co_await") << StopMode::Destroy << true;
 }
 
 void tst_StopMode::destroy_heldDeliveryGoesBackUncounted()
 {
     QFETCH(StopMode, mode);
+    QFETCH(bool, afterForeignAwait);
     Counters c;
     stage::Mailbox<int> box;
     box.setMaxRedeliveries(0); // a counted failure would dead-letter it at once
     QCOMPARE(box.trySend(42), stage::SendStatus::Sent);
     Group g;
     g.setStopMode(mode);
-    QVERIFY(g.spawn([&c, box] { return holdWhileSleeping(&c, box); }));
+    QVERIFY(g.spawn([&c, box, afterForeignAwait] {
+        return afterForeignAwait ? holdAfterForeignAwait(&c, box) : holdWhileSleeping(&c, box);
+    }));
     QTRY_COMPARE_WITH_TIMEOUT(c.received.load(), 1, Timeout);
     QCOMPARE(box.count(), 0);
 
@@ -258,37 +269,6 @@ void tst_StopMode::destroy_heldDeliveryGoesBackUncounted()
     QTRY_VERIFY_WITH_TIMEOUT(value.has_value(), Timeout);
     QCOMPARE(*value, 42);
     QCOMPARE(failures, 0);
-}
-
-// Found by stage-fuzz: destroyed in place, a Delivery that did not know its worker (taken after a
-// foreign co_await) was acknowledged instead of put back: the message was lost.
-void tst_StopMode::destroy_heldDeliveryAfterForeignAwaitGoesBack_data()
-{
-    QTest::addColumn<StopMode>("mode");
-    QTest::newRow("unwind") << StopMode::Unwind; // the stop counted as a failure: dead-lettered
-    QTest::newRow("destroy") << StopMode::Destroy; // acknowledged: lost
-}
-
-void tst_StopMode::destroy_heldDeliveryAfterForeignAwaitGoesBack()
-{
-    QFETCH(StopMode, mode);
-    Counters c;
-    stage::Mailbox<int> box;
-    box.setMaxRedeliveries(0); // a counted failure would dead-letter it at once
-    QCOMPARE(box.trySend(42), stage::SendStatus::Sent);
-    Group g;
-    g.setStopMode(mode);
-    QVERIFY(g.spawn([&c, box] { return holdAfterForeignAwait(&c, box); }));
-    QTRY_COMPARE_WITH_TIMEOUT(c.received.load(), 1, Timeout);
-    QCOMPARE(box.count(), 0);
-
-    stage::waitFor(g.shutdown());
-    QCOMPARE(c.after.load(), 0);
-    QCOMPARE(g.cancelled(), 1);
-    QTRY_COMPARE_WITH_TIMEOUT(box.count(), 1, Timeout); // back, not acknowledged, not dead
-    QCOMPARE(box.statistics().acknowledged, 0);
-    QCOMPARE(box.statistics().redelivered, 1);
-    QCOMPARE(box.deadLetterCount(), 0);
 }
 
 void tst_StopMode::destroy_deliveryMadeDuringDestructionIsAcknowledged_data()
