@@ -67,6 +67,8 @@ void GroupPrivate::addSlots(int count)
 {
     if (count > 0 && positions.capacity() < positions.size() + size_t(count)) // exact for a first start
         positions.reserve(std::max(positions.size() + size_t(count), positions.capacity() * 2));
+    if (count > 64)
+        detail::reserveFrames(size_t(count)); // one rehash of the frame registry, not one per doubling
     for (int i = 0; i < count; ++i) {
         positions.push_back(std::make_unique<GroupSlot>(nextSlotIndex++));
         launch(positions.back().get());

@@ -57,6 +57,16 @@ public:
             rehash(m_capacity / 4); // hand the memory of a burst back
     }
 
+    // Room for \a more entries without a rehash (a burst of starts rehashes once, not per doubling).
+    void reserve(std::size_t more)
+    {
+        std::size_t capacity = m_capacity ? m_capacity : 64;
+        while ((m_size + more) * 5 > capacity * 4)
+            capacity *= 2;
+        if (capacity != m_capacity)
+            rehash(capacity);
+    }
+
     WorkerCore *find(void *frame) const
     {
         if (!m_size)
@@ -121,6 +131,12 @@ void registerFrame(void *frame, WorkerCore *worker) noexcept
         return;
     std::lock_guard lock(g_framesMutex);
     frames().insert(frame, worker);
+}
+
+void reserveFrames(std::size_t count)
+{
+    std::lock_guard lock(g_framesMutex);
+    frames().reserve(count);
 }
 
 void unregisterFrame(void *frame) noexcept

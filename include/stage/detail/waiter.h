@@ -57,6 +57,8 @@ STAGE_EXPORT std::stop_token stopTokenOf(const WorkerCore *worker) noexcept;
 */
 STAGE_EXPORT void registerFrame(void *frame, WorkerCore *worker) noexcept;
 STAGE_EXPORT void unregisterFrame(void *frame) noexcept;
+/* Makes room for \a count more registered frames at once (a group starting many workers). */
+STAGE_EXPORT void reserveFrames(std::size_t count);
 STAGE_EXPORT WorkerCore *workerOfFrame(void *frame) noexcept;
 
 /* Sets the current worker of this thread for its lifetime and restores the previous one. */
