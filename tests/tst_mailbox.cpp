@@ -1149,13 +1149,31 @@ void tst_Mailbox::receive_cancelledWhileMessageHandedOver()
         QVERIFY(stagetest::roundTrip(home)); // b waits behind a
     }
 
-    if (sendFirst) {
-        QCOMPARE(mb.trySend(42), SendStatus::Sent);
-        a.handle.requestStop();
-    } else {
-        a.handle.requestStop();
-        QCOMPARE(mb.trySend(42), SendStatus::Sent);
+    // The consumers' thread is held during the block: otherwise it may resume a with the message
+    // before the stop is requested (seen once on a loaded machine), and a processes it.
+    auto release = std::make_shared<QSemaphore>();
+    SendStatus sent;
+    {
+        struct Hold // released however the block is left
+        {
+            std::shared_ptr<QSemaphore> release;
+            ~Hold() { release->release(); }
+        } hold{release};
+        if (onThread) {
+            QSemaphore held;
+            QMetaObject::invokeMethod(thread.context(), [&held, release] { held.release(); release->acquire(); },
+                                      Qt::QueuedConnection);
+            held.acquire();
+        }
+        if (sendFirst) {
+            sent = mb.trySend(42);
+            a.handle.requestStop();
+        } else {
+            a.handle.requestStop();
+            sent = mb.trySend(42);
+        }
     }
+    QCOMPARE(sent, SendStatus::Sent);
 
     QTRY_COMPARE_WITH_TIMEOUT(a.exits.count(), 1, Timeout);
     QCOMPARE(a.exits.lastKind(), Kind::Cancelled);
