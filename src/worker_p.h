@@ -119,6 +119,16 @@ public:
     void end(WorkerExit exit) noexcept;
 };
 
+/* Marks a body as being destroyed on this thread for its lifetime (bodyDestructionDepth() + 1). */
+class BodyDestructionScope
+{
+public:
+    BodyDestructionScope() noexcept;
+    ~BodyDestructionScope();
+    BodyDestructionScope(const BodyDestructionScope &) = delete;
+    BodyDestructionScope &operator=(const BodyDestructionScope &) = delete;
+};
+
 /* Describes a caught exception: what() for std::exception, the value for a few common types. */
 QString describeException(const std::exception_ptr &error);
 

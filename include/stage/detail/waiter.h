@@ -82,16 +82,6 @@ private:
    when it is released, so that only what the destruction itself destroys counts as stopped. */
 STAGE_EXPORT int bodyDestructionDepth() noexcept;
 
-/* Marks a body as being destroyed on this thread for its lifetime (bodyDestructionDepth() + 1). */
-class STAGE_EXPORT BodyDestructionScope
-{
-public:
-    BodyDestructionScope() noexcept;
-    ~BodyDestructionScope();
-    BodyDestructionScope(const BodyDestructionScope &) = delete;
-    BodyDestructionScope &operator=(const BodyDestructionScope &) = delete;
-};
-
 /*
     The shared state of one suspension of a coroutine on a Stage awaitable.
 
