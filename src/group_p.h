@@ -6,6 +6,7 @@
 #include "policy_p.h"
 #include "worker_p.h"
 
+#include <stage/detail/pool.h>
 #include <stage/group.h>
 
 #include <QtCore/QTimer>
@@ -97,6 +98,10 @@ private:
 struct GroupSlot
 {
     explicit GroupSlot(int index);
+
+    // From the pool: a group starting many workers allocates a slot for each.
+    static void *operator new(std::size_t bytes) { return detail::poolAllocate(bytes); }
+    static void operator delete(void *block, std::size_t bytes) noexcept { detail::poolFree(block, bytes); }
 
     void armTimer(GroupPrivate *group, detail::Executor *executor, detail::Clock::time_point deadline)
     {

@@ -1,5 +1,7 @@
 #include "worker_p.h"
 
+#include <stage/detail/pool.h>
+
 #include <QtCore/QThread>
 #include <QtCore/QTimer>
 
@@ -52,7 +54,7 @@ void WorkerHandlePrivate::setState(WorkerHandle::State next)
 bool WorkerHandlePrivate::launch(QThread *where)
 {
     ++generation;
-    auto next = std::make_shared<detail::WorkerCore>(id, generation, factory, where, this);
+    auto next = std::allocate_shared<detail::WorkerCore>(detail::PoolAllocator<detail::WorkerCore>(), id, generation, factory, where, this);
     {
         std::lock_guard lock(coreMutex);
         core = next;

@@ -1,0 +1,261 @@
+// stage::detail::SmallPool, the pool the objects of each worker come from: blocks, chunks that
+// are reused and given back, frees from other threads, and the allocator over the process pool.
+// The pool is tested on its own instances, so that the sanitizer build (where the library's
+// objects bypass the process pool) exercises it too, with ASan poisoning of free blocks.
+
+#include <stage/detail/pool.h>
+
+#include <QtTest/QtTest>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+using stage::detail::SmallPool;
+
+namespace {
+
+constexpr std::size_t kUsable = SmallPool::kChunkBytes - 64; // a chunk less its header
+
+std::size_t blocksPerChunk(std::size_t bytes)
+{
+    const std::size_t block = (bytes + 15) / 16 * 16;
+    return kUsable / block;
+}
+
+} // namespace
+
+class tst_Pool : public QObject
+{
+    Q_OBJECT
+
+private slots:
+    void blocks_alignedDistinctAndCounted();
+    void zeroBytes_getsTheSmallestBlock();
+    void freedBlock_isReusedFirst();
+    void emptyChunks_goBackButOneIsKept();
+    void chunks_fillInTurnAndRelistWhenAFullOneFrees();
+    void freesFromOtherThreads_keepTheCountsExact();
+    void processPool_largeBlocksAndAllocateShared();
+};
+
+void tst_Pool::blocks_alignedDistinctAndCounted()
+{
+    SmallPool pool;
+    std::vector<std::pair<void *, std::size_t>> blocks;
+    for (std::size_t bytes = 1; bytes <= SmallPool::kMaxBytes; ++bytes) {
+        void *p = pool.allocate(bytes);
+        QVERIFY(p);
+        QCOMPARE(reinterpret_cast<std::uintptr_t>(p) % 16, std::uintptr_t(0));
+        std::memset(p, int(bytes & 0xff), bytes); // writable over its whole size (ASan checks)
+        blocks.emplace_back(p, bytes);
+    }
+    QCOMPARE(pool.liveBlocks(), SmallPool::kMaxBytes);
+    QCOMPARE(pool.chunkCount(), SmallPool::kMaxBytes / 16); // one chunk per size of 16 bytes
+    // No two blocks overlap, and none was written over by another.
+    std::sort(blocks.begin(), blocks.end());
+    for (std::size_t i = 0; i + 1 < blocks.size(); ++i)
+        QVERIFY(static_cast<char *>(blocks[i].first) + blocks[i].second <= blocks[i + 1].first);
+    for (const auto &block : blocks) {
+        const std::size_t bytes = block.second;
+        const auto *c = static_cast<const unsigned char *>(block.first);
+        QVERIFY(std::all_of(c, c + bytes, [bytes](unsigned char v) { return v == (bytes & 0xff); }));
+        pool.free(block.first, bytes);
+    }
+    QCOMPARE(pool.liveBlocks(), std::size_t(0));
+    QCOMPARE(pool.chunkCount(), SmallPool::kMaxBytes / 16); // each size keeps its (now empty) chunk
+    pool.free(nullptr, 8); // ignored
+    QCOMPARE(pool.liveBlocks(), std::size_t(0));
+}
+
+void tst_Pool::zeroBytes_getsTheSmallestBlock()
+{
+    SmallPool pool;
+    void *a = pool.allocate(0);
+    void *b = pool.allocate(16);
+    QVERIFY(a && b && a != b);
+    QCOMPARE(std::abs(static_cast<char *>(b) - static_cast<char *>(a)), std::ptrdiff_t(16)); // the same size
+    QCOMPARE(pool.chunkCount(), std::size_t(1));
+    pool.free(a, 0);
+    pool.free(b, 16);
+    QCOMPARE(pool.liveBlocks(), std::size_t(0));
+}
+
+void tst_Pool::freedBlock_isReusedFirst()
+{
+    SmallPool pool;
+    void *a = pool.allocate(200);
+    void *b = pool.allocate(200);
+    pool.free(a, 200);
+    QCOMPARE(pool.allocate(208), a); // 200 and 208 share a size
+    pool.free(a, 208);
+    pool.free(b, 200);
+    QCOMPARE(pool.liveBlocks(), std::size_t(0));
+}
+
+void tst_Pool::emptyChunks_goBackButOneIsKept()
+{
+    SmallPool pool;
+    const std::size_t perChunk = blocksPerChunk(336);
+    std::vector<void *> blocks;
+    for (std::size_t i = 0; i < 3 * perChunk + 1; ++i)
+        blocks.push_back(pool.allocate(336));
+    QCOMPARE(pool.chunkCount(), std::size_t(4));
+    QCOMPARE(pool.liveBlocks(), 3 * perChunk + 1);
+    for (void *p : blocks)
+        pool.free(p, 336);
+    QCOMPARE(pool.liveBlocks(), std::size_t(0));
+    QCOMPARE(pool.chunkCount(), std::size_t(1)); // three went back to malloc, one is kept
+
+    // The kept chunk serves the next burst from its start, before any new chunk.
+    blocks.clear();
+    for (std::size_t i = 0; i < perChunk; ++i)
+        blocks.push_back(pool.allocate(336));
+    QCOMPARE(pool.chunkCount(), std::size_t(1));
+    blocks.push_back(pool.allocate(336));
+    QCOMPARE(pool.chunkCount(), std::size_t(2));
+    for (void *p : blocks)
+        pool.free(p, 336);
+    QCOMPARE(pool.chunkCount(), std::size_t(1));
+
+    // A worker restarting in a loop (one block allocated and freed, again and again) allocates
+    // no chunk after the first.
+    for (int i = 0; i < 10'000; ++i)
+        pool.free(pool.allocate(336), 336);
+    QCOMPARE(pool.chunkCount(), std::size_t(1));
+    QCOMPARE(pool.liveBlocks(), std::size_t(0));
+}
+
+void tst_Pool::chunks_fillInTurnAndRelistWhenAFullOneFrees()
+{
+    SmallPool pool;
+    const std::size_t perChunk = blocksPerChunk(64);
+    std::vector<void *> first, second;
+    for (std::size_t i = 0; i < perChunk; ++i)
+        first.push_back(pool.allocate(64));
+    for (std::size_t i = 0; i < perChunk; ++i)
+        second.push_back(pool.allocate(64));
+    QCOMPARE(pool.chunkCount(), std::size_t(2)); // both full
+    const auto chunkOf = [](void *p) { return reinterpret_cast<std::uintptr_t>(p) / SmallPool::kChunkBytes; };
+    QVERIFY(chunkOf(first.front()) != chunkOf(second.front()));
+
+    // A block freed in the first (full) chunk makes it serve again: no third chunk.
+    void *freed = first[perChunk / 2];
+    pool.free(freed, 64);
+    QCOMPARE(pool.allocate(64), freed);
+    QCOMPARE(pool.chunkCount(), std::size_t(2));
+    // Full again: the next block needs a third chunk.
+    void *third = pool.allocate(64);
+    QCOMPARE(pool.chunkCount(), std::size_t(3));
+    pool.free(third, 64);
+    QCOMPARE(pool.chunkCount(), std::size_t(3)); // the third is now the kept empty one
+    for (void *p : first)
+        pool.free(p, 64);
+    QCOMPARE(pool.chunkCount(), std::size_t(2)); // the first went back
+    for (void *p : second)
+        pool.free(p, 64);
+    QCOMPARE(pool.chunkCount(), std::size_t(1));
+    QCOMPARE(pool.liveBlocks(), std::size_t(0));
+}
+
+void tst_Pool::freesFromOtherThreads_keepTheCountsExact()
+{
+    // Four threads allocate blocks of mixed sizes and hand half of them to a neighbour, which
+    // checks their contents and frees them; every thread also frees its own other half.
+    SmallPool pool;
+    constexpr int kThreads = 4;
+    constexpr int kRounds = 20'000;
+    struct Mailbox
+    {
+        std::mutex mutex;
+        std::vector<std::pair<std::uint64_t *, std::size_t>> blocks;
+    };
+    Mailbox boxes[kThreads];
+    std::atomic<int> corrupt{0};
+    std::atomic<int> done{0};
+    const auto check = [&](std::uint64_t *p, std::size_t bytes) {
+        for (std::size_t i = 0; i < bytes / 8; ++i) {
+            if (p[i] != reinterpret_cast<std::uintptr_t>(p) + i)
+                corrupt.fetch_add(1);
+        }
+    };
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+            std::mt19937 random(t + 1);
+            for (int i = 0; i < kRounds; ++i) {
+                const std::size_t bytes = 8 * (1 + random() % 64); // 8..512
+                auto *p = static_cast<std::uint64_t *>(pool.allocate(bytes));
+                for (std::size_t k = 0; k < bytes / 8; ++k)
+                    p[k] = reinterpret_cast<std::uintptr_t>(p) + k;
+                if (i % 2) {
+                    std::lock_guard lock(boxes[(t + 1) % kThreads].mutex);
+                    boxes[(t + 1) % kThreads].blocks.emplace_back(p, bytes);
+                } else {
+                    check(p, bytes);
+                    pool.free(p, bytes);
+                }
+                if (i % 64 == 0) {
+                    std::vector<std::pair<std::uint64_t *, std::size_t>> mine;
+                    {
+                        std::lock_guard lock(boxes[t].mutex);
+                        mine.swap(boxes[t].blocks);
+                    }
+                    for (auto [q, n] : mine) {
+                        check(q, n);
+                        pool.free(q, n);
+                    }
+                }
+            }
+            done.fetch_add(1);
+        });
+    }
+    for (auto &thread : threads)
+        thread.join();
+    for (auto &box : boxes) {
+        for (auto [q, n] : box.blocks) {
+            check(q, n);
+            pool.free(q, n);
+        }
+    }
+    QCOMPARE(done.load(), kThreads);
+    QCOMPARE(corrupt.load(), 0);
+    QCOMPARE(pool.liveBlocks(), std::size_t(0));
+    QVERIFY(pool.chunkCount() <= SmallPool::kMaxBytes / 16); // at most the kept one of each size
+}
+
+void tst_Pool::processPool_largeBlocksAndAllocateShared()
+{
+    // Above the pool's largest size, poolAllocate is ::operator new.
+    void *large = stage::detail::poolAllocate(4096);
+    std::memset(large, 1, 4096);
+    stage::detail::poolFree(large, 4096);
+
+    // allocate_shared: the block outlives the object while a weak_ptr holds the control block.
+    struct Counted
+    {
+        explicit Counted(int *alive) : alive(alive) { ++*alive; }
+        ~Counted() { --*alive; }
+        int *alive;
+        char payload[100];
+    };
+    int alive = 0;
+    std::weak_ptr<Counted> weak;
+    {
+        auto shared = std::allocate_shared<Counted>(stage::detail::PoolAllocator<Counted>(), &alive);
+        QCOMPARE(alive, 1);
+        weak = shared;
+    }
+    QCOMPARE(alive, 0);
+    QVERIFY(weak.expired());
+    weak.reset(); // frees the block (ASan would report a mismatch or a double free)
+}
+
+QTEST_GUILESS_MAIN(tst_Pool)
+#include "tst_pool.moc"
