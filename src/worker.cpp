@@ -112,6 +112,66 @@ struct BodyRun
     };
 };
 
+// libstdc++'s exception_ptr holds the address of the thrown object (its only member), and a
+// handler's type_info tells whether that handler catches an exception of a given type and where
+// its subobject is (__do_catch: what the personality routine asks while unwinding). Together they
+// read a failed body's exception without throwing it again: before, every failure paid a second
+// throw to reach what(), half of the unwinder's time in a restart loop (W5). A self-test at first
+// use checks both against a real catch; where it fails (another ABI), Stage rethrows as before.
+#if defined(__GLIBCXX__)
+const void *handlerObject(const std::exception_ptr &error, const std::type_info &handler) noexcept
+{
+    static_assert(sizeof(std::exception_ptr) == sizeof(void *), "libstdc++'s exception_ptr changed");
+    const std::type_info *thrown = error ? error.__cxa_exception_type() : nullptr;
+    if (!thrown)
+        return nullptr;
+    void *object;
+    std::memcpy(&object, &error, sizeof(object));
+    return handler.__do_catch(thrown, &object, 1) ? object : nullptr;
+}
+
+struct ProbeBase
+{
+    virtual ~ProbeBase() = default;
+    int base = 1;
+};
+struct ProbeError : ProbeBase, std::runtime_error // std::exception at a nonzero offset
+{
+    ProbeError() : std::runtime_error("probe") {}
+};
+
+bool handlerObjectWorks() noexcept
+{
+    static const bool works = [] {
+        try {
+            throw ProbeError();
+        } catch (const std::exception &e) {
+            const std::exception_ptr error = std::current_exception();
+            return handlerObject(error, typeid(std::exception)) == &e
+                && handlerObject(error, typeid(Cancelled)) == nullptr
+                && handlerObject(error, typeid(int)) == nullptr;
+        }
+    }();
+    return works;
+}
+#endif
+
+/* The std::exception (or Cancelled, for \a handler) in \a error, or null; \a known is false when
+   only a rethrow can tell. */
+template<typename E>
+const E *caughtAs(const std::exception_ptr &error, bool &known) noexcept
+{
+#if defined(__GLIBCXX__)
+    if (handlerObjectWorks()) {
+        known = true;
+        return static_cast<const E *>(handlerObject(error, typeid(E)));
+    }
+#endif
+    Q_UNUSED(error);
+    known = false;
+    return nullptr;
+}
+
 // QCoro 0.8's Task has no way to tell an empty task (no coroutine) from a finished one, and
 // awaiting an empty one dereferences a null handle. Its only member is the handle.
 WorkerExit failure(const std::exception_ptr &error)
@@ -295,7 +355,7 @@ void WorkerCore::finishBody(void *frame) noexcept
         kind = WorkerExit::Kind::Cancelled; // the common stop: no rethrow to tell what it is
         reason = QStringLiteral("cancelled");
         error = nullptr;
-    } else {
+    } else if (bool known; caughtAs<Cancelled>(error, known) || !known) {
         kind = WorkerExit::Kind::Failed;
         try {
             std::rethrow_exception(error);
@@ -312,6 +372,9 @@ void WorkerCore::finishBody(void *frame) noexcept
         } catch (...) {
             reason = describeException(error);
         }
+    } else {
+        kind = WorkerExit::Kind::Failed; // not a Cancelled: its reason without a second throw
+        reason = describeException(error);
     }
     report(kind, std::move(reason), std::move(error), frame);
 }
@@ -392,6 +455,9 @@ void WorkerCore::addEndHook(std::function<void(const WorkerExit &)> hook)
 
 QString describeException(const std::exception_ptr &error)
 {
+    bool known;
+    if (const auto *e = caughtAs<std::exception>(error, known))
+        return QString::fromUtf8(e->what());
     try {
         std::rethrow_exception(error);
     } catch (const std::exception &e) {

@@ -47,7 +47,29 @@ struct CustomError
     int code;
 };
 
-enum class Ending { Return, StdException, Int, Custom };
+/* Its std::exception is not at offset 0: the reason must come from the right subobject. */
+struct Tagged
+{
+    virtual ~Tagged() = default;
+    int tag = 5;
+};
+struct OffsetError : Tagged, std::runtime_error
+{
+    OffsetError() : std::runtime_error("boom at an offset") {}
+};
+
+/* Two std::exception bases: catch (const std::exception &) does not match it. */
+struct AmbiguousError : std::runtime_error, std::logic_error
+{
+    AmbiguousError() : std::runtime_error("runtime"), std::logic_error("logic") {}
+};
+
+/* A stage::Cancelled thrown by the body itself, with no stop requested: a failure. */
+struct OwnCancel : stage::Cancelled
+{
+};
+
+enum class Ending { Return, StdException, Int, Custom, OffsetStdException, Ambiguous, CString, CancelledWithoutStop };
 enum class RawWait { QCoroSleep, QCoroSignal };
 enum class Misuse {
     SpawnTwice,
@@ -176,6 +198,14 @@ QCoro::Task<> endOnce(stage::Worker &w, Shared *s, Ending ending, bool suspendFi
         throw 42;
     case Ending::Custom:
         throw CustomError{7};
+    case Ending::OffsetStdException:
+        throw OffsetError();
+    case Ending::Ambiguous:
+        throw AmbiguousError();
+    case Ending::CString:
+        throw "a C string";
+    case Ending::CancelledWithoutStop:
+        throw OwnCancel();
     }
 }
 
@@ -675,7 +705,12 @@ void tst_Group::restart_byTypeAndEnding_data()
     } endings[] = {{"return", Ending::Return, ""},
                    {"std_exception", Ending::StdException, "boom from the body"},
                    {"int", Ending::Int, "an exception of type int: 42"},
-                   {"custom", Ending::Custom, "an exception not derived from std::exception"}};
+                   {"custom", Ending::Custom, "an exception not derived from std::exception"},
+                   {"offset_std_exception", Ending::OffsetStdException, "boom at an offset"},
+                   {"ambiguous", Ending::Ambiguous, "an exception not derived from std::exception"},
+                   {"c_string", Ending::CString, "a C string"},
+                   {"cancelled_without_stop", Ending::CancelledWithoutStop,
+                    "stage::Cancelled was thrown without a stop request"}};
     for (const auto &t : types) {
         for (const auto &e : endings) {
             for (bool suspendFirst : {false, true}) {
