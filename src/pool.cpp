@@ -110,7 +110,6 @@ void populateChunk(void *memory) noexcept
 
 std::size_t classOf(std::size_t bytes) noexcept
 {
-    Q_ASSERT(bytes <= SmallPool::kMaxBytes);
     return bytes ? (bytes - 1) / 16 : 0;
 }
 } // namespace
@@ -150,6 +149,8 @@ std::size_t SmallPool::liveBlocks() const noexcept
 
 void *SmallPool::allocate(std::size_t bytes)
 {
+    if (Q_UNLIKELY(bytes > kMaxBytes))
+        return ::operator new(bytes);
     const std::size_t c = classOf(bytes);
     SizeClass &k = m_classes[c];
     k.mutex.lock();
@@ -194,6 +195,10 @@ void SmallPool::free(void *block, std::size_t bytes) noexcept
 {
     if (!block)
         return;
+    if (Q_UNLIKELY(bytes > kMaxBytes)) {
+        ::operator delete(block);
+        return;
+    }
     const std::size_t c = classOf(bytes);
     auto *chunk = reinterpret_cast<Chunk *>(reinterpret_cast<std::uintptr_t>(block) & ~std::uintptr_t(kChunkBytes - 1));
     Q_ASSERT(chunk->blockBytes == (c + 1) * kGranule);
@@ -237,17 +242,12 @@ SmallPool &processPool()
 
 void *poolAllocate(std::size_t bytes)
 {
-    if (bytes > SmallPool::kMaxBytes)
-        return ::operator new(bytes);
     return processPool().allocate(bytes);
 }
 
 void poolFree(void *block, std::size_t bytes) noexcept
 {
-    if (bytes > SmallPool::kMaxBytes)
-        ::operator delete(block);
-    else
-        processPool().free(block, bytes);
+    processPool().free(block, bytes);
 }
 #else
 void *poolAllocate(std::size_t bytes)

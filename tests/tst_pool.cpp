@@ -232,7 +232,14 @@ void tst_Pool::freesFromOtherThreads_keepTheCountsExact()
 
 void tst_Pool::processPool_largeBlocksAndAllocateShared()
 {
-    // Above the pool's largest size, poolAllocate is ::operator new.
+    // Above the pool's largest size, a block is ::operator new's (no chunk), here and in the
+    // process pool.
+    SmallPool pool;
+    void *big = pool.allocate(SmallPool::kMaxBytes + 1);
+    std::memset(big, 1, SmallPool::kMaxBytes + 1);
+    QCOMPARE(pool.chunkCount(), std::size_t(0));
+    QCOMPARE(pool.liveBlocks(), std::size_t(0));
+    pool.free(big, SmallPool::kMaxBytes + 1);
     void *large = stage::detail::poolAllocate(4096);
     std::memset(large, 1, 4096);
     stage::detail::poolFree(large, 4096);

@@ -53,9 +53,10 @@ public:
     SmallPool(const SmallPool &) = delete;
     SmallPool &operator=(const SmallPool &) = delete;
 
-    /* A block of at least \a bytes (1..kMaxBytes). */
+    /* A block of at least \a bytes (0 counts as 1); above kMaxBytes, ::operator new(\a bytes). */
     void *allocate(std::size_t bytes);
-    /* Gives back a block from allocate(\a bytes) of this pool. */
+    /* Gives back a block from allocate(\a bytes) of this pool, with the same \a bytes; null is
+       ignored. */
     void free(void *block, std::size_t bytes) noexcept;
 
     /* Chunks held now, including the kept empty ones. Takes each size's lock. */
