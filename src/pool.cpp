@@ -127,24 +127,24 @@ SmallPool::~SmallPool()
     }
 }
 
-std::size_t SmallPool::chunkCount() const noexcept
+std::size_t SmallPool::total(std::size_t SizeClass::*counter) const noexcept
 {
     std::size_t n = 0;
     for (const SizeClass &k : m_classes) {
         std::lock_guard lock(k.mutex);
-        n += k.chunks;
+        n += k.*counter;
     }
     return n;
 }
 
+std::size_t SmallPool::chunkCount() const noexcept
+{
+    return total(&SizeClass::chunks);
+}
+
 std::size_t SmallPool::liveBlocks() const noexcept
 {
-    std::size_t n = 0;
-    for (const SizeClass &k : m_classes) {
-        std::lock_guard lock(k.mutex);
-        n += k.live;
-    }
-    return n;
+    return total(&SizeClass::live);
 }
 
 void *SmallPool::allocate(std::size_t bytes)

@@ -76,7 +76,8 @@ private:
     static constexpr std::size_t kGranule = 16;
     static constexpr std::size_t kClasses = kMaxBytes / kGranule;
 
-    void *allocateFromNewChunk(SizeClass &k, std::size_t sizeClass); // called and returns with k locked
+    void *allocateFromNewChunk(SizeClass &k, std::size_t sizeClass); // called with k locked; unlocks it
+    std::size_t total(std::size_t SizeClass::*counter) const noexcept; // over the sizes, each under its lock
 
     SizeClass m_classes[kClasses];
 };
