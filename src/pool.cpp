@@ -2,9 +2,12 @@
 
 #include <QtCore/QtGlobal>
 
+#include <cstdint>
 #include <cstdlib>
-#if defined(Q_OS_LINUX)
+#if defined(Q_OS_UNIX)
 #include <sys/mman.h>
+#elif defined(Q_OS_WIN)
+#include <malloc.h>
 #endif
 #include <mutex>
 #include <utility>
@@ -57,18 +60,31 @@ struct SmallPool::Chunk
 
     bool hasRoom() const noexcept { return freeList || untouched + blockBytes <= kChunkBytes; }
 
-    void *take() noexcept
+    // A block, of which ASan lets the caller use \a bytes (the rest of its size stays poisoned).
+    void *take(std::size_t bytes) noexcept
     {
         ++live;
         if (FreeBlock *b = freeList) {
-            STAGE_UNPOISON(b, blockBytes);
+            STAGE_UNPOISON(b, sizeof(FreeBlock));
             freeList = b->next;
+            b->~FreeBlock();
+            STAGE_POISON(b, blockBytes);
+            STAGE_UNPOISON(b, bytes);
             return b;
         }
         void *block = reinterpret_cast<char *>(this) + untouched;
         untouched += blockBytes;
-        STAGE_UNPOISON(block, blockBytes);
+        STAGE_UNPOISON(block, bytes);
         return block;
+    }
+
+    // Lists a block given back (its object has ended).
+    void putBack(void *block) noexcept
+    {
+        STAGE_POISON(block, blockBytes);
+        STAGE_UNPOISON(block, sizeof(FreeBlock));
+        freeList = ::new (block) FreeBlock{freeList};
+        STAGE_POISON(block, blockBytes);
     }
 };
 static_assert(sizeof(SmallPool::Chunk) <= kHeaderBytes);
@@ -96,6 +112,45 @@ void unlink(SmallPool::Chunk *&head, SmallPool::Chunk *chunk) noexcept
     chunk->listed = false;
 }
 
+// Chunks are their own mappings, aligned to their size (a block's chunk is its address rounded
+// down): two chunks' worth is mapped and the ends that are not aligned are unmapped, so only the
+// chunk's own pages count against the address space, and an empty chunk goes back to the system
+// at once. (With aligned_alloc, glibc maps twice the size, and once a chunk has been unmapped it
+// raises its mmap threshold and carves later chunks from the heap, whose freed chunks cannot
+// serve an aligned request: more resident memory, found in review.)
+void *mapChunk() noexcept
+{
+    constexpr std::size_t size = SmallPool::kChunkBytes;
+#if defined(Q_OS_UNIX)
+    void *mapped = mmap(nullptr, 2 * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapped == MAP_FAILED)
+        return nullptr;
+    const auto start = reinterpret_cast<std::uintptr_t>(mapped);
+    const std::uintptr_t aligned = (start + size - 1) & ~std::uintptr_t(size - 1);
+    if (aligned > start)
+        munmap(mapped, aligned - start);
+    if (const std::uintptr_t tail = start + 2 * size - (aligned + size))
+        munmap(reinterpret_cast<void *>(aligned + size), tail);
+    return reinterpret_cast<void *>(aligned);
+#elif defined(Q_OS_WIN)
+    return _aligned_malloc(size, size);
+#else
+    return std::aligned_alloc(size, size);
+#endif
+}
+
+void unmapChunk(void *chunk) noexcept
+{
+    STAGE_UNPOISON(chunk, SmallPool::kChunkBytes);
+#if defined(Q_OS_UNIX)
+    munmap(chunk, SmallPool::kChunkBytes);
+#elif defined(Q_OS_WIN)
+    _aligned_free(chunk);
+#else
+    std::free(chunk);
+#endif
+}
+
 // Maps the whole chunk now, in one system call: on the machine of W4 (a VM) that costs about a
 // quarter less than taking a page fault for each page as the blocks get used. The chunk is about
 // to be used up anyway. Before Linux 5.14 (EINVAL), and elsewhere, pages fault in as before.
@@ -120,10 +175,8 @@ SmallPool::~SmallPool()
         qWarning("stage: a SmallPool destroyed with %zu blocks still allocated; their chunks leak", live);
     for (SizeClass &k : m_classes) {
         // A listed chunk always has a live block: an empty one becomes the spare or is freed.
-        if (k.spare) {
-            STAGE_UNPOISON(k.spare, kChunkBytes);
-            std::free(k.spare);
-        }
+        if (k.spare)
+            unmapChunk(k.spare);
     }
 }
 
@@ -156,8 +209,8 @@ void *SmallPool::allocate(std::size_t bytes)
     k.mutex.lock();
     Chunk *chunk = k.withRoom;
     if (Q_UNLIKELY(!chunk))
-        return allocateFromNewChunk(k, c);
-    void *block = chunk->take();
+        return allocateFromNewChunk(k, c, bytes);
+    void *block = chunk->take(bytes);
     ++k.live;
     if (!chunk->hasRoom())
         unlink(k.withRoom, chunk);
@@ -165,15 +218,15 @@ void *SmallPool::allocate(std::size_t bytes)
     return block;
 }
 
-void *SmallPool::allocateFromNewChunk(SizeClass &k, std::size_t sizeClass)
+void *SmallPool::allocateFromNewChunk(SizeClass &k, std::size_t sizeClass, std::size_t bytes)
 {
     Chunk *chunk = std::exchange(k.spare, nullptr);
     if (!chunk) {
         // A size that needs a second chunk is in a burst (a group starting thousands of workers):
         // its page faults are taken at once, not one page at a time.
         const bool populate = k.chunks > 0;
-        k.mutex.unlock(); // malloc outside the lock
-        void *memory = std::aligned_alloc(kChunkBytes, kChunkBytes);
+        k.mutex.unlock(); // the system calls outside the lock
+        void *memory = mapChunk();
         if (!memory)
             throw std::bad_alloc();
         chunk = new (memory) Chunk;
@@ -185,7 +238,7 @@ void *SmallPool::allocateFromNewChunk(SizeClass &k, std::size_t sizeClass)
         ++k.chunks;
     }
     link(k.withRoom, chunk);
-    void *block = chunk->take(); // a new chunk has room for many blocks
+    void *block = chunk->take(bytes); // a new chunk has room for many blocks
     ++k.live;
     k.mutex.unlock();
     return block;
@@ -205,10 +258,7 @@ void SmallPool::free(void *block, std::size_t bytes) noexcept
     SizeClass &k = m_classes[c];
     Chunk *release = nullptr;
     k.mutex.lock();
-    auto *b = static_cast<FreeBlock *>(block);
-    b->next = chunk->freeList;
-    chunk->freeList = b;
-    STAGE_POISON(block, chunk->blockBytes);
+    chunk->putBack(block);
     --k.live;
     if (--chunk->live == 0) {
         if (chunk->listed)
@@ -225,10 +275,8 @@ void SmallPool::free(void *block, std::size_t bytes) noexcept
         link(k.withRoom, chunk);
     }
     k.mutex.unlock();
-    if (release) {
-        STAGE_UNPOISON(release, kChunkBytes);
-        std::free(release);
-    }
+    if (release)
+        unmapChunk(release);
 }
 
 #if STAGE_POOL

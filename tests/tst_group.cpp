@@ -64,12 +64,44 @@ struct AmbiguousError : std::runtime_error, std::logic_error
     AmbiguousError() : std::runtime_error("runtime"), std::logic_error("logic") {}
 };
 
+/* std::exception is a private base: catch (const std::exception &) does not match it. */
+struct PrivateError : private std::runtime_error
+{
+    PrivateError() : std::runtime_error("private") {}
+};
+
+/* One virtual std::runtime_error under two paths. */
+struct DiamondLeft : virtual std::runtime_error
+{
+    DiamondLeft() : std::runtime_error("unused") {}
+};
+struct DiamondRight : virtual std::runtime_error
+{
+    DiamondRight() : std::runtime_error("unused") {}
+};
+struct DiamondError : DiamondLeft, DiamondRight
+{
+    DiamondError() : std::runtime_error("boom through a diamond") {}
+};
+
 /* A stage::Cancelled thrown by the body itself, with no stop requested: a failure. */
 struct OwnCancel : stage::Cancelled
 {
 };
 
-enum class Ending { Return, StdException, Int, Custom, OffsetStdException, Ambiguous, CString, CancelledWithoutStop };
+enum class Ending {
+    Return,
+    StdException,
+    Int,
+    Custom,
+    OffsetStdException,
+    Ambiguous,
+    CString,
+    CancelledWithoutStop,
+    PointerToStdException,
+    PrivateBase,
+    VirtualDiamond,
+};
 enum class RawWait { QCoroSleep, QCoroSignal };
 enum class Misuse {
     SpawnTwice,
@@ -206,6 +238,14 @@ QCoro::Task<> endOnce(stage::Worker &w, Shared *s, Ending ending, bool suspendFi
         throw "a C string";
     case Ending::CancelledWithoutStop:
         throw OwnCancel();
+    case Ending::PointerToStdException: {
+        static std::runtime_error pointed("pointed to");
+        throw &pointed; // a pointer: catch (const std::exception &) does not match it
+    }
+    case Ending::PrivateBase:
+        throw PrivateError();
+    case Ending::VirtualDiamond:
+        throw DiamondError();
     }
 }
 
@@ -710,7 +750,11 @@ void tst_Group::restart_byTypeAndEnding_data()
                    {"ambiguous", Ending::Ambiguous, "an exception not derived from std::exception"},
                    {"c_string", Ending::CString, "a C string"},
                    {"cancelled_without_stop", Ending::CancelledWithoutStop,
-                    "stage::Cancelled was thrown without a stop request"}};
+                    "stage::Cancelled was thrown without a stop request"},
+                   {"pointer_to_std_exception", Ending::PointerToStdException,
+                    "an exception not derived from std::exception"},
+                   {"private_base", Ending::PrivateBase, "an exception not derived from std::exception"},
+                   {"virtual_diamond", Ending::VirtualDiamond, "boom through a diamond"}};
     for (const auto &t : types) {
         for (const auto &e : endings) {
             for (bool suspendFirst : {false, true}) {

@@ -14,7 +14,7 @@
 namespace stage::detail {
 
 /*
-    A pool of blocks of 16 to 512 bytes (in steps of 16), carved from 32 KiB chunks, one list of
+    A pool of blocks of 16 to 512 bytes (in steps of 16), carved from 256 KiB chunks, one list of
     chunks per size.
 
     Why: a group that starts thousands of workers allocates a slot and a core for each on a heap
@@ -33,9 +33,12 @@ namespace stage::detail {
     - Any thread allocates and frees; a block may be freed on another thread than the one that
       allocated it. Each size has its own spin lock, held for a few instructions.
     - Every block is 16-byte aligned.
-    - Memory goes back: a chunk whose blocks are all free is returned to malloc at once, except
-      one per size, kept so that a worker restarting in a loop does not allocate a chunk each time.
-    - allocate() throws std::bad_alloc when malloc fails; free() never throws.
+    - Memory goes back: a chunk is a mapping of its own (mmap), unmapped as soon as its last
+      block is freed, except one per size, kept so that a worker restarting in a loop does not
+      map a chunk each time.
+    - allocate() throws std::bad_alloc when the system has no memory; free() never throws.
+    - Not fork-safe: a child forked while another thread holds a size's lock must not use Stage
+      before exec (malloc has fork handlers for this; the pool has none).
 
     Stage uses one process-wide pool (poolAllocate/poolFree below); tests make their own.
 */
@@ -76,7 +79,7 @@ private:
     static constexpr std::size_t kGranule = 16;
     static constexpr std::size_t kClasses = kMaxBytes / kGranule;
 
-    void *allocateFromNewChunk(SizeClass &k, std::size_t sizeClass); // called with k locked; unlocks it
+    void *allocateFromNewChunk(SizeClass &k, std::size_t sizeClass, std::size_t bytes); // called with k locked; unlocks it
     std::size_t total(std::size_t SizeClass::*counter) const noexcept; // over the sizes, each under its lock
 
     SizeClass m_classes[kClasses];
