@@ -19,6 +19,17 @@
 
 using stage::detail::SmallPool;
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TST_POOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TST_POOL_ASAN 1
+#endif
+#endif
+#ifdef TST_POOL_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace {
 
 constexpr std::size_t kUsable = SmallPool::kChunkBytes - 64; // a chunk less its header
@@ -43,6 +54,7 @@ private slots:
     void chunks_fillInTurnAndRelistWhenAFullOneFrees();
     void freesFromOtherThreads_keepTheCountsExact();
     void processPool_largeBlocksAndAllocateShared();
+    void asan_poisonsAllButTheBytesAskedFor();
 };
 
 void tst_Pool::blocks_alignedDistinctAndCounted()
@@ -262,6 +274,30 @@ void tst_Pool::processPool_largeBlocksAndAllocateShared()
     QCOMPARE(alive, 0);
     QVERIFY(weak.expired());
     weak.reset(); // frees the block (ASan would report a mismatch or a double free)
+}
+
+void tst_Pool::asan_poisonsAllButTheBytesAskedFor()
+{
+#ifndef TST_POOL_ASAN
+    QSKIP("ASan builds only");
+#else
+    SmallPool pool;
+    auto *fresh = static_cast<char *>(pool.allocate(193)); // a 208-byte block, from untouched room
+    QVERIFY(!__asan_region_is_poisoned(fresh, 193));
+    QVERIFY(__asan_address_is_poisoned(fresh + 193));
+    QVERIFY(__asan_address_is_poisoned(fresh + 207));
+    auto *other = static_cast<char *>(pool.allocate(208));
+    pool.free(fresh, 193);
+    QVERIFY(__asan_address_is_poisoned(fresh)); // freed: a use after free is caught
+    QVERIFY(__asan_address_is_poisoned(fresh + 100));
+    auto *again = static_cast<char *>(pool.allocate(200)); // the same block, from the free list
+    QCOMPARE(again, fresh);
+    QVERIFY(!__asan_region_is_poisoned(again, 200));
+    QVERIFY(__asan_address_is_poisoned(again + 200));
+    QVERIFY(!__asan_region_is_poisoned(other, 208));
+    pool.free(again, 200);
+    pool.free(other, 208);
+#endif
 }
 
 QTEST_GUILESS_MAIN(tst_Pool)
