@@ -171,8 +171,8 @@ bool handlerObjectWorks() noexcept
 }
 #endif
 
-/* The std::exception (or Cancelled, for \a handler) in \a error, or null; \a known is false when
-   only a rethrow can tell. */
+/* The E (std::exception or Cancelled) that `catch (const E &)` would bind to \a error's
+   exception, or null; \a known is false when only a rethrow can tell. */
 template<typename E>
 const E *caughtAs(const std::exception_ptr &error, bool &known) noexcept
 {
