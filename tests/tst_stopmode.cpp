@@ -128,6 +128,21 @@ bool consistent(const Group &g)
     return g.statistics().isConsistent();
 }
 
+using Body = QCoro::Task<> (*)(Counters *, stage::Mailbox<int>);
+
+/* Starts \a n workers of \a body in \a g (on \a threads threads of its own, if any) and waits
+   until each has begun. The caller checks QTest::currentTestFailed(). */
+void startAll(Group &g, StopMode mode, int n, Counters &c, const stage::Mailbox<int> &box, Body body,
+              int threads = 0)
+{
+    g.setStopMode(mode);
+    if (threads > 0)
+        g.setThreadCount(threads);
+    g.setSize(n);
+    QVERIFY(g.spawn([&c, box, body] { return body(&c, box); }));
+    QTRY_COMPARE_WITH_TIMEOUT(c.entered.load(), n, Timeout);
+}
+
 } // namespace
 
 class tst_StopMode : public QObject
@@ -177,10 +192,9 @@ void tst_StopMode::shutdown_destroyRunsDestructorsNotCatchBlocks()
     Counters c;
     stage::Mailbox<int> box;
     Group g;
-    g.setStopMode(mode);
-    g.setSize(n);
-    QVERIFY(g.spawn([&c, box] { return waitInBody(&c, box); }));
-    QTRY_COMPARE_WITH_TIMEOUT(c.entered.load(), n, Timeout);
+    startAll(g, mode, n, c, box, waitInBody);
+    if (QTest::currentTestFailed())
+        return;
 
     stage::waitFor(g.shutdown());
     QCOMPARE(g.state(), State::Stopped);
@@ -201,10 +215,9 @@ void tst_StopMode::destroy_childTaskFallsBackToUnwind()
     Counters c;
     stage::Mailbox<int> box;
     Group g;
-    g.setStopMode(StopMode::Destroy);
-    g.setSize(n);
-    QVERIFY(g.spawn([&c, box] { return waitInChild(&c, box); }));
-    QTRY_COMPARE_WITH_TIMEOUT(c.entered.load(), n, Timeout);
+    startAll(g, StopMode::Destroy, n, c, box, waitInChild);
+    if (QTest::currentTestFailed())
+        return;
 
     stage::waitFor(g.shutdown());
     // The body waited in a child task, not in a Stage awaitable of its own: unwound.
@@ -331,11 +344,9 @@ void tst_StopMode::destroy_workerThreads()
     Counters c;
     stage::Mailbox<int> box;
     Group g;
-    g.setStopMode(StopMode::Destroy);
-    g.setThreadCount(2);
-    g.setSize(n);
-    QVERIFY(g.spawn([&c, box] { return waitInBody(&c, box); }));
-    QTRY_COMPARE_WITH_TIMEOUT(c.entered.load(), n, Timeout);
+    startAll(g, StopMode::Destroy, n, c, box, waitInBody, /*threads=*/2);
+    if (QTest::currentTestFailed())
+        return;
     // Some messages in flight while the stop lands: each is processed once or stays queued.
     for (int i = 0; i < 8; ++i)
         QCOMPARE(box.trySend(i), stage::SendStatus::Sent);
@@ -398,10 +409,9 @@ void tst_StopMode::destroy_manyIdleWorkers()
     Counters c;
     stage::Mailbox<int> box;
     Group g;
-    g.setStopMode(StopMode::Destroy);
-    g.setSize(n);
-    QVERIFY(g.spawn([&c, box] { return waitInBody(&c, box); }));
-    QTRY_COMPARE_WITH_TIMEOUT(c.entered.load(), n, Timeout);
+    startAll(g, StopMode::Destroy, n, c, box, waitInBody);
+    if (QTest::currentTestFailed())
+        return;
     stage::waitFor(g.shutdown());
     QCOMPARE(c.destructed.load(), n);
     QCOMPARE(c.caught.load(), 0);
