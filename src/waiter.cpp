@@ -1,6 +1,7 @@
 #include "executor_p.h"
 #include "worker_p.h"
 
+#include <stage/detail/pool.h>
 #include <stage/detail/waiter.h>
 
 #include <mutex>
@@ -204,7 +205,7 @@ Waiter::Waiter() noexcept : m_worker(currentWorker()) {}
 // each. A block freed on another thread than the one that allocated it simply joins that
 // thread's cache. The cache is plain data (no guard on access); a second thread_local with a
 // destructor, touched when the cache is first used, frees it when the thread ends, after which
-// blocks go straight back to the allocator.
+// blocks go straight back to the pool.
 #if defined(__SANITIZE_ADDRESS__)
 #define STAGE_WAITER_CACHE 0
 #elif defined(__has_feature)
@@ -221,6 +222,19 @@ namespace {
 constexpr std::size_t kClassBytes = 64;
 constexpr std::size_t kClasses = 4;
 constexpr int kMaxCached = 128;
+
+// Classes of 64, 128, 192 and 256 bytes, from the pool: whole cache lines, each block starting
+// one, so that two threads' waiters never share a line (a producer's and its consumer's waiter
+// are written at each hand-over), and a group starting many workers gets its waiters' pages
+// mapped a chunk at a time (W4).
+std::size_t sizeClass(std::size_t size) noexcept
+{
+    return (size + kClassBytes - 1) / kClassBytes - 1; // 1..64 -> 0, 65..128 -> 1, ...
+}
+std::size_t classBytes(std::size_t c) noexcept
+{
+    return (c + 1) * kClassBytes;
+}
 
 struct FreeBlock
 {
@@ -243,7 +257,7 @@ struct WaiterCacheReaper
         for (std::size_t c = 0; c < kClasses; ++c) {
             while (FreeBlock *b = t_waiterCache.heads[c]) {
                 t_waiterCache.heads[c] = b->next;
-                ::operator delete(static_cast<void *>(b));
+                poolFree(static_cast<void *>(b), classBytes(c));
             }
             t_waiterCache.counts[c] = 0;
         }
@@ -251,17 +265,6 @@ struct WaiterCacheReaper
 };
 thread_local WaiterCacheReaper t_waiterCacheReaper;
 
-// Classes of 56, 120, 184 and 248 bytes: with malloc's 8-byte header, chunks of 64, 128, 192 and
-// 256 bytes, exactly what a waiter of that size gets from malloc anyway (W4 counts them).
-constexpr std::size_t kHeader = 8;
-std::size_t sizeClass(std::size_t size) noexcept
-{
-    return (size + kHeader + kClassBytes - 1) / kClassBytes - 1; // 1..56 -> 0, 57..120 -> 1, ...
-}
-std::size_t classBytes(std::size_t c) noexcept
-{
-    return (c + 1) * kClassBytes - kHeader;
-}
 } // namespace
 
 void *Waiter::operator new(std::size_t size)
@@ -275,15 +278,19 @@ void *Waiter::operator new(std::size_t size)
         --cache.counts[c];
         return b;
     }
-    return ::operator new(classBytes(c)); // any block of the class fits any waiter of it
+    return poolAllocate(classBytes(c)); // any block of the class fits any waiter of it
 }
 
 void Waiter::operator delete(void *block, std::size_t size) noexcept
 {
     const std::size_t c = sizeClass(size);
     WaiterCache &cache = t_waiterCache;
-    if (c >= kClasses || cache.state == 2 || cache.counts[c] >= kMaxCached) {
+    if (c >= kClasses) {
         ::operator delete(block);
+        return;
+    }
+    if (cache.state == 2 || cache.counts[c] >= kMaxCached) {
+        poolFree(block, classBytes(c));
         return;
     }
     if (cache.state == 0) {

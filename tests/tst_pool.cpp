@@ -54,6 +54,7 @@ private slots:
     void chunks_fillInTurnAndRelistWhenAFullOneFrees();
     void freesFromOtherThreads_keepTheCountsExact();
     void processPool_largeBlocksAndAllocateShared();
+    void lineSizedBlocks_startACacheLine();
     void asan_poisonsAllButTheBytesAskedFor();
 };
 
@@ -274,6 +275,44 @@ void tst_Pool::processPool_largeBlocksAndAllocateShared()
     QCOMPARE(alive, 0);
     QVERIFY(weak.expired());
     weak.reset(); // frees the block (ASan would report a mismatch or a double free)
+}
+
+void tst_Pool::lineSizedBlocks_startACacheLine()
+{
+    // A mailbox core's layout gives each side a cache line of its own, which holds only if its
+    // block starts a line: every block of a size that is a multiple of 64 does, in the first
+    // chunk and the next, and after a free.
+    SmallPool pool;
+    for (std::size_t bytes = 64; bytes <= SmallPool::kMaxBytes; bytes += 64) {
+        std::vector<void *> blocks;
+        for (std::size_t i = 0; i < blocksPerChunk(bytes) + 3; ++i) {
+            blocks.push_back(pool.allocate(bytes));
+            QCOMPARE(reinterpret_cast<std::uintptr_t>(blocks.back()) % 64, std::uintptr_t(0));
+        }
+        QCOMPARE(pool.chunkCount(), std::size_t(bytes / 64 + 1)); // two of this size, one kept of each before
+        pool.free(blocks[1], bytes);
+        QCOMPARE(pool.allocate(bytes), blocks[1]);
+        for (void *p : blocks)
+            pool.free(p, bytes);
+    }
+    QCOMPARE(pool.liveBlocks(), std::size_t(0));
+
+    // PoolAllocator<T, 64> asks for whole lines; the process pool (not in sanitizer builds,
+    // where it is ::operator new) puts them at the start of one.
+    using Line = stage::detail::PoolAllocator<char[100], 64>;
+    QCOMPARE(Line::blockBytes(1), std::size_t(128));
+    QCOMPARE(Line::blockBytes(2), std::size_t(256));
+    QCOMPARE(stage::detail::PoolAllocator<char[100]>::blockBytes(1), std::size_t(112));
+    struct Payload
+    {
+        char bytes[200];
+    };
+    auto shared = std::allocate_shared<Payload>(stage::detail::PoolAllocator<Payload, 64>());
+    std::memset(shared->bytes, 1, sizeof(shared->bytes));
+#if defined(__GLIBCXX__) && !defined(TST_POOL_ASAN) && !(defined(STAGE_POOL) && STAGE_POOL == 0)
+    // libstdc++'s control block: 16 bytes in front of the object, at the start of the block.
+    QCOMPARE((reinterpret_cast<std::uintptr_t>(shared.get()) - 16) % 64, std::uintptr_t(0));
+#endif
 }
 
 void tst_Pool::asan_poisonsAllButTheBytesAskedFor()

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <stage/detail/mailboxcore.h>
+#include <stage/detail/pool.h>
 #include <stage/detail/waiter.h>
 
 #include <QtCore/QObject>
@@ -494,7 +495,7 @@ public:
 private:
     struct Unchecked
     {};
-    Mailbox(int capacity, QObject *parent, Unchecked) : m_core(std::make_shared<Core>(capacity, parent))
+    Mailbox(int capacity, QObject *parent, Unchecked) : m_core(std::allocate_shared<Core>(detail::PoolAllocator<Core, 64>(), capacity, parent))
     {
         m_core->createObject(parent);
     }

@@ -80,12 +80,12 @@ protected:
     virtual void applyDeadLetterReason(quint64 letter, const QString &reason) = 0;
     void logDeadLetter(int failures);
 
-    // Packed: every mailbox pays for these (48 bytes in all, with the vtable pointer and the weak
-    // self-reference). The last three are read by both sides at each message: they come last, as
-    // far as possible from the counts of the make_shared control block in front, which the
-    // consumer changes at each receive (they still share its line when the block starts a 64-byte
-    // line: one allocation in four, as in the padded layout before), and the typed core keeps
-    // them off the producers' line.
+    // The layout is by cache line, for a core allocated by Mailbox: a pool block that starts a
+    // line, with the 16-byte shared_ptr control block in front (libstdc++), whose counts the
+    // consumer changes at each message (each Delivery holds a reference). Line 0 is those counts
+    // and the first 48 bytes here, which neither side reads per message; line 1 starts with the
+    // three fields that both sides read at each message and nobody writes then (closed, watched,
+    // capacity). The typed core's lines follow; see there.
 private:
     MailboxBase *m_object = nullptr;
 
@@ -99,8 +99,10 @@ private:
     std::atomic<bool> m_notifyPending{false};
     bool m_ownsObject : 1 = false;
     bool m_objectGone : 1 = false; // deleted by its parent: not recreated
+    char m_padLine0[6];            // the rest of line 0
 
 protected:
+    // Line 1:
     std::atomic<bool> m_closed{false};
 
 private:
@@ -188,6 +190,7 @@ public:
 
     ~MailboxCore() override
     {
+        checkLayout();
         if (const std::size_t lost = in.size() + out.size())
             logLost(lost);
     }
@@ -472,32 +475,27 @@ public:
         }
     };
 
-    // The layout keeps what producers write per message and what the consumer writes (or reads)
-    // per message on different 64-byte lines, with no padding wider than needed: the object is
-    // at least 16-byte aligned (malloc) and the groups' offsets are multiples of 16, so 48 bytes
-    // that neither side touches per message between two such groups, and 40 after the last one,
-    // are enough. The base class's last fields (capacity, closed, watched) are read by both sides
-    // at each message: 48 cold bytes keep them off the producers' line too. Small, because every
-    // idle worker of a group may own a mailbox (W4).
+    // Lines 1 to 4 of the block (see MailboxCoreBase): what the producers write per message and
+    // what the consumer writes (or reads) per message each have a line of their own, so that
+    // neither side's writes take the other's line away. Mailbox allocates the core with
+    // PoolAllocator<..., 64>, which puts the control block and the core in 320 bytes (5 lines)
+    // that start a line; static_asserts in ~MailboxCore() hold the offsets. (Allocated another
+    // way, a sanitizer build's core works the same, with lines shared at random.) Small, because
+    // every idle worker of a group may own a mailbox (W4).
 
-    // Neither side per message (48 bytes), between the fields of the base class that both sides
-    // read at each message and the producers' line:
+    // Line 1, after the base class's fields that both sides read (neither side per message):
     std::unique_ptr<std::condition_variable_any> room; // blocked (thread) senders; created by the first
     WaitList<SendWaiter> senders;                // inMutex; each holds a reference
     std::vector<DeadLetterRecord<T>> dead;       // auxMutex; empty (no allocation) until a message dies
-    // Producers, per message (64 bytes):
+    quint64 lastDeadLetter = 0;                  // auxMutex
+    // Line 2, the producers per message:
     std::atomic<qint64> m_pushed{0};             // inMutex
     std::atomic<qint64> queued{0};               // inMutex
     SpinMutex inMutex;
     int roomCredit = 0;                          // inMutex; room known without reading the consumers' counter
     RingQueue<Item> in;                          // inMutex
     WaitList<ReceiveWaiter> consumers;           // inMutex; each holds a reference; read per push
-    // Neither side per message (48 bytes):
-    quint64 lastDeadLetter = 0;                  // auxMutex
-    std::atomic<qint64> redelivered{0};          // the rare counters
-    std::atomic<qint64> deadLettered{0};
-    char m_padBetween[24];
-    // The consumer, per message (64 bytes; the three counts of waiters are read at each take and
+    // Line 3, the consumer per message (the three counts of waiters are read at each take and
     // written when a side starts or stops waiting):
     SpinMutex outMutex;
     std::atomic<int> waitingConsumers{0};
@@ -507,13 +505,33 @@ public:
     std::atomic<qint64> delivered{0};
     std::atomic<qint64> acknowledged{0};
     RingQueue<Item> out;                         // outMutex
-    // Neither side per message, off the line of whatever malloc puts next: 40 bytes, and malloc
-    // puts at least 8 more (a chunk header, or a size class rounded up to 16) before the next
-    // object's first byte.
+    // Line 4, neither side per message (the block's last line: the next block is another core's
+    // control block):
+    std::atomic<qint64> redelivered{0};          // the rare counters
+    std::atomic<qint64> deadLettered{0};
     std::atomic<bool> roomSignalled{false};      // written once per sleep of a blocked sender
-    char m_padAfter[39];
 
 private:
+    // The offsets the comment above the fields describes, for this ABI's types (the object
+    // starts 16 bytes into its line-aligned block). Compilers that lay out differently skip it.
+    static constexpr void checkLayout() noexcept
+    {
+#if defined(__GLIBCXX__) && defined(__x86_64__)
+        QT_WARNING_PUSH
+        QT_WARNING_DISABLE_GCC("-Winvalid-offsetof")
+        QT_WARNING_DISABLE_CLANG("-Winvalid-offsetof")
+        constexpr std::size_t line = 64, front = 16; // the control block
+        static_assert((offsetof(MailboxCore, m_closed) + front) / line == 1);
+        static_assert((offsetof(MailboxCore, m_capacity) + sizeof(int) - 1 + front) / line == 1);
+        static_assert((offsetof(MailboxCore, m_pushed) + front) % line == 0);
+        static_assert(offsetof(MailboxCore, consumers) + sizeof(consumers) - offsetof(MailboxCore, m_pushed) == line);
+        static_assert((offsetof(MailboxCore, outMutex) + front) % line == 0);
+        static_assert(offsetof(MailboxCore, out) + sizeof(out) - offsetof(MailboxCore, outMutex) == line);
+        static_assert(sizeof(MailboxCore) + front <= 5 * line);
+        QT_WARNING_POP
+#endif
+    }
+
     // Home thread, when a waiter resumes: drops it from its list if it is still there.
     template<typename W>
     void unlist(WaitList<W> &list, std::atomic<int> &waiting, W *waiter) noexcept

@@ -32,7 +32,8 @@ namespace stage::detail {
     Guarantees:
     - Any thread allocates and frees; a block may be freed on another thread than the one that
       allocated it. Each size has its own spin lock, held for a few instructions.
-    - Every block is 16-byte aligned.
+    - Every block is 16-byte aligned, and a block whose size is a multiple of 64 bytes starts a
+      cache line (chunks start one, their header is one line, and a size's blocks are contiguous).
     - Memory goes back: a chunk is a mapping of its own (mmap), unmapped as soon as its last
       block is freed, except one per size, kept so that a worker restarting in a loop does not
       map a chunk each time.
@@ -94,27 +95,42 @@ STAGE_EXPORT void *poolAllocate(std::size_t bytes);
 /* Gives back a block from poolAllocate(\a bytes), on any thread. */
 STAGE_EXPORT void poolFree(void *block, std::size_t bytes) noexcept;
 
-/* A standard allocator over the process-wide pool, for std::allocate_shared. */
-template<typename T>
+/*
+    A standard allocator over the process-wide pool, for std::allocate_shared. With \a Line = 64,
+    requests are rounded up to whole cache lines, so that (SmallPool's guarantee) every block
+    starts a cache line: for objects whose layout separates what different threads write per
+    operation (a mailbox core), which only works when the offset of the block in its line is known.
+*/
+template<typename T, std::size_t Line = 16>
 struct PoolAllocator
 {
+    static_assert(Line == 16 || Line == 64, "blocks are 16-byte aligned, or start a cache line");
     using value_type = T;
+    template<typename U>
+    struct rebind
+    {
+        using other = PoolAllocator<U, Line>;
+    };
 
     PoolAllocator() noexcept = default;
     template<typename U>
-    PoolAllocator(const PoolAllocator<U> &) noexcept
+    PoolAllocator(const PoolAllocator<U, Line> &) noexcept
     {
     }
 
+    static constexpr std::size_t blockBytes(std::size_t n) noexcept
+    {
+        return (n * sizeof(T) + Line - 1) / Line * Line;
+    }
     T *allocate(std::size_t n)
     {
         static_assert(alignof(T) <= 16, "the pool aligns blocks to 16 bytes");
-        return static_cast<T *>(poolAllocate(n * sizeof(T)));
+        return static_cast<T *>(poolAllocate(blockBytes(n)));
     }
-    void deallocate(T *p, std::size_t n) noexcept { poolFree(p, n * sizeof(T)); }
+    void deallocate(T *p, std::size_t n) noexcept { poolFree(p, blockBytes(n)); }
 
     template<typename U>
-    bool operator==(const PoolAllocator<U> &) const noexcept
+    bool operator==(const PoolAllocator<U, Line> &) const noexcept
     {
         return true;
     }
