@@ -1,7 +1,7 @@
 #pragma once
 
-// The small-block pool a group's per-worker bookkeeping comes from: its slots and the workers'
-// cores (with their shared_ptr control blocks).
+// The small-block pool a group's per-worker bookkeeping comes from: its slots, the workers' cores
+// (with their shared_ptr control blocks), mailbox cores and waiters.
 
 #include <stage/detail/spinmutex.h>
 #include <stage/global.h>
@@ -22,12 +22,14 @@ namespace stage::detail {
     W4); here a block costs a short critical section (about 40 instructions) and no per-block
     header, and a burst's chunks are mapped in one system call each (see populate in pool.cpp).
 
-    Not for objects that two threads write at high rates: blocks of one size are packed side by
-    side whichever thread allocated them (malloc keeps a thread's blocks in its own arena), and
-    nothing is aligned to a cache line. Mailbox cores and waiters stay with malloc for that reason:
-    in the pool, W1's mailbox core started a cache line, where the control block's counts share a
-    line with the fields both sides read (W1 fell from about 20 M to 11-13 M messages/s, and to
-    8 M with the producer's and the consumer's waiters side by side as well).
+    Objects that two threads write at high rates need care: blocks of one size are packed side by
+    side whichever thread allocated them (malloc keeps a thread's blocks in its own arena). Mailbox
+    cores and waiters come from here in whole cache lines (PoolAllocator<T, 64>, and the waiters'
+    classes of 64 to 256 bytes), so that each starts a line and none shares one with a neighbour;
+    the core's layout then gives the producers and the consumer a line each. (With blocks of
+    16-byte steps, W1's core landed where the control block's counts share a line with the fields
+    both sides read, and W1 fell from about 20 M to 11-13 M messages/s; to 8 M with the producer's
+    and the consumer's waiters side by side as well.)
 
     Guarantees:
     - Any thread allocates and frees; a block may be freed on another thread than the one that
