@@ -105,8 +105,9 @@ public:
             if (m_waiter->isClaimed())
                 return true; // stopped meanwhile
             if (m_state->status != State::Status::Pending || m_state->waiter) {
-                m_waiter->claim(); // settled by now, or awaited twice at once: await_resume says
-                return false;
+                // Settled by now, or awaited twice at once: await_resume says; unless the
+                // worker's stop (which claims without this lock) won since the look above.
+                return !m_waiter->claim();
             }
             m_waiter->ref();
             m_state->waiter = m_waiter.get();

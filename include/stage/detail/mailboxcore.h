@@ -287,7 +287,12 @@ public:
         waitingSenders.fetch_add(1, std::memory_order_seq_cst);
         if (isClosed() || takeRoomLocked()) {
             waitingSenders.fetch_sub(1, std::memory_order_seq_cst);
-            waiter->claim();
+            // The worker's stop claims without this lock: it may have won since the look above.
+            if (!waiter->claim()) {
+                if (!isClosed() && isBounded())
+                    ++roomCredit; // the room taken goes back
+                return true; // the stop's resumption is posted
+            }
             if (!isClosed()) {
                 pushLocked(Item{std::move(*waiter->value)});
                 waiter->value.reset();
@@ -338,10 +343,8 @@ public:
             if (out.empty() && !in.empty())
                 out.swap(in);
             if (out.empty()) {
-                if (isClosed()) {
-                    waiter->claim(); // await_resume reports the close
-                    return false;
-                }
+                if (isClosed()) // await_resume reports the close, unless a stop won since the look above
+                    return !waiter->claim();
                 waiter->ref();
                 consumers.push(waiter);
                 waitingConsumers.fetch_add(1, std::memory_order_relaxed);
@@ -349,8 +352,12 @@ public:
             }
             // A message arrived meanwhile: it is this waiter's now, taken under the locks (a
             // consumer on another thread could take it before await_resume() otherwise, and
-            // this one would find an open mailbox empty).
-            waiter->claim();
+            // this one would find an open mailbox empty). Unless the worker's stop, which claims
+            // without these locks, won since the look above: its resumption is posted, and the
+            // message stays for another consumer (resuming here as well would resume the frame
+            // twice: a crash found by tst_mailboxstress, about one run in 40).
+            if (!waiter->claim())
+                return true;
             waiter->item.emplace(std::move(out.front()));
             out.pop_front();
             m_taken.store(m_taken.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
