@@ -83,9 +83,9 @@ protected:
     // The layout is by cache line, for a core allocated by Mailbox: a pool block that starts a
     // line, with the 16-byte shared_ptr control block in front (libstdc++), whose counts the
     // consumer changes at each message (each Delivery holds a reference). Line 0 is those counts
-    // and the first 48 bytes here, which neither side reads per message; line 1 starts with the
-    // three fields that both sides read at each message and nobody writes then (closed, watched,
-    // capacity). The typed core's lines follow; see there.
+    // and the first 48 bytes here, which neither side touches per message; line 1 starts with
+    // the three fields that both sides read at each message and nobody writes then (closed,
+    // watched, capacity). The typed core's lines follow; see there.
 private:
     MailboxBase *m_object = nullptr;
 
@@ -99,7 +99,12 @@ private:
     std::atomic<bool> m_notifyPending{false};
     bool m_ownsObject : 1 = false;
     bool m_objectGone : 1 = false; // deleted by its parent: not recreated
-    char m_padLine0[6];            // the rest of line 0
+
+protected:
+    std::atomic<bool> roomSignalled{false}; // written once per sleep of a blocked sender, and its wake-up
+
+private:
+    char m_padLine0[5];                     // the rest of line 0
 
 protected:
     // Line 1:
@@ -138,6 +143,14 @@ class MailboxCore final : public MailboxCoreBase
 {
 public:
     using Item = MailboxItem<T>;
+
+    // The dead letters, allocated by the first one (under auxMutex): most mailboxes never have
+    // one, and every idle worker may own a mailbox (W4).
+    struct DeadLetters
+    {
+        std::vector<DeadLetterRecord<T>> records;
+        quint64 lastId = 0;
+    };
     enum class Push { Sent, Full, Closed };
 
     // A consumer waiting for a message; a producer hands the message over through it.
@@ -391,10 +404,12 @@ public:
         quint64 id;
         {
             std::lock_guard lock(auxMutex);
-            id = ++lastDeadLetter;
-            dead.push_back(DeadLetterRecord<T>{id, std::move(item.value),
-                                               QStringLiteral("its consumer failed while holding it"),
-                                               int(item.failures)});
+            if (!dead)
+                dead = std::make_unique<DeadLetters>();
+            id = ++dead->lastId;
+            dead->records.push_back(DeadLetterRecord<T>{id, std::move(item.value),
+                                                        QStringLiteral("its consumer failed while holding it"),
+                                                        int(item.failures)});
         }
         deadLettered.fetch_add(1, std::memory_order_relaxed);
         logDeadLetter(int(item.failures));
@@ -405,13 +420,13 @@ public:
     std::vector<DeadLetterRecord<T>> takeDeadLetters()
     {
         std::lock_guard lock(auxMutex);
-        return std::exchange(dead, {});
+        return dead ? std::exchange(dead->records, {}) : std::vector<DeadLetterRecord<T>>();
     }
 
     int deadLetterCount() const override
     {
         std::lock_guard lock(auxMutex);
-        return int(dead.size());
+        return dead ? int(dead->records.size()) : 0;
     }
 
     void close() override
@@ -482,19 +497,21 @@ public:
         }
     };
 
-    // Lines 1 to 4 of the block (see MailboxCoreBase): what the producers write per message and
+    // Lines 1 to 3 of the block (see MailboxCoreBase): what the producers write per message and
     // what the consumer writes (or reads) per message each have a line of their own, so that
     // neither side's writes take the other's line away. Mailbox allocates the core with
-    // PoolAllocator<..., 64>, which puts the control block and the core in 320 bytes (5 lines)
-    // that start a line; static_asserts in ~MailboxCore() hold the offsets. (Allocated another
+    // PoolAllocator<..., 64>, which puts the control block and the core in 256 bytes (4 lines)
+    // that start a line; static_asserts in checkLayout() hold the offsets. (Allocated another
     // way, a sanitizer build's core works the same, with lines shared at random.) Small, because
     // every idle worker of a group may own a mailbox (W4).
 
     // Line 1, after the base class's fields that both sides read (neither side per message):
     std::unique_ptr<std::condition_variable_any> room; // blocked (thread) senders; created by the first
     WaitList<SendWaiter> senders;                // inMutex; each holds a reference
-    std::vector<DeadLetterRecord<T>> dead;       // auxMutex; empty (no allocation) until a message dies
-    quint64 lastDeadLetter = 0;                  // auxMutex
+    std::unique_ptr<DeadLetters> dead;           // auxMutex
+    std::atomic<qint64> redelivered{0};          // the rare counters
+    std::atomic<qint64> deadLettered{0};
+    char m_padLine1[8];
     // Line 2, the producers per message:
     std::atomic<qint64> m_pushed{0};             // inMutex
     std::atomic<qint64> queued{0};               // inMutex
@@ -512,11 +529,6 @@ public:
     std::atomic<qint64> delivered{0};
     std::atomic<qint64> acknowledged{0};
     RingQueue<Item> out;                         // outMutex
-    // Line 4, neither side per message (the block's last line: the next block is another core's
-    // control block):
-    std::atomic<qint64> redelivered{0};          // the rare counters
-    std::atomic<qint64> deadLettered{0};
-    std::atomic<bool> roomSignalled{false};      // written once per sleep of a blocked sender
 
 private:
     // The offsets the comment above the fields describes, for this ABI's types (the object
@@ -534,7 +546,8 @@ private:
         static_assert(offsetof(MailboxCore, consumers) + sizeof(consumers) - offsetof(MailboxCore, m_pushed) == line);
         static_assert((offsetof(MailboxCore, outMutex) + front) % line == 0);
         static_assert(offsetof(MailboxCore, out) + sizeof(out) - offsetof(MailboxCore, outMutex) == line);
-        static_assert(sizeof(MailboxCore) + front <= 5 * line);
+        static_assert(offsetof(MailboxCore, deadLettered) + sizeof(deadLettered) + front <= 2 * line);
+        static_assert(sizeof(MailboxCore) + front <= 4 * line);
         QT_WARNING_POP
 #endif
     }
@@ -619,7 +632,9 @@ private:
     void applyDeadLetterReason(quint64 letter, const QString &reason) override
     {
         std::lock_guard lock(auxMutex);
-        for (auto &record : dead) {
+        if (!dead)
+            return;
+        for (auto &record : dead->records) {
             if (record.id == letter) {
                 record.reason = reason;
                 return;
