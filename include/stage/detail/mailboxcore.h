@@ -616,6 +616,8 @@ private:
                     pushLocked(Item{std::move(*w->value)});
                     w->value.reset();
                     w->publish(Waiter::Outcome::Value);
+                } else {
+                    ++roomCredit; // it was stopped: the room goes to the next one
                 }
                 w->deref();
             }

@@ -92,6 +92,11 @@ STAGE_EXPORT int bodyDestructionDepth() noexcept;
     are ignored, so a frame is never resumed twice. disarm() runs on the home thread just before
     the resumption, to drop whatever sources remain. The state is reference counted because the
     sources may outlive the suspension (a queued delivery, a pool thread still computing).
+
+    An await_suspend() that finds its result ready and settles inline (returns false, no
+    suspension) must claim() too, and suspend after all if the claim is lost: the worker's stop
+    claims without the awaitable's locks, and has then posted the resumption. After an inline
+    win the waiter never runs, so disarm() does not either: nothing may be listed or armed yet.
 */
 class STAGE_EXPORT Waiter : public Job
 {
