@@ -95,6 +95,34 @@ QCoro::Task<> asker(stage::Mailbox<stage::Reply<int>> requests, std::atomic<qint
     }
 }
 
+// Runs \a step on a thread of its own, again and again (yielding when it found nothing to do),
+// until stop() or destruction: the other side of a mailbox, racing the workers.
+class BackgroundLoop
+{
+public:
+    template<typename Step>
+    explicit BackgroundLoop(Step step)
+        : m_thread([this, step]() mutable {
+              while (!m_done.load(std::memory_order_relaxed)) {
+                  if (!step())
+                      std::this_thread::yield();
+              }
+          })
+    {
+    }
+    ~BackgroundLoop() { stop(); }
+    void stop()
+    {
+        m_done.store(true, std::memory_order_relaxed);
+        if (m_thread.joinable())
+            m_thread.join();
+    }
+
+private:
+    std::atomic<bool> m_done{false};
+    std::thread m_thread;
+};
+
 // Starts 8 workers of \a factory on one group thread, and stops and restarts them from this
 // thread as fast as it can for 1.5 s, so that stops race whatever the workers are doing on
 // theirs; then shuts the group down and checks its counts.
@@ -261,18 +289,14 @@ void tst_MailboxStress::stopsRacingReceivesThatDoNotSuspend()
 {
     stage::Mailbox<int> box;
     std::atomic<qint64> received{0};
-    std::atomic<bool> done{false};
-    std::thread producer([&] {
-        for (int i = 0; !done.load(std::memory_order_relaxed); ++i) {
-            if (box.count() < 4)
-                box.trySend(i);
-            else
-                std::this_thread::yield();
-        }
+    BackgroundLoop producer([&box, i = 0]() mutable {
+        if (box.count() >= 4)
+            return false;
+        box.trySend(i++);
+        return true;
     });
     stopAndRestartRepeatedly([box, &received] { return drain(box, &received); });
-    done = true;
-    producer.join();
+    producer.stop();
     if (QTest::currentTestFailed())
         return;
     QVERIFY(received.load() > 0);
@@ -288,18 +312,14 @@ void tst_MailboxStress::stopsRacingSendsThatFindRoom()
     stage::Mailbox<int> box(2);
     std::atomic<qint64> sent{0};
     std::atomic<qint64> received{0};
-    std::atomic<bool> done{false};
-    std::thread consumer([&] {
-        while (!done.load(std::memory_order_relaxed)) {
-            if (box.tryReceive())
-                received.fetch_add(1, std::memory_order_relaxed);
-            else
-                std::this_thread::yield();
-        }
+    BackgroundLoop consumer([&] {
+        if (!box.tryReceive())
+            return false;
+        received.fetch_add(1, std::memory_order_relaxed);
+        return true;
     });
     stopAndRestartRepeatedly([box, &sent] { return sendLoop(box, &sent); });
-    done = true;
-    consumer.join();
+    consumer.stop();
     if (QTest::currentTestFailed())
         return;
     qint64 left = 0;
@@ -315,18 +335,15 @@ void tst_MailboxStress::stopsRacingRepliesSettledBeforeSuspending()
 {
     stage::Mailbox<stage::Reply<int>> requests;
     std::atomic<qint64> answered{0};
-    std::atomic<bool> done{false};
-    std::thread answerer([&] {
-        while (!done.load(std::memory_order_relaxed)) {
-            if (auto request = requests.tryReceive())
-                (**request).send(1);
-            else
-                std::this_thread::yield();
-        }
+    BackgroundLoop answerer([&] {
+        auto request = requests.tryReceive();
+        if (!request)
+            return false;
+        (**request).send(1);
+        return true;
     });
     stopAndRestartRepeatedly([requests, &answered] { return asker(requests, &answered); });
-    done = true;
-    answerer.join();
+    answerer.stop();
     if (QTest::currentTestFailed())
         return;
     QVERIFY(answered.load() > 0);
