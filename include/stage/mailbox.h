@@ -495,7 +495,8 @@ public:
 private:
     struct Unchecked
     {};
-    Mailbox(int capacity, QObject *parent, Unchecked) : m_core(std::allocate_shared<Core>(detail::PoolAllocator<Core, 64>(), capacity, parent))
+    Mailbox(int capacity, QObject *parent, Unchecked)
+        : m_core(std::allocate_shared<Core>(detail::PoolAllocator<Core, 64>(), capacity, parent)) // whole lines: see MailboxCore's layout
     {
         m_core->createObject(parent);
     }
