@@ -81,7 +81,7 @@ void GroupPrivate::launch(GroupSlot *slot)
     slot->watchdogFired = false;
     slot->inBackoff = false;
     slot->startedAt = Clock::now();
-    auto core = std::allocate_shared<detail::WorkerCore>(detail::PoolAllocator<detail::WorkerCore>(), slot->id, slot->generation, factory, homeFor(slot), this);
+    auto core = detail::WorkerCore::create(slot->id, slot->generation, factory, homeFor(slot), this);
     core->tag = slot;
     core->destroyOnStop = stopMode == StopMode::Destroy;
     core->lastHeartbeatNs.store(slot->startedAt.time_since_epoch().count(), std::memory_order_relaxed);

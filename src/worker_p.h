@@ -5,6 +5,7 @@
 
 #include "executor_p.h"
 
+#include <stage/detail/pool.h>
 #include <stage/worker.h>
 
 #include <functional>
@@ -35,6 +36,14 @@ class WorkerCore : public std::enable_shared_from_this<WorkerCore>
 public:
     WorkerCore(quint64 id, int generation, std::shared_ptr<const WorkerFactory> factory, QThread *home,
                WorkerListener *listener);
+    /* A core from the pool, with its control block: a group starting many workers allocates one
+       for each. */
+    static std::shared_ptr<WorkerCore> create(quint64 id, int generation,
+                                              const std::shared_ptr<const WorkerFactory> &factory, QThread *home,
+                                              WorkerListener *listener)
+    {
+        return std::allocate_shared<WorkerCore>(PoolAllocator<WorkerCore>(), id, generation, factory, home, listener);
+    }
     ~WorkerCore();
     WorkerCore(const WorkerCore &) = delete;
     WorkerCore &operator=(const WorkerCore &) = delete;

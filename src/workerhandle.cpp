@@ -1,7 +1,5 @@
 #include "worker_p.h"
 
-#include <stage/detail/pool.h>
-
 #include <QtCore/QThread>
 #include <QtCore/QTimer>
 
@@ -54,7 +52,7 @@ void WorkerHandlePrivate::setState(WorkerHandle::State next)
 bool WorkerHandlePrivate::launch(QThread *where)
 {
     ++generation;
-    auto next = std::allocate_shared<detail::WorkerCore>(detail::PoolAllocator<detail::WorkerCore>(), id, generation, factory, where, this);
+    auto next = detail::WorkerCore::create(id, generation, factory, where, this);
     {
         std::lock_guard lock(coreMutex);
         core = next;
