@@ -140,7 +140,7 @@ public:
 
     void startWorkers();
     void addSlots(int count);
-    void launch(GroupSlot *slot);
+    void launch(GroupSlot *slot, detail::Clock::time_point now);
     void decide(GroupSlot *slot, const WorkerExit &exit);
     void logFailure(const WorkerExit &exit);
     void retire(std::unique_ptr<GroupSlot> slot);
