@@ -9,8 +9,13 @@
 #elif defined(Q_OS_WIN)
 #include <malloc.h>
 #endif
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <utility>
+#if defined(Q_OS_LINUX)
+#include <pthread.h>
+#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 #define STAGE_POOL_ASAN 1
@@ -169,8 +174,108 @@ std::size_t classOf(std::size_t bytes) noexcept
 }
 } // namespace
 
+// The helper thread of a pool that prepares ahead: sleeps until a size in a burst asks for its
+// next chunk, then maps one and faults its pages in, while the allocating thread goes on.
+struct SmallPool::Helper
+{
+    std::mutex mutex;
+    std::condition_variable wake;
+    std::uint32_t requested = 0; // a bit per size class (under mutex)
+    bool quit = false;           // under mutex
+    std::thread thread;
+};
+static_assert(SmallPool::kMaxBytes / 16 <= 32, "a bit per size class in Helper::requested");
+
+namespace {
+// Writes each page of a fresh chunk once: a page fault each, taken under the mapping's own lock
+// (not the address space's, which MADV_POPULATE_WRITE holds for the whole call, and which the
+// allocating thread's heap growth needs). The chunk is this thread's until it is handed over.
+void faultIn(void *memory) noexcept
+{
+    constexpr std::size_t page = 4096; // the smallest page size: larger pages are only written twice
+    auto *bytes = static_cast<volatile unsigned char *>(memory);
+    for (std::size_t offset = 0; offset < SmallPool::kChunkBytes; offset += page)
+        bytes[offset] = 0;
+}
+} // namespace
+
+void SmallPool::prepareAhead(std::size_t sizeClass) noexcept
+{
+    std::call_once(m_helperStarted, [this] {
+        auto *helper = new (std::nothrow) Helper;
+        if (!helper)
+            return;
+        try {
+            helper->thread = std::thread([this, helper] {
+#if defined(Q_OS_LINUX)
+                pthread_setname_np(pthread_self(), "stage-pool");
+#endif
+                std::unique_lock lock(helper->mutex);
+                for (;;) {
+                    helper->wake.wait(lock, [helper] { return helper->quit || helper->requested; });
+                    if (helper->quit)
+                        return;
+                    const std::uint32_t requested = std::exchange(helper->requested, 0);
+                    lock.unlock();
+                    for (std::size_t c = 0; c < kClasses; ++c) {
+                        if (requested & (std::uint32_t(1) << c))
+                            prepareSpare(c);
+                    }
+                    lock.lock();
+                }
+            });
+        } catch (...) { // no thread to be had: the allocating thread faults its chunks in itself
+            delete helper;
+            return;
+        }
+        m_helper = helper;
+    });
+    if (Helper *helper = m_helper) {
+        {
+            std::lock_guard lock(helper->mutex);
+            helper->requested |= std::uint32_t(1) << sizeClass;
+        }
+        helper->wake.notify_one();
+    }
+}
+
+void SmallPool::prepareSpare(std::size_t sizeClass) noexcept
+{
+    SizeClass &k = m_classes[sizeClass];
+    {
+        std::lock_guard lock(k.mutex);
+        if (k.spare)
+            return;
+    }
+    void *memory = mapChunk();
+    if (!memory)
+        return; // the allocating thread will meet the shortage itself, and throw
+    faultIn(memory);
+    Chunk *chunk = new (memory) Chunk;
+    chunk->blockBytes = std::uint32_t((sizeClass + 1) * kGranule);
+    STAGE_POISON(static_cast<char *>(memory) + kHeaderBytes, kChunkBytes - kHeaderBytes);
+    {
+        std::lock_guard lock(k.mutex);
+        if (!k.spare) {
+            k.spare = std::exchange(chunk, nullptr);
+            ++k.chunks;
+        }
+    }
+    if (chunk) // a chunk emptied meanwhile and became the spare
+        unmapChunk(chunk);
+}
+
 SmallPool::~SmallPool()
 {
+    if (Helper *helper = m_helper) {
+        {
+            std::lock_guard lock(helper->mutex);
+            helper->quit = true;
+        }
+        helper->wake.notify_one();
+        helper->thread.join();
+        delete helper;
+    }
     if (const std::size_t live = liveBlocks())
         qWarning("stage: a SmallPool destroyed with %zu blocks still allocated; their chunks leak", live);
     for (SizeClass &k : m_classes) {
@@ -220,11 +325,13 @@ void *SmallPool::allocate(std::size_t bytes)
 
 void *SmallPool::allocateFromNewChunk(SizeClass &k, std::size_t sizeClass, std::size_t bytes)
 {
+    // A size that needs a second chunk is in a burst (a group starting thousands of workers):
+    // the next chunk is prepared ahead on the helper thread, if the pool has one; else (or when
+    // the helper is behind) this chunk's page faults are taken at once, not one page at a time.
     Chunk *chunk = std::exchange(k.spare, nullptr);
+    const bool burst = chunk ? k.chunks > 1 : k.chunks > 0;
     if (!chunk) {
-        // A size that needs a second chunk is in a burst (a group starting thousands of workers):
-        // its page faults are taken at once, not one page at a time.
-        const bool populate = k.chunks > 0;
+        const bool populate = burst;
         k.mutex.unlock(); // the system calls outside the lock
         void *memory = mapChunk();
         if (!memory)
@@ -241,6 +348,8 @@ void *SmallPool::allocateFromNewChunk(SizeClass &k, std::size_t sizeClass, std::
     void *block = chunk->take(bytes); // a new chunk has room for many blocks
     ++k.live;
     k.mutex.unlock();
+    if (burst && m_prepareAhead)
+        prepareAhead(sizeClass);
     return block;
 }
 
@@ -283,7 +392,13 @@ void SmallPool::free(void *block, std::size_t bytes) noexcept
 namespace {
 SmallPool &processPool()
 {
-    static auto *pool = new SmallPool; // leaked: blocks are freed until the very end of the process
+    // Leaked: blocks are freed until the very end of the process. STAGE_POOL_HELPER=0 turns the
+    // helper thread off (every chunk is then faulted in by the thread that needs it).
+    static auto *pool = [] {
+        bool set = false;
+        const bool helper = qEnvironmentVariableIntValue("STAGE_POOL_HELPER", &set) != 0 || !set;
+        return new SmallPool(helper);
+    }();
     return *pool;
 }
 } // namespace

@@ -29,6 +29,13 @@ using stage::detail::SmallPool;
 #ifdef TST_POOL_ASAN
 #include <sanitizer/asan_interface.h>
 #endif
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define TST_POOL_VALGRIND 1
+#endif
+#if defined(Q_OS_LINUX)
+#include <sys/resource.h>
+#endif
 
 namespace {
 
@@ -55,6 +62,8 @@ private slots:
     void freesFromOtherThreads_keepTheCountsExact();
     void processPool_largeBlocksAndAllocateShared();
     void lineSizedBlocks_startACacheLine();
+    void prepareAhead_burstFindsItsNextChunkFaultedIn();
+    void prepareAhead_leavesOneSpareAndStopsWithThePool();
     void asan_poisonsAllButTheBytesAskedFor();
 };
 
@@ -313,6 +322,88 @@ void tst_Pool::lineSizedBlocks_startACacheLine()
     // libstdc++'s control block: 16 bytes in front of the object, at the start of the block.
     QCOMPARE((reinterpret_cast<std::uintptr_t>(shared.get()) - 16) % 64, std::uintptr_t(0));
 #endif
+}
+
+namespace {
+// Page faults taken by this thread so far (Linux; elsewhere, and under valgrind, -1).
+long threadPageFaults()
+{
+#if defined(Q_OS_LINUX)
+#ifdef TST_POOL_VALGRIND
+    if (RUNNING_ON_VALGRIND)
+        return -1;
+#endif
+    rusage usage{};
+    if (getrusage(RUSAGE_THREAD, &usage) == 0)
+        return usage.ru_minflt;
+#endif
+    return -1;
+}
+} // namespace
+
+void tst_Pool::prepareAhead_burstFindsItsNextChunkFaultedIn()
+{
+    SmallPool pool(/*prepareAhead=*/true);
+    constexpr std::size_t bytes = 256;
+    const std::size_t perChunk = blocksPerChunk(bytes);
+    std::vector<void *> blocks;
+    blocks.reserve(3 * perChunk);
+    for (std::size_t i = 0; i < perChunk; ++i)
+        blocks.push_back(pool.allocate(bytes));
+    QCOMPARE(pool.chunkCount(), std::size_t(1)); // a first chunk is no burst: nothing ahead
+    QTest::qWait(50);
+    QCOMPARE(pool.chunkCount(), std::size_t(1));
+
+    blocks.push_back(pool.allocate(bytes)); // a second chunk: a burst
+    QTRY_COMPARE(pool.chunkCount(), std::size_t(3)); // the third, prepared by the helper meanwhile
+    for (std::size_t i = 1; i < perChunk; ++i) // the rest of the second
+        blocks.push_back(pool.allocate(bytes));
+    QCOMPARE(pool.chunkCount(), std::size_t(3));
+
+    // The third chunk's 64 pages were faulted in by the helper: filling it (every byte written)
+    // costs this thread next to no page fault (without the helper: one per page, or the same in
+    // the system call that populates it).
+    const long faultsBefore = threadPageFaults();
+    const auto chunkOf = [](void *p) { return reinterpret_cast<std::uintptr_t>(p) / SmallPool::kChunkBytes; };
+    for (std::size_t i = 0; i < perChunk; ++i) {
+        blocks.push_back(pool.allocate(bytes));
+        std::memset(blocks.back(), 0x5a, bytes);
+        QCOMPARE(chunkOf(blocks.back()), chunkOf(blocks[blocks.size() - 1 - i]));
+    }
+    const long faults = faultsBefore < 0 ? -1 : threadPageFaults() - faultsBefore;
+    QVERIFY(chunkOf(blocks.back()) != chunkOf(blocks[perChunk]));
+    if (faults >= 0)
+        QVERIFY2(faults < 16, qPrintable(QStringLiteral("%1 page faults while filling a prepared chunk of 64 pages").arg(faults)));
+    QTRY_COMPARE(pool.chunkCount(), std::size_t(4)); // and the burst goes on: the next is prepared
+
+    for (void *p : blocks)
+        pool.free(p, bytes);
+    QCOMPARE(pool.liveBlocks(), std::size_t(0));
+    QTRY_COMPARE(pool.chunkCount(), std::size_t(1)); // the spare only, as without the helper
+}
+
+void tst_Pool::prepareAhead_leavesOneSpareAndStopsWithThePool()
+{
+    // Bursts in several sizes at once, and pools destroyed while their helper is still at work
+    // (the destructor waits for it; ASan and LSan see every chunk unmapped or kept).
+    for (int round = 0; round < 20; ++round) {
+        SmallPool pool(/*prepareAhead=*/true);
+        std::vector<std::pair<void *, std::size_t>> blocks;
+        for (std::size_t bytes : {64, 208, 256, 128}) {
+            for (std::size_t i = 0; i < blocksPerChunk(bytes) + 1; ++i)
+                blocks.emplace_back(pool.allocate(bytes), bytes);
+        }
+        if (round % 2) { // half of the rounds: everything freed first, then only spares remain
+            for (auto [p, bytes] : blocks)
+                pool.free(p, bytes);
+            QTRY_COMPARE(pool.chunkCount(), std::size_t(4));
+            QCOMPARE(pool.liveBlocks(), std::size_t(0));
+        } else { // the other half: freed at once, and the pool destroyed while its helper may still be at work
+            QVERIFY(pool.chunkCount() >= 8);
+            for (auto [p, bytes] : blocks)
+                pool.free(p, bytes);
+        }
+    }
 }
 
 void tst_Pool::asan_poisonsAllButTheBytesAskedFor()
