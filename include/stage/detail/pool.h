@@ -41,14 +41,20 @@ namespace stage::detail {
       block is freed, except one per size (the spare), kept so that a worker restarting in a
       loop does not map a chunk each time.
     - A pool constructed with prepareAhead (the process-wide one) has a helper thread, named
-      stage-pool: when a size needs a second chunk (a burst), the helper maps its spare and
-      faults its pages in while the allocating thread goes on with the chunk it has. The
-      helper only ever fills an empty spare place, so a burst leaves no more memory behind than
-      before: one empty chunk per size. On W4's machine (a VM, where a fresh page costs 1.3 to
-      2.5 us) this takes about 16,000 page faults of 100,000 spawns off the spawning thread.
+      stage-pool: when a size starts a second chunk with none emptied in between (a burst), the
+      helper maps its spare and faults its pages in while the allocating thread goes on with the
+      chunk it has. A size going back and forth across the end of a chunk (a worker restarting
+      in a loop) is no burst and wakes nobody. The helper only fills an empty spare place: a
+      burst leaves one empty chunk per size behind (the spare, which before the helper only
+      existed once a chunk had emptied). On W4's machine (a VM, where a fresh page costs 1.3 to
+      2.5 us) this takes about 12,000 page faults of 100,000 spawns off the spawning thread.
+      The helper is started by the first burst's thread and inherits its CPU affinity and
+      scheduling policy (a spawning thread pinned to one core leaves the helper no other).
     - allocate() throws std::bad_alloc when the system has no memory; free() never throws.
-    - Not fork-safe: a child forked while another thread holds a size's lock must not use Stage
-      before exec (malloc has fork handlers for this; the pool has none).
+    - Not fork-safe: a child forked while another thread holds a size's lock, the helper
+      included (it takes them at times the application does not see), must not use Stage
+      before exec; a forked child has no helper (malloc has fork handlers for this; the pool has
+      none).
 
     Stage uses one process-wide pool (poolAllocate/poolFree below); tests make their own.
 */
@@ -60,7 +66,7 @@ public:
 
     struct Chunk; // a header, then blocks of one size
 
-    /* With \a prepareAhead, a size in a burst (one that needs a second chunk) has its next chunk
+    /* With \a prepareAhead, a size in a burst (one that starts a second chunk) has its next chunk
        mapped and faulted in ahead of use on a helper thread (started by the first burst, one per
        pool, asleep otherwise), so that the allocating thread does not take those page faults
        itself. Without it (tests that count chunks), everything happens in the caller. */
@@ -90,6 +96,7 @@ private:
         Chunk *spare = nullptr;    // one empty chunk, kept
         std::size_t chunks = 0;    // held, the spare included
         std::size_t live = 0;      // blocks handed out
+        std::size_t started = 0;   // chunks started since one last emptied: 2 or more is a burst
     };
     static constexpr std::size_t kGranule = 16;
     static constexpr std::size_t kClasses = kMaxBytes / kGranule;
