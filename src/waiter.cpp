@@ -45,12 +45,14 @@ public:
     {
         // Everywhere it may be: a frame is registered once, but a table that trusts that would
         // keep a stale entry if it ever were not, and answer for the next frame at that address.
-        for (std::size_t k = 0; k < m_pendingCount;) {
-            if (m_pending[k].frame == frame)
-                m_pending[k] = m_pending[--m_pendingCount];
-            else
-                ++k;
+        // In order: a later registration of a frame must stay later (find and flush take the
+        // latest), so no swap with the last.
+        std::size_t kept = 0;
+        for (std::size_t k = 0; k < m_pendingCount; ++k) {
+            if (m_pending[k].frame != frame)
+                m_pending[kept++] = m_pending[k];
         }
+        m_pendingCount = kept;
         if (!m_size)
             return;
         std::size_t i = indexOf(frame);

@@ -41,6 +41,7 @@ private slots:
     void registeredFrames_foundUntilUnregistered();
     void unregisteredWhileStillBatched_isForgotten();
     void reRegisteredAddress_answersForTheNewWorker();
+    void registeredTwiceWhileBatched_latestWinsAfterAnotherIsRemoved();
     void reserveWithRegistrationsBatched_keepsThem();
     void nullFrameOrWorker_isIgnored();
     void manyThreads_registerAndUnregisterTheirOwn();
@@ -131,6 +132,36 @@ void tst_FrameRegistry::reRegisteredAddress_answersForTheNewWorker()
         unregisterFrame(&f);
     QCOMPARE(workerOfFrame(&frames[0]), nullptr);
     QCOMPARE(workerOfFrame(&frames[63]), nullptr);
+}
+
+void tst_FrameRegistry::registeredTwiceWhileBatched_latestWinsAfterAnotherIsRemoved()
+{
+    // Stage registers a frame once, but the registry must not depend on it: with two
+    // registrations of one frame in the batch, removing another frame of the batch must not
+    // reorder them (found in review: a swap with the last made the older one win).
+    static FakeFrame frames[32];
+    int wrong = 0;
+    for (int attempt = 0; attempt < 16; ++attempt) { // at least one attempt lies inside one batch
+        FakeFrame *other = &frames[2 * attempt];
+        FakeFrame *twice = &frames[2 * attempt + 1];
+        registerFrame(other, fakeWorker(1));
+        registerFrame(twice, fakeWorker(2));
+        registerFrame(twice, fakeWorker(3));
+        unregisterFrame(other);
+        if (workerOfFrame(twice) != fakeWorker(3))
+            ++wrong;
+        std::vector<FakeFrame> more(20); // through the table too
+        for (FakeFrame &f : more)
+            registerFrame(&f, fakeWorker(4));
+        if (workerOfFrame(twice) != fakeWorker(3))
+            ++wrong;
+        for (FakeFrame &f : more)
+            unregisterFrame(&f);
+        unregisterFrame(twice);
+        if (workerOfFrame(twice) != nullptr)
+            ++wrong;
+    }
+    QCOMPARE(wrong, 0);
 }
 
 void tst_FrameRegistry::reserveWithRegistrationsBatched_keepsThem()
