@@ -64,6 +64,15 @@ struct SmallPool::Chunk
     std::uint32_t blockBytes = 0;
     bool listed = false;
 
+    // Starts a chunk in fresh \a memory (kChunkBytes, aligned to it), for blocks of \a bytes.
+    static Chunk *create(void *memory, std::size_t bytes) noexcept
+    {
+        auto *chunk = new (memory) Chunk;
+        chunk->blockBytes = std::uint32_t(bytes);
+        STAGE_POISON(static_cast<char *>(memory) + kHeaderBytes, kChunkBytes - kHeaderBytes);
+        return chunk;
+    }
+
     bool hasRoom() const noexcept { return freeList || untouched + blockBytes <= kChunkBytes; }
 
     // A block, of which ASan lets the caller use \a bytes (the rest of its size stays poisoned).
@@ -254,9 +263,7 @@ void SmallPool::prepareSpare(std::size_t sizeClass) noexcept
     if (!memory)
         return; // the allocating thread will meet the shortage itself, and throw
     faultIn(memory);
-    Chunk *chunk = new (memory) Chunk;
-    chunk->blockBytes = std::uint32_t((sizeClass + 1) * kGranule);
-    STAGE_POISON(static_cast<char *>(memory) + kHeaderBytes, kChunkBytes - kHeaderBytes);
+    Chunk *chunk = Chunk::create(memory, (sizeClass + 1) * kGranule);
     {
         std::lock_guard lock(k.mutex);
         if (!k.spare) {
@@ -342,9 +349,7 @@ void *SmallPool::allocateFromNewChunk(SizeClass &k, std::size_t sizeClass, std::
         void *memory = mapChunk();
         if (!memory)
             throw std::bad_alloc();
-        chunk = new (memory) Chunk;
-        chunk->blockBytes = std::uint32_t((sizeClass + 1) * kGranule);
-        STAGE_POISON(static_cast<char *>(memory) + kHeaderBytes, kChunkBytes - kHeaderBytes);
+        chunk = Chunk::create(memory, (sizeClass + 1) * kGranule);
         if (populate)
             populateChunk(memory);
         k.mutex.lock(); // another thread may have listed a chunk meanwhile: both serve
