@@ -218,24 +218,7 @@ void SmallPool::prepareAhead(std::size_t sizeClass) noexcept
         if (!helper)
             return;
         try {
-            helper->thread = std::thread([this, helper] {
-#if defined(Q_OS_LINUX)
-                pthread_setname_np(pthread_self(), "stage-pool");
-#endif
-                std::unique_lock lock(helper->mutex);
-                for (;;) {
-                    helper->wake.wait(lock, [helper] { return helper->quit || helper->requested; });
-                    if (helper->quit)
-                        return;
-                    const std::uint32_t requested = std::exchange(helper->requested, 0);
-                    lock.unlock();
-                    for (std::size_t c = 0; c < kClasses; ++c) {
-                        if (requested & (std::uint32_t(1) << c))
-                            prepareSpare(c);
-                    }
-                    lock.lock();
-                }
-            });
+            helper->thread = std::thread([this, helper] { runHelper(helper); });
         } catch (...) { // no thread to be had: the allocating thread faults its chunks in itself
             delete helper;
             return;
@@ -248,6 +231,26 @@ void SmallPool::prepareAhead(std::size_t sizeClass) noexcept
             helper->requested |= std::uint32_t(1) << sizeClass;
         }
         helper->wake.notify_one();
+    }
+}
+
+void SmallPool::runHelper(Helper *helper) noexcept
+{
+#if defined(Q_OS_LINUX)
+    pthread_setname_np(pthread_self(), "stage-pool");
+#endif
+    std::unique_lock lock(helper->mutex);
+    for (;;) {
+        helper->wake.wait(lock, [helper] { return helper->quit || helper->requested; });
+        if (helper->quit)
+            return;
+        const std::uint32_t requested = std::exchange(helper->requested, 0);
+        lock.unlock();
+        for (std::size_t c = 0; c < kClasses; ++c) {
+            if (requested & (std::uint32_t(1) << c))
+                prepareSpare(c);
+        }
+        lock.lock();
     }
 }
 

@@ -104,6 +104,7 @@ private:
     void *allocateFromNewChunk(SizeClass &k, std::size_t sizeClass, std::size_t bytes); // called with k locked; unlocks it
     struct Helper;
     void prepareAhead(std::size_t sizeClass) noexcept; // asks the helper for a spare of this size
+    void runHelper(Helper *helper) noexcept;           // the helper thread: waits for requests, serves them
     void prepareSpare(std::size_t sizeClass) noexcept; // the helper thread: maps and faults one in
     std::size_t total(std::size_t SizeClass::*counter) const noexcept; // over the sizes, each under its lock
 
