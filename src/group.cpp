@@ -1,4 +1,6 @@
 #include "group_p.h"
+#include "node_p.h"
+#include "signalqueue_p.h"
 
 #include <stage/supervisor.h>
 
@@ -60,6 +62,61 @@ void GroupPrivate::startWorkers()
     addSlots(size);
     if (heartbeatTimeout > 0)
         watchdog.start(std::max(1, heartbeatTimeout / 4));
+    probeStart();
+    updateRunningState();
+}
+
+namespace {
+/* A reference to an executor, given back when the job holding it runs or is dropped. */
+struct ExecutorRef
+{
+    explicit ExecutorRef(detail::Executor *e) : executor(e) {}
+    ExecutorRef(ExecutorRef &&o) noexcept : executor(std::exchange(o.executor, nullptr)) {}
+    ExecutorRef(const ExecutorRef &) = delete;
+    ~ExecutorRef()
+    {
+        if (executor)
+            executor->deref();
+    }
+    detail::Executor *executor;
+};
+} // namespace
+
+/*
+    The group counts as started (Starting -> Running) once every worker of this start has reached
+    its first suspension, or ended, without failing. Each home thread runs its posted starts in
+    order, so a probe posted after them runs once they have; it then posts back to the group's
+    thread, behind the ends those starts reported, so that a worker that failed at once is
+    decided (under a supervisor: the group fails) before the group would count as started.
+*/
+void GroupPrivate::probeStart()
+{
+    const quint64 epoch = ++startEpoch;
+    std::vector<QThread *> homes = threads;
+    if (homes.empty())
+        homes.push_back(q->thread());
+    startProbes = 0;
+    const QPointer<Group> group(q);
+    for (QThread *home : homes) {
+        detail::Executor *there = detail::Executor::acquire(home);
+        if (!there)
+            continue;
+        ++startProbes;
+        executor->ref();
+        there->post(detail::makeJob([group, epoch, owner = ExecutorRef(executor), self = ExecutorRef(there)] {
+            owner.executor->post(detail::makeJob([group, epoch] {
+                if (group)
+                    group->d->onStartProbe(epoch);
+            }));
+        }));
+    }
+}
+
+void GroupPrivate::onStartProbe(quint64 epoch)
+{
+    if (epoch != startEpoch || --startProbes > 0)
+        return;
+    detail::SignalScope scope;
     updateRunningState();
 }
 
@@ -111,9 +168,11 @@ void GroupPrivate::updateRunningState()
         setState(Group::State::Stopped, QStringLiteral("every worker has ended for good"));
         watchdog.stop();
         if (!destroying)
-            emit q->stopped();
+            detail::SignalScope::emitLater(q, &Group::stopped);
         return;
     }
+    if (state() == Group::State::Starting && startProbes > 0)
+        return; // not started yet (probeStart())
     if (anyBackoff)
         setState(Group::State::Restarting, QStringLiteral("a worker waits for its restart"));
     else
@@ -122,6 +181,7 @@ void GroupPrivate::updateRunningState()
 
 void GroupPrivate::workerEnded(const std::shared_ptr<detail::WorkerCore> &core, WorkerExit exit)
 {
+    detail::SignalScope scope;
     auto *slot = static_cast<GroupSlot *>(core->tag);
     if (!slot) { // reported abandoned earlier; the statistics counted it then
         abandonedCores.erase(std::remove(abandonedCores.begin(), abandonedCores.end(), core), abandonedCores.end());
@@ -156,15 +216,44 @@ void GroupPrivate::workerEnded(const std::shared_ptr<detail::WorkerCore> &core, 
         break;
     }
     markDirty();
+    announceThenDecide(slot, exit, scope);
+}
 
+void GroupPrivate::announceThenDecide(GroupSlot *slot, const WorkerExit &exit, detail::SignalScope &scope)
+{
     static const QMetaMethod finishedSignal = QMetaMethod::fromSignal(&Group::workerFinished);
-    if (!destroying && q->isSignalConnected(finishedSignal)) {
-        QPointer<Group> alive(q);
-        emit q->workerFinished(exit);
-        if (!alive)
-            return; // a slot deleted the group
+    if (destroying || !q->isSignalConnected(finishedSignal)) {
+        decide(slot, exit);
+        return;
     }
+    detail::SignalScope::emitLater(q, &Group::workerFinished, exit);
+    if (!scope.isOutermost()) {
+        decide(slot, exit); // inside another operation: the slots run after it, and after this decision
+        return;
+    }
+    // The slots run now, before the decision: they may delete the group, resize it, shut it down.
+    const QPointer<Group> alive(q);
+    const quint64 epoch = slotEpoch;
+    const quint64 id = slot->id;
+    const int generation = slot->generation;
+    scope.flushNow();
+    if (!alive)
+        return;
+    if (slotEpoch != epoch && !isLiveSlot(slot, id, generation))
+        return; // freed meanwhile (a resize, a stop, a start from scratch): nothing left to decide
+    if (slot->core)
+        return; // started again meanwhile
     decide(slot, exit);
+}
+
+bool GroupPrivate::isLiveSlot(const GroupSlot *slot, quint64 id, int generation) const
+{
+    // Compare the pointer first: only a slot found in a list may be read (a freed slot's block
+    // may hold another slot by now, which the id tells apart).
+    auto same = [&](const std::unique_ptr<GroupSlot> &p) { return p.get() == slot; };
+    const bool found = std::any_of(positions.begin(), positions.end(), same)
+        || std::any_of(retiring.begin(), retiring.end(), same);
+    return found && slot->id == id && slot->generation == generation;
 }
 
 void GroupPrivate::logFailure(const WorkerExit &exit)
@@ -226,9 +315,15 @@ void GroupPrivate::decide(GroupSlot *slot, const WorkerExit &exit)
 
     const auto now = Clock::now();
     if (!intensity.allow(now, effectiveMaxRestarts(), std::chrono::milliseconds(restartPeriod))) {
-        const QString what = QStringLiteral("worker %1: %2")
-                                 .arg(exit.id)
-                                 .arg(exit.reason.isEmpty() ? QStringLiteral("ended") : exit.reason);
+        const QString what = NodePrivate::bounded(QStringLiteral("worker %1: %2")
+                                                      .arg(exit.id)
+                                                      .arg(exit.reason.isEmpty() ? QStringLiteral("ended") : exit.reason));
+        // The root cause of an escalation, with where it happened; supervisors pass it on as it is.
+        const QString name = q->objectName().isEmpty() ? QStringLiteral("its group") : q->objectName();
+        NodePrivate::get(q)->failureCause = NodePrivate::bounded(
+            QStringLiteral("worker %1 of %2: %3")
+                .arg(exit.id)
+                .arg(name, exit.reason.isEmpty() ? QStringLiteral("ended") : exit.reason));
         const QString reason = maxRestarts < 0 // supervised, escalating every failure: the failure is the reason
             ? what
             : QStringLiteral("more than %1 restart(s) within %2 ms; the last: %3")
@@ -260,6 +355,7 @@ void GroupPrivate::decide(GroupSlot *slot, const WorkerExit &exit)
 
 void GroupPrivate::onSlotTimer(GroupSlot *slot)
 {
+    detail::SignalScope scope;
     if (slot->inBackoff) {
         slot->inBackoff = false;
         if (state() == Group::State::Running || state() == Group::State::Restarting || state() == Group::State::Starting) {
@@ -273,6 +369,7 @@ void GroupPrivate::onSlotTimer(GroupSlot *slot)
 
 void GroupPrivate::abandon(GroupSlot *slot)
 {
+    detail::SignalScope scope;
     if (!slot->core)
         return;
     auto core = std::move(slot->core);
@@ -290,19 +387,9 @@ void GroupPrivate::abandon(GroupSlot *slot)
     exit.reason = QStringLiteral("did not stop within %1 ms").arg(shutdownTimeout);
     exit.id = slot->id;
     exit.generation = slot->generation;
-    if (!destroying) {
-        QPointer<Group> alive(q);
-        emit q->workerFinished(exit);
-        if (!alive)
-            return;
-    }
-    if (slot->watchdogFired && !slot->retiring && state() != Group::State::Stopping) {
-        // A hung worker that would not stop: leave its frame behind and restart by policy.
-        exit.kind = WorkerExit::Kind::Failed;
-        decide(slot, exit);
-        return;
-    }
-    decide(slot, exit);
+    // A hung worker that would not stop: its frame is left behind; an abandoned end is abnormal,
+    // so it restarts by policy.
+    announceThenDecide(slot, exit, scope);
 }
 
 void GroupPrivate::abandonAllRunning()
@@ -324,6 +411,7 @@ void GroupPrivate::abandonAllRunning()
 
 void GroupPrivate::retire(std::unique_ptr<GroupSlot> slot)
 {
+    ++slotEpoch;
     slot->retiring = true;
     if (!slot->core)
         return; // in backoff or done: nothing runs; the slot goes with its timer
@@ -335,8 +423,10 @@ void GroupPrivate::retire(std::unique_ptr<GroupSlot> slot)
 void GroupPrivate::eraseRetired(GroupSlot *slot)
 {
     auto it = std::find_if(retiring.begin(), retiring.end(), [slot](const auto &p) { return p.get() == slot; });
-    if (it != retiring.end())
+    if (it != retiring.end()) {
+        ++slotEpoch;
         retiring.erase(it);
+    }
 }
 
 void GroupPrivate::beginStop(std::chrono::milliseconds timeout, const QString &reason, bool failing)
@@ -365,6 +455,7 @@ void GroupPrivate::beginStop(std::chrono::milliseconds timeout, const QString &r
 
 void GroupPrivate::onStopDeadline()
 {
+    detail::SignalScope scope;
     abandonAllRunning();
     maybeFinishStop();
 }
@@ -374,20 +465,20 @@ void GroupPrivate::maybeFinishStop()
     if (state() != Group::State::Stopping || stats.running > 0)
         return;
     stopDeadline.disarm();
+    ++slotEpoch;
     retiring.clear();
     const bool failing = !failReason.isEmpty();
     setState(failing ? Group::State::Failed : Group::State::Stopped, failing ? failReason : QStringLiteral("shut down"));
     if (destroying)
         return;
-    QPointer<Group> alive(q);
     if (failing)
-        emit q->gaveUp(failReason);
-    if (alive)
-        emit q->stopped();
+        detail::SignalScope::emitLater(q, &Group::gaveUp, failReason);
+    detail::SignalScope::emitLater(q, &Group::stopped);
 }
 
 void GroupPrivate::watchdogTick()
 {
+    detail::SignalScope scope;
     if (heartbeatTimeout <= 0)
         return;
     const auto now = Clock::now();
@@ -419,9 +510,11 @@ void GroupPrivate::startFromScratch()
         executor = detail::Executor::current();
         executor->ref();
     }
+    ++slotEpoch;
     positions.clear();
     retiring.clear();
     failReason.clear();
+    NodePrivate::get(q)->failureCause.clear();
     setState(Group::State::Starting, QString());
     startWorkers();
 }
@@ -462,16 +555,19 @@ public:
 
 void GroupPrivate::stopThreads()
 {
+    // Every abandoned worker's late end is reported (logged), wherever it runs; the threads of
+    // those that run on the group's threads are kept until they have ended.
     AbandonedThreadKeeper *keeper = nullptr;
+    bool keepThreads = false;
     for (const auto &core : abandonedCores) {
-        if (std::find(threads.begin(), threads.end(), core->home) == threads.end())
-            continue;
         if (!keeper)
             keeper = new AbandonedThreadKeeper;
         core->listener = keeper; // its end is reported on this thread, by a posted job
         ++keeper->alive;
+        keepThreads = keepThreads || std::find(threads.begin(), threads.end(), core->home) != threads.end();
     }
-    if (keeper) {
+    abandonedCores.clear();
+    if (keepThreads) {
         keeper->threads = std::move(threads);
         threads.clear();
         return;
@@ -494,6 +590,8 @@ Group::Group(QObject *parent) : Node(parent), d(std::make_unique<GroupPrivate>(t
 
 Group::~Group()
 {
+    // What the jobs run below emit (other nodes' signals) goes out once the group is gone.
+    detail::SignalScope scope;
     d->destroying = true;
     beginDestruction(); // no signals from here on; a supervisor forgets this child
     if (d->state() == State::Starting || d->state() == State::Running || d->state() == State::Restarting)
@@ -518,8 +616,6 @@ Group::~Group()
         }
     }
     d->abandonAllRunning();
-    for (const auto &core : d->abandonedCores)
-        core->listener = nullptr;
     for (const auto &slot : d->positions)
         if (slot->core)
             slot->core->listener = nullptr;
@@ -533,6 +629,7 @@ Group::~Group()
 
 bool Group::spawnWith(WorkerFactory factory)
 {
+    detail::SignalScope scope;
     if (!d->checkThread("Group::spawn"))
         return false;
     if (!factory) {
@@ -556,6 +653,7 @@ bool Group::spawnWith(WorkerFactory factory)
 
 void Group::startNode()
 {
+    detail::SignalScope scope;
     if (!d->factory) {
         qCDebug(lcGroup) << this << "has no factory yet: it starts when spawn() is called";
         return;
@@ -567,12 +665,14 @@ void Group::startNode()
 
 void Group::stopNode(const QString &reason)
 {
+    detail::SignalScope scope;
     if (isRunning())
         d->beginStop(std::chrono::milliseconds(d->shutdownTimeout), reason, false);
 }
 
 detail::GroupShutdownAwaitable Group::shutdown(std::chrono::milliseconds timeout)
 {
+    detail::SignalScope scope;
     if (!d->checkThread("Group::shutdown"))
         return detail::GroupShutdownAwaitable(this);
     if (timeout.count() < 0)
@@ -580,7 +680,7 @@ detail::GroupShutdownAwaitable Group::shutdown(std::chrono::milliseconds timeout
     switch (d->state()) {
     case State::Idle:
         d->setState(State::Stopped, QStringLiteral("shut down before it was spawned"));
-        emit stopped();
+        detail::SignalScope::emitLater(this, &Group::stopped);
         break;
     case State::Starting:
     case State::Running:
@@ -602,6 +702,7 @@ int Group::size() const
 
 void Group::setSize(int size)
 {
+    detail::SignalScope scope;
     if (!d->checkThread("Group::setSize"))
         return;
     if (size < 0) {
@@ -624,7 +725,7 @@ void Group::setSize(int size)
         }
         d->updateRunningState();
     }
-    emit sizeChanged(size);
+    detail::SignalScope::emitLater(this, &Group::sizeChanged, size);
 }
 
 RestartType Group::restartType() const

@@ -4,6 +4,7 @@
 //  Not part of the Stage API. We mean it.
 
 #include "policy_p.h"
+#include "signalqueue_p.h"
 #include "worker_p.h"
 
 #include <stage/detail/pool.h>
@@ -139,8 +140,15 @@ public:
     void updateRunningState();
 
     void startWorkers();
+    void probeStart();
+    void onStartProbe(quint64 epoch);
     void addSlots(int count);
     void launch(GroupSlot *slot, detail::Clock::time_point now);
+    /* Emits workerFinished(exit) (if connected) and decides the slot's future: after the slots
+       have run when \a scope is the outermost, so that they may delete, resize or stop the
+       group first. */
+    void announceThenDecide(GroupSlot *slot, const WorkerExit &exit, detail::SignalScope &scope);
+    bool isLiveSlot(const GroupSlot *slot, quint64 id, int generation) const;
     void decide(GroupSlot *slot, const WorkerExit &exit);
     void logFailure(const WorkerExit &exit);
     void retire(std::unique_ptr<GroupSlot> slot);
@@ -174,6 +182,9 @@ public:
     QString failReason; // set when giving up: the stop then ends in Failed
     int size = 1;
     int nextSlotIndex = 0;
+    quint64 slotEpoch = 0; // changes whenever a slot may have been freed
+    quint64 startEpoch = 0; // probeStart() calls: a probe of an earlier start is stale
+    int startProbes = 0;    // probes of this start still to come back: Starting until none
     RestartType restartType = RestartType::Transient;
     Backoff backoff;
     int maxRestarts = -1;

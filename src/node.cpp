@@ -1,4 +1,5 @@
 #include "node_p.h"
+#include "signalqueue_p.h"
 #include "supervisor_p.h"
 
 #include <QtCore/QCoreApplication>
@@ -38,6 +39,7 @@ void Node::beginDestruction()
     if (nd->destroying)
         return;
     nd->destroying = true;
+    detail::SignalScope::forget(this); // its queued signals are dropped
     if (Supervisor *sv = nd->supervisor)
         SupervisorPrivate::get(sv)->childDestroyed(this);
     nd->supervisor = nullptr;
@@ -111,7 +113,8 @@ void Node::setState(State next, const QString &reason)
     // The supervisor only records the transition here and reacts from its own event-loop turn.
     if (nd->supervisor)
         SupervisorPrivate::get(nd->supervisor)->childStateChanged(this, next, reason);
-    emit stateChanged(next, reason);
+    // Queued until the operation in progress has finished (see SignalScope).
+    detail::SignalScope::emitLater(this, &Node::stateChanged, next, reason);
 }
 
 void Node::markDirty()

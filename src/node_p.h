@@ -23,8 +23,22 @@ public:
 
     void settleStoppedWaiters();
 
+    /* A reason kept in a state, a history or a signal: at most kMaxReasonLength characters (an
+       exception's text may be any length), so that what a tree keeps stays bounded. */
+    static constexpr int kMaxReasonLength = 1000;
+    static QString bounded(const QString &text)
+    {
+        if (text.size() <= kMaxReasonLength)
+            return text;
+        return text.left(kMaxReasonLength - 1) + QChar(0x2026);
+    }
+
     Node::State state = Node::State::Idle;
     QString stateReason;
+    // Why the node last entered Failed, at the root: the worker failure that started the
+    // escalation and where ("worker 12 of indexer: boom"). A supervisor passes its failed
+    // child's on unchanged, so reasons do not grow with the depth of the tree.
+    QString failureCause;
     Supervisor *supervisor = nullptr;
     std::deque<NodeEvent> history;
     int historyLimit = 32;

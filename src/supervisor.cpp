@@ -1,6 +1,7 @@
 #include "supervisor_p.h"
 
 #include <QtCore/QLoggingCategory>
+#include <QtCore/QMetaMethod>
 #include <QtCore/QPointer>
 #include <QtCore/QRandomGenerator>
 #include <QtCore/QThread>
@@ -37,38 +38,6 @@ const char *restartName(RestartType type)
     return "?";
 }
 
-/* SupervisorPrivate::find() from where the previous search ended (\a hint): a queue in start
-   order costs O(1) a node instead of O(children), O(children) a restart instead of O(children^2). */
-SupervisedChild *findFrom(std::vector<SupervisedChild> &children, Node *node, std::size_t &hint)
-{
-    const std::size_t n = children.size();
-    if (hint >= n)
-        hint = 0;
-    for (std::size_t k = 0; k < n; ++k) {
-        const std::size_t i = (hint + k) % n;
-        if (children[i].node == node) {
-            hint = i + 1;
-            return &children[i];
-        }
-    }
-    return nullptr;
-}
-
-// As findFrom(), searching backwards from \a hint: stops run in reverse start order.
-SupervisedChild *findBackFrom(std::vector<SupervisedChild> &children, Node *node, std::size_t &hint)
-{
-    const std::size_t n = children.size();
-    if (hint >= n)
-        hint = n ? n - 1 : 0;
-    for (std::size_t k = 0; k < n; ++k) {
-        const std::size_t i = (hint + n - k) % n;
-        if (children[i].node == node) {
-            hint = i ? i - 1 : n - 1;
-            return &children[i];
-        }
-    }
-    return nullptr;
-}
 } // namespace
 
 // SupervisorPrivate
@@ -81,32 +50,41 @@ bool SupervisorPrivate::checkThread(const char *function) const
     return false;
 }
 
-SupervisedChild *SupervisorPrivate::find(Node *node)
+SupervisedChild *SupervisorPrivate::find(Node *node) const
 {
-    for (auto &child : children)
-        if (child.node == node)
-            return &child;
-    return nullptr;
+    const auto it = byNode.constFind(node);
+    return it == byNode.cend() ? nullptr : &*it.value();
+}
+
+SupervisedChild *SupervisorPrivate::resolve(const ChildRef &ref) const
+{
+    SupervisedChild *child = find(ref.node);
+    return child && child->serial == ref.serial ? child : nullptr;
 }
 
 void SupervisorPrivate::forget(Node *node)
 {
-    children.erase(std::remove_if(children.begin(), children.end(), [node](const auto &c) { return c.node == node; }),
-                   children.end());
-    stopQueue.erase(std::remove(stopQueue.begin(), stopQueue.end(), node), stopQueue.end());
-    startQueue.erase(std::remove(startQueue.begin(), startQueue.end(), node), startQueue.end());
-    exits.erase(std::remove_if(exits.begin(), exits.end(), [node](const auto &e) { return e.node == node; }),
-                exits.end());
+    const auto it = byNode.find(node);
+    if (it == byNode.end())
+        return;
+    startQueue.erase(it.value()->serial);
+    children.erase(it.value());
+    byNode.erase(it);
     if (waitingFor == node)
         waitingFor = nullptr;
+    if (startingChild == node)
+        startingChild = nullptr;
+    // The stop queue and the exits are checked when taken (resolve(), handleExit()).
 }
 
 void SupervisorPrivate::childStateChanged(Node *node, Node::State state, const QString &reason)
 {
     // Node::setState() calls this only for a node whose supervisor is q, that is a child
     // (addChild() links it after recording it; removeChild() and destruction forget it before
-    // unlinking), so the common transitions need no search of the children.
+    // unlinking).
     q->markDirty(); // runningChildren
+    if (node == startingChild && state != Node::State::Starting)
+        schedulePump(); // started, or failed to
     if (!NodePrivate::isTerminal(state))
         return;
     if (node == waitingFor) {
@@ -120,7 +98,9 @@ void SupervisorPrivate::childStateChanged(Node *node, Node::State state, const Q
         return;
     // It ended on its own: handled from the event loop, never inside the child's transition.
     const bool failed = state == Node::State::Failed;
-    exits.push_back(ChildExit{node, child->incarnation, failed, reason});
+    const QString &cause = NodePrivate::get(node)->failureCause;
+    exits.push_back(ChildExit{node, child->serial, child->incarnation, failed, reason,
+                              failed && !cause.isEmpty() ? cause : NodePrivate::bounded(reason)});
     ++stats.childExits;
     if (failed)
         ++stats.childFailures;
@@ -136,7 +116,7 @@ void SupervisorPrivate::childDestroyed(Node *node)
         return;
     qCDebug(lcSupervisor) << q << "child destroyed:" << node;
     q->markDirty();
-    emit q->childCountChanged(int(children.size()));
+    detail::SignalScope::emitLater(q, &Supervisor::childCountChanged, int(children.size()));
     schedulePump();
 }
 
@@ -148,6 +128,7 @@ void SupervisorPrivate::schedulePump()
     detail::Executor::current()->post(detail::makeJob([supervisor = QPointer<Supervisor>(q)] {
         if (!supervisor)
             return;
+        detail::SignalScope scope;
         auto *d = supervisor->d.get();
         d->pumpPosted = false;
         d->pump();
@@ -155,9 +136,10 @@ void SupervisorPrivate::schedulePump()
 }
 
 /*
-    Drives the one operation in progress (stops in order, the backoff, starts in order), then
-    handles the next recorded exit, which may begin another operation. Reentrant calls (a child
-    stopping synchronously, a slot calling back) only ask for another round.
+    Drives the one operation in progress (stops in order, the backoff, starts in order, each
+    child started before the next), then handles the next recorded exit, which may begin another
+    operation. Reentrant calls (a child stopping synchronously) only ask for another round. No
+    user code runs inside: signals wait for the end of the operation (SignalScope).
 */
 void SupervisorPrivate::pump()
 {
@@ -168,42 +150,32 @@ void SupervisorPrivate::pump()
         return;
     }
     pumping = true;
-    QPointer<Supervisor> alive(q);
     do {
         pumpAgain = false;
         if (!pumpStops())
             break;
         if (after != After::Nothing) {
             finish();
-            if (!alive)
-                return;
-            continue; // ends the loop, unless a slot of gaveUp()/stopped() started it again
+            break;
         }
         if (backoffPending)
             break;
-        if (!startQueue.empty()) {
-            const auto queue = std::exchange(startQueue, {});
-            std::size_t hint = 0;
-            for (Node *node : queue) {
-                if (SupervisedChild *child = findFrom(children, node, hint))
-                    startChild(*child, /*restart=*/q->state() != Node::State::Starting);
-                if (!alive)
-                    return;
-                if (after != After::Nothing || !startQueue.empty())
-                    break; // a slot shut the supervisor down meanwhile
-            }
-            if (after != After::Nothing) {
-                pumpAgain = true;
-                continue;
-            }
-        }
+        pumpStarts();
         updateRunningState();
         if (!exits.empty() && q->isRunning()) {
-            const ChildExit exit = exits.front();
+            ChildExit &front = exits.front();
+            static const QMetaMethod exitedSignal = QMetaMethod::fromSignal(&Supervisor::childExited);
+            if (!front.announced && q->isSignalConnected(exitedSignal)) {
+                // The slots run before the decision, which the next turn takes: one that shuts
+                // the supervisor down (or removes the child) means nothing restarts.
+                front.announced = true;
+                detail::SignalScope::emitLater(q, &Supervisor::childExited, front.node, front.failed, front.reason);
+                schedulePump();
+                break;
+            }
+            const ChildExit exit = std::move(front);
             exits.pop_front();
             handleExit(exit);
-            if (!alive)
-                return;
             pumpAgain = true;
         }
     } while (pumpAgain);
@@ -218,12 +190,13 @@ bool SupervisorPrivate::pumpStops()
         waitingFor = nullptr;
     }
     while (!stopQueue.empty()) {
-        Node *node = stopQueue.front();
+        const ChildRef ref = stopQueue.front();
         stopQueue.pop_front();
-        SupervisedChild *child = findBackFrom(children, node, stopHint);
+        SupervisedChild *child = resolve(ref);
         if (!child)
             continue;
         child->stopRequested = true;
+        Node *node = child->node;
         if (NodePrivate::isTerminal(node->state()))
             continue;
         node->stopNode(after == After::Nothing ? QStringLiteral("stopped by its supervisor for a restart")
@@ -236,25 +209,47 @@ bool SupervisorPrivate::pumpStops()
     return true;
 }
 
+void SupervisorPrivate::pumpStarts()
+{
+    if (startingChild) {
+        if (startingChild->state() == Node::State::Starting)
+            return;
+        startingChild = nullptr; // started; or it failed, and its exit is handled first (below)
+    }
+    // OTP's rule: a start sequence goes on only while the children it starts start. An exit
+    // (a child that failed to start, or any other) is decided before the next start, so that a
+    // RestForOne child never runs while one it depends on cannot start.
+    if (startQueue.empty())
+        restartingFor = kNoChild;
+    while (!startQueue.empty() && exits.empty()) {
+        const auto first = startQueue.begin();
+        const quint64 serial = first->first;
+        const PendingStart pending = first->second;
+        startQueue.erase(first);
+        SupervisedChild *child = resolve(ChildRef{pending.node, serial});
+        if (!child)
+            continue;
+        startChild(*child, pending.restart);
+        if (pending.node->state() == Node::State::Starting) {
+            startingChild = pending.node;
+            return;
+        }
+    }
+}
+
 void SupervisorPrivate::handleExit(const ChildExit &exit)
 {
     SupervisedChild *child = find(exit.node);
-    if (!child || child->incarnation != exit.incarnation)
-        return; // removed, or started again since (a sibling's restart covered it)
+    if (!child || child->serial != exit.serial || child->incarnation != exit.incarnation || child->stopRequested)
+        return; // removed, started again since, or stopped for a sibling's restart (which covers it), as in OTP
+    if (!q->isRunning() || after != After::Nothing)
+        return; // a slot of childExited() shut the supervisor down (or stopped it): nothing restarts
     Node *node = child->node;
     const RestartType restartType = child->restart;
-    {
-        QPointer<Supervisor> alive(q);
-        emit q->childExited(node, exit.failed, exit.reason);
-        if (!alive || !(child = find(node)) || child->incarnation != exit.incarnation)
-            return;
-        if (!q->isRunning() || after != After::Nothing)
-            return; // a slot shut the supervisor down (or stopped it): nothing restarts
-    }
     const bool restart = restartType == RestartType::Permanent || (restartType == RestartType::Transient && exit.failed);
     if (exit.failed)
         qCInfo(lcSupervisor, "Supervisor %s: child %s failed: %s", qPrintable(nameOf(q)), qPrintable(nameOf(node)),
-               qPrintable(exit.reason));
+               qPrintable(exit.cause));
     if (!restart) {
         qCDebug(lcSupervisor, "Supervisor %s: child %s ended; %s: not restarted", qPrintable(nameOf(q)),
                 qPrintable(nameOf(node)), restartName(restartType));
@@ -263,11 +258,14 @@ void SupervisorPrivate::handleExit(const ChildExit &exit)
 
     const auto now = Clock::now();
     if (!intensity.allow(now, maxRestarts, std::chrono::milliseconds(restartPeriod))) {
-        const QString reason = QStringLiteral("more than %1 restart(s) within %2 ms; the last: %3: %4")
+        // The child named once and the root cause once: a reason does not grow with the depth.
+        const QString cause = exit.cause.isEmpty() ? QStringLiteral("ended") : exit.cause;
+        const QString reason = QStringLiteral("more than %1 restart(s) within %2 ms; the last: %3 %4: %5")
                                    .arg(maxRestarts)
                                    .arg(restartPeriod)
-                                   .arg(nameOf(node))
-                                   .arg(exit.reason.isEmpty() ? QStringLiteral("ended") : exit.reason);
+                                   .arg(nameOf(node), exit.failed ? QStringLiteral("failed") : QStringLiteral("ended"),
+                                        cause);
+        NodePrivate::get(q)->failureCause = exit.failed ? exit.cause : NodePrivate::bounded(nameOf(node) + QStringLiteral(": ") + cause);
         ++stats.escalations;
         qCWarning(lcSupervisor, "Supervisor %s: giving up: %s", qPrintable(nameOf(q)), qPrintable(reason));
         beginStopAll(reason, /*failing=*/true);
@@ -279,22 +277,25 @@ void SupervisorPrivate::handleExit(const ChildExit &exit)
     ++streak;
     lastRestart = now;
 
-    const auto index = std::size_t(child - children.data());
     switch (strategy) {
     case Supervisor::Strategy::OneForOne:
-        startQueue.push_back(node);
+        startQueue.insert_or_assign(child->serial, PendingStart{node, true});
         break;
     case Supervisor::Strategy::OneForAll:
     case Supervisor::Strategy::RestForOne: {
         // Stop the siblings concerned in reverse start order, then start them all in start order;
         // temporary siblings are stopped and not started again.
-        const std::size_t first = strategy == Supervisor::Strategy::OneForAll ? 0 : index;
-        for (std::size_t i = children.size(); i-- > first;)
-            if (i != index)
-                stopQueue.push_back(children[i].node);
-        for (std::size_t i = first; i < children.size(); ++i)
-            if (i == index || children[i].restart != RestartType::Temporary)
-                startQueue.push_back(children[i].node);
+        const auto self = byNode.value(node);
+        restartingFor = child->serial;
+        const auto first = strategy == Supervisor::Strategy::OneForAll ? children.begin() : self;
+        for (auto it = children.end(); it != first;) {
+            --it;
+            if (it != self)
+                stopQueue.push_back(ChildRef{it->node, it->serial});
+        }
+        for (auto it = first; it != children.end(); ++it)
+            if (it == self || it->restart != RestartType::Temporary)
+                startQueue.insert_or_assign(it->serial, PendingStart{it->node, true});
         break;
     }
     }
@@ -315,11 +316,13 @@ void SupervisorPrivate::beginStopAll(const QString &reason, bool failing)
     backoffTimer.stop();
     backoffPending = false;
     startQueue.clear();
+    startingChild = nullptr;
+    restartingFor = kNoChild;
     exits.clear();
     // Every child, in reverse start order (those already stopped are skipped as they come).
     stopQueue.clear();
     for (auto it = children.rbegin(); it != children.rend(); ++it)
-        stopQueue.push_back(it->node);
+        stopQueue.push_back(ChildRef{it->node, it->serial});
     q->setState(Node::State::Stopping, reason);
     pump();
 }
@@ -333,7 +336,7 @@ void SupervisorPrivate::startChild(SupervisedChild &child, bool restart)
         ++stats.childrenRestarted;
     node->startNode();
     if (restart && !destroying)
-        emit q->childRestarted(node);
+        detail::SignalScope::emitLater(q, &Supervisor::childRestarted, node);
 }
 
 void SupervisorPrivate::finish()
@@ -345,18 +348,17 @@ void SupervisorPrivate::finish()
     q->markDirty();
     if (destroying)
         return;
-    QPointer<Supervisor> alive(q);
     if (failed) {
         if (!q->supervisor())
             qCWarning(lcSupervisor, "Supervisor %s (root) failed: %s", qPrintable(nameOf(q)), qPrintable(reason));
-        emit q->gaveUp(reason);
+        detail::SignalScope::emitLater(q, &Supervisor::gaveUp, reason);
     }
-    if (alive)
-        emit q->stopped();
+    detail::SignalScope::emitLater(q, &Supervisor::stopped);
 }
 
 void SupervisorPrivate::onBackoff()
 {
+    detail::SignalScope scope;
     backoffPending = false;
     pump();
 }
@@ -365,7 +367,7 @@ void SupervisorPrivate::updateRunningState()
 {
     if (!q->isRunning())
         return;
-    const bool busy = waitingFor || !stopQueue.empty() || !startQueue.empty() || backoffPending;
+    const bool busy = waitingFor || startingChild || !stopQueue.empty() || !startQueue.empty() || backoffPending;
     if (!busy)
         q->setState(Node::State::Running, QString());
 }
@@ -383,6 +385,7 @@ Supervisor::Supervisor(Strategy strategy, QObject *parent) : Node(parent), d(std
 
 Supervisor::~Supervisor()
 {
+    detail::SignalScope scope; // what the children's stops emit goes out once this is gone
     d->destroying = true;
     beginDestruction();
     d->backoffTimer.stop();
@@ -390,6 +393,7 @@ Supervisor::~Supervisor()
     // shutdownTimeout, a supervisor by deleting its own children the same way).
     while (!d->children.empty()) {
         Node *node = d->children.back().node;
+        d->byNode.remove(node);
         d->children.pop_back();
         NodePrivate::get(node)->supervisor = nullptr;
         delete node;
@@ -429,18 +433,26 @@ bool Supervisor::addChild(Node *node, RestartType restart)
         qCWarning(lcSupervisor, "Supervisor::addChild: the supervisor has been shut down; ignored");
         return false;
     }
-    d->children.push_back(SupervisedChild{node, restart});
+    if (node->isDestroying()) {
+        qCWarning(lcSupervisor, "Supervisor::addChild: %s is being destroyed; ignored", qPrintable(nameOf(node)));
+        return false;
+    }
+    detail::SignalScope scope;
+    const quint64 serial = d->nextSerial++;
+    d->children.push_back(SupervisedChild{node, restart, serial});
+    d->byNode.insert(node, std::prev(d->children.end()));
     NodePrivate::get(node)->supervisor = this;
     node->setParent(this);
-    emit node->supervisorChanged(this);
+    detail::SignalScope::emitLater(node, &Node::supervisorChanged, this);
     markDirty();
-    emit childCountChanged(int(d->children.size()));
-    emit childAdded(node);
+    detail::SignalScope::emitLater(this, &Supervisor::childCountChanged, int(d->children.size()));
+    detail::SignalScope::emitLater(this, &Supervisor::childAdded, node);
     if (isRunning() && !node->isRunning()) {
-        if (SupervisedChild *child = d->find(node))
-            d->startChild(*child, false);
+        // After the children being started, if a start sequence is under way.
+        d->startQueue.insert_or_assign(serial, PendingStart{node, false});
+        d->pump();
     } else if (state() == State::Stopping && node->isRunning()) {
-        d->stopQueue.insert(d->stopQueue.begin(), node); // the newest child stops first
+        d->stopQueue.push_front(ChildRef{node, serial}); // the newest child stops first
         d->schedulePump();
     }
     return true;
@@ -450,20 +462,27 @@ bool Supervisor::removeChild(Node *node)
 {
     if (!d->checkThread("Supervisor::removeChild"))
         return false;
-    if (!node || !d->find(node)) {
+    SupervisedChild *child = node ? d->find(node) : nullptr;
+    if (!child) {
         qCWarning(lcSupervisor, "Supervisor::removeChild: %s is not a child of this supervisor; ignored",
                   node ? qPrintable(nameOf(node)) : "(null)");
         return false;
     }
+    detail::SignalScope scope;
+    // The child whose failure the strategy is restarting its siblings for (a OneForAll or
+    // RestForOne restart still queued, in backoff or starting): the siblings stopped for it stay
+    // stopped, as in OTP (the restart is not retried without the child).
+    if (d->restartingFor == child->serial && !d->startQueue.empty())
+        std::erase_if(d->startQueue, [](const auto &entry) { return entry.second.restart; });
     d->forget(node);
     NodePrivate::get(node)->supervisor = nullptr;
     if (node->isRunning())
         node->stopNode(QStringLiteral("removed from its supervisor"));
     node->setParent(nullptr);
-    emit node->supervisorChanged(nullptr);
+    detail::SignalScope::emitLater(node, &Node::supervisorChanged, static_cast<Supervisor *>(nullptr));
     markDirty();
-    emit childCountChanged(int(d->children.size()));
-    emit childRemoved(node);
+    detail::SignalScope::emitLater(this, &Supervisor::childCountChanged, int(d->children.size()));
+    detail::SignalScope::emitLater(this, &Supervisor::childRemoved, node);
     d->schedulePump(); // an operation may have waited for it
     return true;
 }
@@ -516,6 +535,7 @@ bool Supervisor::start()
                   state() == State::Stopping ? "stopping" : "running");
         return false;
     }
+    detail::SignalScope scope;
     startNode();
     return true;
 }
@@ -524,22 +544,26 @@ void Supervisor::startNode()
 {
     if (isRunning() || state() == State::Stopping)
         return;
+    detail::SignalScope scope;
     d->shutDown = false;
     d->intensity.clear();
     d->streak = 0;
     d->exits.clear();
     d->stopQueue.clear();
     d->waitingFor = nullptr;
+    d->startingChild = nullptr;
     d->after = SupervisorPrivate::After::Nothing;
+    NodePrivate::get(this)->failureCause.clear();
     setState(State::Starting, QString());
     d->startQueue.clear();
     for (const auto &child : d->children)
-        d->startQueue.push_back(child.node);
+        d->startQueue.emplace_hint(d->startQueue.end(), child.serial, PendingStart{child.node, false});
     d->pump();
 }
 
 void Supervisor::stopNode(const QString &reason)
 {
+    detail::SignalScope scope;
     if (isRunning())
         d->beginStopAll(reason, /*failing=*/false);
 }
@@ -548,11 +572,12 @@ detail::NodeStoppedAwaitable Supervisor::shutdown()
 {
     if (!d->checkThread("Supervisor::shutdown"))
         return stoppedAwaitable();
+    detail::SignalScope scope;
     d->shutDown = true;
     switch (state()) {
     case State::Idle:
         setState(State::Stopped, QStringLiteral("shut down before it was started"));
-        emit stopped();
+        detail::SignalScope::emitLater(this, &Supervisor::stopped);
         break;
     case State::Starting:
     case State::Running:

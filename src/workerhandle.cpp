@@ -1,3 +1,4 @@
+#include "signalqueue_p.h"
 #include "worker_p.h"
 
 #include <QtCore/QThread>
@@ -44,9 +45,11 @@ void WorkerHandlePrivate::setState(WorkerHandle::State next)
         return;
     const bool wasRunning = q->isRunning();
     state = next;
-    emit q->stateChanged(next);
-    if (wasRunning != q->isRunning())
-        emit q->runningChanged(q->isRunning());
+    const bool running = q->isRunning();
+    // Queued until the operation in progress has finished (see SignalScope).
+    detail::SignalScope::emitLater(q, &WorkerHandle::stateChanged, next);
+    if (wasRunning != running)
+        detail::SignalScope::emitLater(q, &WorkerHandle::runningChanged, running);
 }
 
 bool WorkerHandlePrivate::launch(QThread *where)
@@ -58,13 +61,14 @@ bool WorkerHandlePrivate::launch(QThread *where)
         core = next;
     }
     setState(WorkerHandle::State::Running);
-    emit q->started(generation);
+    detail::SignalScope::emitLater(q, &WorkerHandle::started, generation);
     next->launch();
     return true;
 }
 
 void WorkerHandlePrivate::armStopTimer()
 {
+    detail::SignalScope scope;
     if (core && !stopTimer.isActive()) {
         setState(WorkerHandle::State::Stopping);
         stopTimer.start(stopTimeout);
@@ -73,6 +77,7 @@ void WorkerHandlePrivate::armStopTimer()
 
 void WorkerHandlePrivate::abandonCurrent()
 {
+    detail::SignalScope scope;
     if (!core)
         return;
     qCWarning(lcWorker, "WorkerHandle: worker %llu (generation %d) did not stop within %d ms; abandoned",
@@ -89,19 +94,20 @@ void WorkerHandlePrivate::abandonCurrent()
     }
     lastExit = exit;
     setState(WorkerHandle::State::Finished);
-    emit q->abandonedCountChanged(int(abandoned.size()));
-    emit q->finished(exit);
+    detail::SignalScope::emitLater(q, &WorkerHandle::abandonedCountChanged, int(abandoned.size()));
+    detail::SignalScope::emitLater(q, &WorkerHandle::finished, exit);
 }
 
 void WorkerHandlePrivate::workerEnded(const std::shared_ptr<detail::WorkerCore> &ended, WorkerExit exit)
 {
+    detail::SignalScope scope;
     auto late = std::find(abandoned.begin(), abandoned.end(), ended);
     if (late != abandoned.end()) {
         abandoned.erase(late);
         qCInfo(lcWorker, "WorkerHandle: abandoned worker %llu (generation %d) ended after all: %s", id,
                exit.generation, qPrintable(exit.reason));
-        emit q->abandonedCountChanged(int(abandoned.size()));
-        emit q->abandonedWorkerFinished(exit);
+        detail::SignalScope::emitLater(q, &WorkerHandle::abandonedCountChanged, int(abandoned.size()));
+        detail::SignalScope::emitLater(q, &WorkerHandle::abandonedWorkerFinished, exit);
         return;
     }
     if (ended != core)
@@ -116,13 +122,14 @@ void WorkerHandlePrivate::workerEnded(const std::shared_ptr<detail::WorkerCore> 
                qPrintable(exit.reason));
     lastExit = exit;
     setState(WorkerHandle::State::Finished);
-    emit q->finished(exit);
+    detail::SignalScope::emitLater(q, &WorkerHandle::finished, exit);
 }
 
 WorkerHandle::WorkerHandle(QObject *parent) : QObject(parent), d(std::make_unique<WorkerHandlePrivate>(this)) {}
 
 WorkerHandle::~WorkerHandle()
 {
+    detail::SignalScope::forget(this); // its queued signals are dropped
     // Nobody is left to hear how the frames end; they still end on their own.
     if (d->core) {
         d->core->listener = nullptr;
@@ -150,6 +157,7 @@ bool WorkerHandle::startWith(WorkerFactory factory, QThread *thread)
         qCWarning(lcWorker, "WorkerHandle::start: the target thread has finished; ignored");
         return false;
     }
+    detail::SignalScope scope;
     d->factory = std::make_shared<const WorkerFactory>(std::move(factory));
     d->thread = thread ? thread : this->thread();
     return d->launch(d->thread);
@@ -169,6 +177,7 @@ bool WorkerHandle::restart()
         qCWarning(lcWorker, "WorkerHandle::restart: worker %llu is still running; ignored", d->id);
         return false;
     }
+    detail::SignalScope scope;
     return d->launch(d->thread);
 }
 

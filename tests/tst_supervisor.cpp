@@ -197,8 +197,9 @@ void tst_Supervisor::start_startsChildrenInOrder()
     QCOMPARE(t.count(), 0); // nothing starts before the supervisor does
 
     QVERIFY(sv.start());
-    QCOMPARE(sv.state(), State::Running);
+    QCOMPARE(sv.state(), State::Starting); // Running once every child has started, one after another
     QTRY_COMPARE_WITH_TIMEOUT(t.count(), 3, Timeout);
+    QTRY_COMPARE_WITH_TIMEOUT(sv.state(), State::Running, Timeout);
     QCOMPARE(t.events(), list({"start a", "start b", "start c"}));
     QCOMPARE(states.size(), 2);
     QCOMPARE(states.at(0).at(0).value<State>(), State::Starting);
@@ -533,10 +534,11 @@ void tst_Supervisor::childFailsDuringOneForAllRestart()
     t.send(QStringLiteral("a"), Fail);
     QTRY_COMPARE_WITH_TIMEOUT(sv.restarts(), 2, Timeout);
     QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
-    QTRY_COMPARE_WITH_TIMEOUT(t.count(), mark + 12, Timeout);
-    QCOMPARE(t.since(mark), list({"stop a", "stop c", "stop b", "start a", "start b", "stop b", "start c",
-                                  // b failed as it started: a second one-for-all round
-                                  "stop c", "stop a", "start a", "start b", "start c"}));
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), mark + 10, Timeout);
+    // b failed as it started: c, after it, is not started (OTP stops a start sequence at the
+    // first child that fails); a second one-for-all round starts all three.
+    QCOMPARE(t.since(mark), list({"stop a", "stop c", "stop b", "start a", "start b", "stop b",
+                                  "stop a", "start a", "start b", "start c"}));
     QCOMPARE(sv.statistics().childFailures, 2);
 }
 
