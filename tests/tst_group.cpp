@@ -13,6 +13,7 @@
 #include <QCoro/QCoroTimer>
 
 #include <QtCore/QElapsedTimer>
+#include <QtCore/QLoggingCategory>
 #include <QtCore/QPointer>
 #include <QtCore/QRandomGenerator>
 #include <QtCore/QRegularExpression>
@@ -658,6 +659,12 @@ class tst_Group : public QObject
     Q_OBJECT
 
 private Q_SLOTS:
+    void setSizeZero_fromWorkerFinishedSlot_data();
+    void setSizeZero_fromWorkerFinishedSlot();
+    void deleteFromOwnStateChanged_data();
+    void deleteFromOwnStateChanged();
+    void deletedWhileWorkerHangs_lateEndIsReported_data();
+    void deletedWhileWorkerHangs_lateEndIsReported();
     void restart_byTypeAndEnding_data();
     void restart_byTypeAndEnding();
     void restart_keepsIdAndCountsGenerations();
@@ -2021,6 +2028,159 @@ void tst_Group::state_transitionsAreSignalled()
     QCOMPARE(g.stateReason(), rec.reasons[5]);
     QCOMPARE(rec.stoppedCount, 1);
     QCOMPARE(g.restarted(), 2);
+}
+
+
+// ---- issue #20: slots that delete or drive the group that signalled them ----
+
+namespace {
+/* Parks every worker until stopped. */
+QCoro::Task<> parkForever(Shared *s)
+{
+    Sentinel sentinel(s->destroyed);
+    s->entered.fetch_add(1);
+    co_await stage::sleep(60s);
+}
+
+/* Fails at once. */
+QCoro::Task<> failAtOnce(Shared *s)
+{
+    Sentinel sentinel(s->destroyed);
+    s->entered.fetch_add(1);
+    co_await stage::sleep(1ms);
+    throw std::runtime_error("boom");
+}
+
+/* Waits in a foreign (non-Stage) awaitable that a stop cannot interrupt. */
+QCoro::Task<> hangInForeignAwait(Shared *s)
+{
+    Sentinel sentinel(s->destroyed);
+    s->entered.fetch_add(1);
+    QTimer timer;
+    timer.setSingleShot(true);
+    timer.start(400);
+    co_await qCoro(&timer, &QTimer::timeout);
+}
+
+QtMessageHandler g_previousHandler = nullptr;
+std::atomic<int> g_lateEnds{0};
+void countLateEnds(QtMsgType type, const QMessageLogContext &context, const QString &message)
+{
+    if (message.contains(QStringLiteral("ended after all")))
+        g_lateEnds.fetch_add(1);
+    g_previousHandler(type, context, message);
+}
+} // namespace
+
+void tst_Group::setSizeZero_fromWorkerFinishedSlot_data()
+{
+    QTest::addColumn<int>("threadCount");
+    QTest::newRow("mainThread") << 0;
+    QTest::newRow("groupThreads") << 2;
+}
+
+void tst_Group::setSizeZero_fromWorkerFinishedSlot()
+{
+    // The resize retires (and frees) the slot of the worker that just ended; the group must not
+    // decide anything for it afterwards (was a heap-use-after-free).
+    QFETCH(int, threadCount);
+    Shared s;
+    Group g;
+    g.setThreadCount(threadCount);
+    g.setSize(3);
+    g.setBackoff(stage::Backoff::none());
+    int calls = 0;
+    QObject context;
+    QObject::connect(&g, &Group::workerFinished, &context, [&](const WorkerExit &) {
+        if (calls++ == 0)
+            g.setSize(0);
+    });
+    g.spawn([&s] { return throwFirstParkOthers(&s); });
+    QTRY_COMPARE_WITH_TIMEOUT(s.destroyed.load(), 3, Timeout);
+    QTRY_COMPARE_WITH_TIMEOUT(g.running(), 0, Timeout);
+    QVERIFY(stagetest::roundTrip(QThread::currentThread()));
+    QCOMPARE(calls, 3);
+    QCOMPARE(g.size(), 0);
+    QCOMPARE(s.entered.load(), 3); // nothing restarted
+    const stage::GroupStatistics st = g.statistics();
+    QCOMPARE(st.started, 3);
+    QCOMPARE(st.failed + st.cancelled, 3);
+    QCOMPARE(st.restarted, 0);
+    stage::waitFor(g.shutdown(), std::chrono::milliseconds(Timeout));
+    QCOMPARE(g.state(), State::Stopped);
+}
+
+void tst_Group::deleteFromOwnStateChanged_data()
+{
+    QTest::addColumn<bool>("fail");
+    QTest::addColumn<int>("threadCount");
+    QTest::newRow("Stopped/mainThread") << false << 0;
+    QTest::newRow("Stopped/groupThreads") << false << 2;
+    QTest::newRow("Failed/mainThread") << true << 0;
+    QTest::newRow("Failed/groupThreads") << true << 2;
+}
+
+void tst_Group::deleteFromOwnStateChanged()
+{
+    QFETCH(bool, fail);
+    QFETCH(int, threadCount);
+    Shared s;
+    auto *g = new Group;
+    g->setThreadCount(threadCount);
+    g->setSize(2);
+    g->setMaxRestarts(0);
+    g->setBackoff(stage::Backoff::none());
+    QPointer<Group> alive(g);
+    QObject context;
+    int deletes = 0;
+    QList<State> seen;
+    QObject::connect(g, &stage::Node::stateChanged, &context, [&](State state, const QString &) {
+        seen.append(state);
+        if (state == State::Stopped || state == State::Failed) {
+            ++deletes;
+            delete g;
+        }
+    });
+    if (fail)
+        g->spawn([&s] { return throwFirstParkOthers(&s); });
+    else
+        g->spawn([&s] { return parkForever(&s); });
+    QTRY_COMPARE_WITH_TIMEOUT(s.entered.load(), 2, Timeout);
+    if (!fail)
+        g->shutdown();
+    QTRY_VERIFY_WITH_TIMEOUT(!alive, Timeout);
+    QCOMPARE(deletes, 1);
+    QCOMPARE(seen.last(), fail ? State::Failed : State::Stopped);
+    QTRY_COMPARE_WITH_TIMEOUT(s.destroyed.load(), 2, Timeout);
+}
+
+void tst_Group::deletedWhileWorkerHangs_lateEndIsReported_data()
+{
+    QTest::addColumn<int>("threadCount");
+    QTest::newRow("mainThread") << 0;
+    QTest::newRow("groupThreads") << 1;
+}
+
+void tst_Group::deletedWhileWorkerHangs_lateEndIsReported()
+{
+    // The worker waits in a QTimer the stop cannot interrupt: the group's destructor abandons it
+    // after shutdownTimeout(); when the timer fires the frame ends, and that is reported.
+    QFETCH(int, threadCount);
+    QLoggingCategory::setFilterRules(QStringLiteral("stage.group.info=true\nstage.group.warning=false"));
+    g_lateEnds = 0;
+    g_previousHandler = qInstallMessageHandler(countLateEnds);
+    Shared s;
+    auto *g = new Group;
+    g->setThreadCount(threadCount);
+    g->setShutdownTimeout(50);
+    g->spawn([&s] { return hangInForeignAwait(&s); });
+    QTRY_COMPARE_WITH_TIMEOUT(s.entered.load(), 1, Timeout);
+    delete g;
+    QCOMPARE(s.destroyed.load(), 0);
+    QTRY_COMPARE_WITH_TIMEOUT(s.destroyed.load(), 1, Timeout);
+    QTRY_COMPARE_WITH_TIMEOUT(g_lateEnds.load(), 1, Timeout);
+    qInstallMessageHandler(g_previousHandler);
+    QLoggingCategory::setFilterRules(QString());
 }
 
 QTEST_GUILESS_MAIN(tst_Group)
