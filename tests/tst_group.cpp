@@ -2056,10 +2056,7 @@ QCoro::Task<> hangInForeignAwait(Shared *s)
 {
     Sentinel sentinel(s->destroyed);
     s->entered.fetch_add(1);
-    QTimer timer;
-    timer.setSingleShot(true);
-    timer.start(400);
-    co_await qCoro(&timer, &QTimer::timeout);
+    co_await QCoro::sleepFor(400ms); // no cancellation point: a stop cannot end it
 }
 
 QtMessageHandler g_previousHandler = nullptr;
