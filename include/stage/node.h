@@ -49,6 +49,15 @@ private:
     a NodeEvent to history() (the last historyLimit() transitions, default 32).
 
     Thread: a node is used from the thread it lives in; its signals are emitted there.
+
+    Re-entrancy: a slot connected to any signal of a node may delete the node, its supervisor or
+    its children, or call any public function of them. A node's signals go out only when no
+    Stage operation is in progress on its thread: each operation (a public call, an event-loop
+    job) finishes its transitions first, and the signals it emitted are delivered in order when
+    it returns (called from a slot: right after that slot returns); those of a node deleted
+    meanwhile are dropped. So stateChanged()'s argument is the state entered, and state() the
+    state now.
+
     Not meant to be subclassed outside Stage.
 */
 class STAGE_EXPORT Node : public QObject
@@ -64,7 +73,7 @@ class STAGE_EXPORT Node : public QObject
 public:
     enum class State {
         Idle,       //!< never started
-        Starting,   //!< being started
+        Starting,   //!< being started: until every worker (a group) or child (a supervisor) has started
         Running,    //!< everything that should run is running
         Restarting, //!< at least one worker or child waits for (or is in) its restart
         Stopping,   //!< shutdown (or giving up) is stopping the workers or children

@@ -109,17 +109,23 @@ public:
 
     /*!
         Adds \a node as the last child (the last in start order) with restart type \a restart,
-        and reparents it to this supervisor. If the supervisor runs, the node is started (a group
-        with no factory yet starts when spawn() is called). A node that runs already is adopted
-        as it is: add a group before spawn() for the supervisor to start it in start order. Returns false, with a warning, for a
-        null node, this supervisor itself or one of its ancestors, a node that already has a
-        supervisor, a node living on another thread, or after shutdown().
+        and reparents it to this supervisor. If the supervisor runs, the node is started (after
+        the children a start sequence under way is starting; a group with no factory yet starts
+        when spawn() is called). A node that runs already is adopted as it is: add a group before
+        spawn() for the supervisor to start it in start order. Returns false, with a warning, for
+        a null node, this supervisor itself or one of its ancestors, a node that already has a
+        supervisor, a node living on another thread, a node being destroyed, or after shutdown().
+        Cost: O(1) amortized.
     */
     bool addChild(Node *node, RestartType restart = RestartType::Permanent);
     /*!
         Removes \a node from the children: it will not be restarted; it is asked to stop (a group
         unwinds its workers within its shutdownTimeout()) and handed back to the caller
         (its parent becomes nullptr). False, with a warning, if it is not a child of this supervisor.
+        If a OneForAll or RestForOne restart for \a node is under way (in backoff, or waiting for
+        \a node to start), the siblings stopped for it stay stopped, as in OTP.
+        Cost: O(1) amortized in Stage; QObject::setParent() searches the parent's children from
+        the front, so with many children remove the oldest first.
     */
     bool removeChild(Node *node);
     /*! The children in start order. */
