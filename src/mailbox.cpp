@@ -44,7 +44,7 @@ void throwMailboxClosed(const char *function)
 MailboxStatistics statisticsOf(const MailboxCoreBase &core)
 {
     MailboxStatistics s;
-    core.counters(s.queued, s.delivered, s.acknowledged, s.redelivered, s.deadLettered);
+    core.counters(s.queued, s.delivered, s.acknowledged, s.redelivered, s.deadLettered, s.deadLettersDropped);
     return s;
 }
 
@@ -110,6 +110,22 @@ void MailboxCoreBase::changeMaxRedeliveries(int n)
     }
     if (m_maxRedeliveries.exchange(n, std::memory_order_relaxed) == n)
         return;
+    emitOnObject(&MailboxBase::maxRedeliveriesChanged, n);
+}
+
+void MailboxCoreBase::changeDeadLetterLimit(int n)
+{
+    if (n < 0) {
+        qCWarning(lcMailbox, "Mailbox::setDeadLetterLimit: the limit must be >= 0, got %d; ignored", n);
+        return;
+    }
+    if (!storeDeadLetterLimit(n))
+        return;
+    emitOnObject(&MailboxBase::deadLetterLimitChanged, n);
+}
+
+void MailboxCoreBase::emitOnObject(void (MailboxBase::*signal)(int), int value)
+{
     QPointer<MailboxBase> local; // the object, if it lives on this thread (only it deletes it)
     {
         std::lock_guard lock(auxMutex);
@@ -119,12 +135,12 @@ void MailboxCoreBase::changeMaxRedeliveries(int n)
             local = m_object;
         } else { // queued, under the lock: the object cannot be deleted meanwhile
             QMetaObject::invokeMethod(
-                m_object, [o = QPointer<MailboxBase>(m_object), n] { if (o) emit o->maxRedeliveriesChanged(n); },
+                m_object, [o = QPointer<MailboxBase>(m_object), signal, value] { if (o) emit (o->*signal)(value); },
                 Qt::QueuedConnection);
         }
     }
     if (local) // outside the lock: a connected slot may read the mailbox
-        emit local->maxRedeliveriesChanged(n);
+        emit (local->*signal)(value);
 }
 
 void MailboxCoreBase::logDeadLetter(int failures)
@@ -132,24 +148,56 @@ void MailboxCoreBase::logDeadLetter(int failures)
     qCWarning(lcMailbox, "Mailbox: a message failed %d consumer(s) and was moved to the dead letters", failures);
 }
 
-void MailboxCoreBase::setDeadLetterReason(quint64 letter, const QString &reason)
+bool MailboxCoreBase::dropLogDue(DeadLetterDropLog &log, qint64 dropped, qint64 &lineCount) noexcept
 {
-    applyDeadLetterReason(letter, reason);
+    const qint64 now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now().time_since_epoch()).count();
+    log.notLogged += dropped;
+    if (log.lastLineNs != 0 && now - log.lastLineNs < 1'000'000'000)
+        return false; // at most a line a second; the next one says how many it covers
+    log.lastLineNs = now;
+    lineCount = std::exchange(log.notLogged, 0);
+    return true;
 }
 
-void MailboxCoreBase::registerDeadLetterReason(quint64 letter, WorkerCore *worker)
+void MailboxCoreBase::logDeadLettersDropped(qint64 count, int limit, qint64 total)
 {
-    if (!worker)
+    qCWarning(lcMailbox, "Mailbox: dropped %lld of the oldest dead letter(s) to keep at most %d (%lld dropped in all)",
+              count, limit, total);
+}
+
+void MailboxCoreBase::scheduleDeadLetterSettle(quint64 letter, WorkerCore *worker, bool postSettle)
+{
+    if (!worker) { // no worker to wait for (a plain coroutine, a thread): its reason is all there is
+        settleDeadLetter(letter, nullptr);
         return;
-    // The reason is the worker's failure, known once its frame has unwound.
+    }
+    // The reason is the worker's failure, known once its frame has unwound: when the exception
+    // escapes the body, this runs before control returns to the event loop.
     worker->addEndHook([weak = weak_from_this(), letter](const WorkerExit &exit) {
-        // Only a failure's reason is the message's: a worker that caught the exception and ended
-        // later for another cause (a stop, a normal return) says nothing about this message.
-        if (exit.kind != WorkerExit::Kind::Failed)
+        auto core = weak.lock();
+        if (!core)
             return;
-        if (auto core = weak.lock())
-            core->setDeadLetterReason(letter, exit.reason);
+        // Only a failure's reason is the message's: a worker that caught the exception and ended
+        // later for another cause (a stop, a normal return) says nothing about this message. A
+        // letter settled already (by the job below, by a take) keeps the reason its replies got.
+        core->settleDeadLetter(letter, exit.kind == WorkerExit::Kind::Failed ? &exit.reason : nullptr);
     });
+    if (!postSettle)
+        return; // nothing waits on it: the reason may come whenever the worker ends
+    // The body caught the exception and goes on: its end may be far away, and a caller waits.
+    // This runs after the present turn of the worker's event loop, after the hook if the body
+    // ended in it.
+    Executor *home = Executor::acquire(worker->home);
+    if (!home) {
+        settleDeadLetter(letter, nullptr);
+        return;
+    }
+    home->post(makeJob([weak = weak_from_this(), letter] {
+        if (auto core = weak.lock())
+            core->settleDeadLetter(letter, nullptr);
+    }));
+    home->deref();
 }
 
 } // namespace detail
@@ -236,6 +284,18 @@ int MailboxBase::deadLetterCount() const
     return core ? core->deadLetterCount() : 0;
 }
 
+int MailboxBase::deadLetterLimit() const
+{
+    auto core = m_core.lock();
+    return core ? core->deadLetterLimit() : 0;
+}
+
+void MailboxBase::setDeadLetterLimit(int limit)
+{
+    if (auto core = m_core.lock())
+        core->changeDeadLetterLimit(limit);
+}
+
 MailboxStatistics MailboxBase::statistics() const
 {
     auto core = m_core.lock();
@@ -265,6 +325,11 @@ qint64 MailboxBase::redelivered() const
 qint64 MailboxBase::deadLettered() const
 {
     return statistics().deadLettered;
+}
+
+qint64 MailboxBase::deadLettersDropped() const
+{
+    return statistics().deadLettersDropped;
 }
 
 void MailboxBase::close()

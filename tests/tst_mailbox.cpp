@@ -12,6 +12,7 @@
 #include <stage/stage.h>
 
 #include <QtCore/QElapsedTimer>
+#include <QtCore/QLoggingCategory>
 #include <QtCore/QPointer>
 #include <QtCore/QRegularExpression>
 #include <QtTest/QSignalSpy>
@@ -397,6 +398,13 @@ private Q_SLOTS:
     void deadLetter_moveOnlyValue();
     void deadLetter_reasonSurvivesTheWorkersLaterEnd_data();
     void deadLetter_reasonSurvivesTheWorkersLaterEnd();
+    void delivery_otherExceptionAfterAStopIsStillAStop_data();
+    void delivery_otherExceptionAfterAStopIsStillAStop();
+    void deadLetterLimit_dropsTheOldestAndCountsThem();
+    void deadLetterLimit_loweringDropsAtOnce();
+    void deadLetterLimit_zeroKeepsNone();
+    void deadLetterLimit_dropLogIsThrottled();
+    void setDeadLetterLimit_negativeWarnsAndIsIgnored();
 
     // closing
     void close_drainsThenMailboxClosed_data();
@@ -441,13 +449,17 @@ void tst_Mailbox::construct()
     QVERIFY(!mb.isClosed());
     QCOMPARE(mb.maxRedeliveries(), 3);
     QCOMPARE(mb.deadLetterCount(), 0);
+    QCOMPARE(mb.deadLetterLimit(), 1000);
     QVERIFY(countsAddUp(mb.statistics(), 0).isEmpty());
     QCOMPARE(mb.statistics().queued, 0);
+    QCOMPARE(mb.statistics().deadLettersDropped, 0);
     QVERIFY(mb.object());
     QCOMPARE(mb.object()->capacity(), expected);
     QCOMPARE(mb.object()->property("capacity").toInt(), expected);
     QCOMPARE(mb.object()->property("closed").toBool(), false);
     QCOMPARE(mb.object()->property("maxRedeliveries").toInt(), 3);
+    QCOMPARE(mb.object()->property("deadLetterLimit").toInt(), 1000);
+    QCOMPARE(mb.object()->property("deadLettersDropped").toLongLong(), 0);
     QCOMPARE(mb.object(), mb.object()); // created once
 }
 
@@ -1615,6 +1627,252 @@ void tst_Mailbox::deadLetter_reasonSurvivesTheWorkersLaterEnd()
     QVERIFY2(acceptable.contains(letters[0].reason),
              qPrintable(QStringLiteral("reason \"%1\" (the worker's exit: \"%2\")")
                             .arg(letters[0].reason, exits.lastReason())));
+}
+
+// ---- the stop rule ----
+
+/* Holds one message until stopped, then throws something else than stage::Cancelled on the
+   way out (a cleanup that fails). */
+QCoro::Task<> holdThenThrowWhenStopped(stage::Worker &w, Mailbox<int> mb, Log *log)
+{
+    log->entered.fetch_add(1);
+    auto d = co_await mb.receive();
+    log->add(Seen{*d, d.failures(), d.previousDeliveries(), mb.count(), QThread::currentThread(), w.id(),
+                  w.generation()});
+    log->holding.fetch_add(1);
+    try {
+        co_await stage::sleep(60s);
+    } catch (const stage::Cancelled &) {
+        log->cancelled.fetch_add(1);
+        throw std::runtime_error("cleanup failed");
+    }
+}
+
+enum class StopBy { Handle, GroupShutdown, GroupResize };
+Q_DECLARE_METATYPE(StopBy)
+
+void tst_Mailbox::delivery_otherExceptionAfterAStopIsStillAStop_data()
+{
+    QTest::addColumn<StopBy>("stopBy");
+    QTest::addColumn<bool>("onThread");
+    for (bool onThread : {false, true}) {
+        const char *where = onThread ? ", thread" : "";
+        QTest::addRow("WorkerHandle::requestStop%s", where) << StopBy::Handle << onThread;
+        QTest::addRow("Group::shutdown%s", where) << StopBy::GroupShutdown << onThread;
+        QTest::addRow("Group::setSize smaller%s", where) << StopBy::GroupResize << onThread;
+    }
+}
+
+void tst_Mailbox::delivery_otherExceptionAfterAStopIsStillAStop()
+{
+    // Once a worker's stop is requested, however its body ends is a stop: here it throws a
+    // std::runtime_error while unwinding from stage::Cancelled. Its exit is Cancelled (the text
+    // kept in the reason), not Failed, and the message it held goes back uncounted: with
+    // maxRedeliveries 0, one counted failure would have dead-lettered it.
+    QFETCH(StopBy, stopBy);
+    QFETCH(bool, onThread);
+    ScopedThread thread;
+    const Mailbox<int> mb(8);
+    mb.setMaxRedeliveries(0);
+    QCOMPARE(mb.trySend(10), SendStatus::Sent);
+    QCOMPARE(mb.trySend(11), SendStatus::Sent);
+    Log log;
+    std::vector<stage::WorkerExit> exits;
+    stage::WorkerHandle handle;
+    stage::Group group;
+    QObject context;
+    if (stopBy == StopBy::Handle) {
+        QObject::connect(&handle, &stage::WorkerHandle::finished, &context,
+                         [&exits](const stage::WorkerExit &exit) { exits.push_back(exit); });
+        QVERIFY(handle.start([mb, &log](stage::Worker &w) { return holdThenThrowWhenStopped(w, mb, &log); },
+                             onThread ? thread.get() : nullptr));
+    } else {
+        QObject::connect(&group, &stage::Group::workerFinished, &context,
+                         [&exits](const stage::WorkerExit &exit) { exits.push_back(exit); });
+        group.setThreadCount(onThread ? 1 : 0);
+        group.setBackoff(stage::Backoff::none());
+        QVERIFY(group.spawn([mb, &log](stage::Worker &w) { return holdThenThrowWhenStopped(w, mb, &log); }));
+    }
+    QTRY_COMPARE_WITH_TIMEOUT(log.holding.load(), 1, Timeout);
+    QCOMPARE(mb.count(), 1);
+    switch (stopBy) {
+    case StopBy::Handle:
+        handle.requestStop();
+        break;
+    case StopBy::GroupShutdown:
+        stage::waitFor(group.shutdown(), kTimeout);
+        break;
+    case StopBy::GroupResize:
+        group.setSize(0);
+        break;
+    }
+    QTRY_COMPARE_WITH_TIMEOUT(int(exits.size()), 1, Timeout);
+    QCOMPARE(exits[0].kind, Kind::Cancelled);
+    QCOMPARE(exits[0].reason, QStringLiteral("stopped; while unwinding it threw: cleanup failed"));
+    QVERIFY(!exits[0].error);
+    QCOMPARE(log.cancelled.load(), 1);
+    QCOMPARE(mb.count(), 2);
+    QCOMPARE(mb.deadLetterCount(), 0);
+    auto s = mb.statistics();
+    QCOMPARE(s.redelivered, 1);
+    QCOMPARE(s.deadLettered, 0);
+    if (stopBy != StopBy::Handle) {
+        QCOMPARE(group.failed(), 0);
+        QCOMPARE(group.cancelled(), 1);
+        QCOMPARE(group.restarted(), 0);
+    }
+    const auto seen = drain(mb);
+    QCOMPARE(seen, (std::vector<std::pair<int, int>>{{10, 0}, {11, 0}})); // no failure counted
+    QVERIFY(stagetest::roundTrip(onThread ? thread.get() : QThread::currentThread()));
+    QCOMPARE(int(exits.size()), 1);
+}
+
+// ---- the dead letters' limit ----
+
+QString dropWarning(int count, int limit, int total)
+{
+    return QStringLiteral("Mailbox: dropped %1 of the oldest dead letter(s) to keep at most %2 (%3 dropped in all)")
+        .arg(count)
+        .arg(limit)
+        .arg(total);
+}
+
+/* Dead-letters the next \a n queued messages (maxRedeliveries 0, no worker: at once). */
+bool deadLetterNext(const Mailbox<int> &mb, int n)
+{
+    for (int i = 0; i < n; ++i) {
+        try {
+            stage::waitFor(receiveAndThrow(mb), kTimeout);
+            return false;
+        } catch (const std::runtime_error &) {
+        }
+    }
+    return true;
+}
+
+void tst_Mailbox::deadLetterLimit_dropsTheOldestAndCountsThem()
+{
+    // Limit 2, five poison messages: the three oldest letters are dropped as the newer ones come,
+    // counted, and noted once in the log (the next drops fall within its second).
+    const Mailbox<int> mb(8);
+    mb.setMaxRedeliveries(0);
+    mb.setDeadLetterLimit(2);
+    QCOMPARE(mb.deadLetterLimit(), 2);
+    QCOMPARE(mb.object()->property("deadLetterLimit").toInt(), 2);
+    for (int v = 1; v <= 5; ++v)
+        QCOMPARE(mb.trySend(int(v)), SendStatus::Sent);
+    for (int i = 0; i < 5; ++i)
+        QTest::ignoreMessage(QtWarningMsg, qPrintable(deadLetterWarning(1)));
+    QTest::ignoreMessage(QtWarningMsg, qPrintable(dropWarning(1, 2, 1)));
+    QTest::failOnWarning(QRegularExpression(QStringLiteral("dropped [2-9]")));
+    QSignalSpy statsSpy(mb.object(), &stage::MailboxBase::statisticsChanged);
+    QVERIFY(deadLetterNext(mb, 5));
+    QCOMPARE(mb.count(), 0);
+    QCOMPARE(mb.deadLetterCount(), 2);
+    auto s = mb.statistics();
+    QCOMPARE(s.deadLettered, 5);
+    QCOMPARE(s.deadLettersDropped, 3);
+    QCOMPARE(s.redelivered, 0);
+    QCOMPARE(mb.object()->deadLettersDropped(), 3);
+    QCOMPARE(mb.object()->property("deadLettersDropped").toLongLong(), 3);
+    QTRY_VERIFY_WITH_TIMEOUT(statsSpy.count() >= 1, Timeout);
+    auto letters = mb.takeDeadLetters();
+    QCOMPARE(int(letters.size()), 2);
+    QCOMPARE(letters[0].value, 4); // the newest two, oldest first
+    QCOMPARE(letters[1].value, 5);
+    QCOMPARE(letters[0].failures, 1);
+    QCOMPARE(mb.statistics().deadLettersDropped, 3); // taking is not dropping
+}
+
+void tst_Mailbox::deadLetterLimit_loweringDropsAtOnce()
+{
+    const Mailbox<int> mb(8);
+    mb.setMaxRedeliveries(0);
+    for (int v = 1; v <= 3; ++v)
+        QCOMPARE(mb.trySend(int(v)), SendStatus::Sent);
+    for (int i = 0; i < 3; ++i)
+        QTest::ignoreMessage(QtWarningMsg, qPrintable(deadLetterWarning(1)));
+    QVERIFY(deadLetterNext(mb, 3));
+    QCOMPARE(mb.deadLetterCount(), 3);
+    QSignalSpy spy(mb.object(), &stage::MailboxBase::deadLetterLimitChanged);
+    QTest::ignoreMessage(QtWarningMsg, qPrintable(dropWarning(2, 1, 2)));
+    mb.setDeadLetterLimit(1);
+    mb.setDeadLetterLimit(1); // unchanged: no signal, nothing dropped
+    QCOMPARE(mb.deadLetterCount(), 1);
+    QCOMPARE(mb.statistics().deadLettersDropped, 2);
+    mb.object()->setProperty("deadLetterLimit", 10); // raising drops nothing
+    QCOMPARE(mb.deadLetterLimit(), 10);
+    QCOMPARE(spy.count(), 2);
+    QCOMPARE(spy.at(0).at(0).toInt(), 1);
+    QCOMPARE(spy.at(1).at(0).toInt(), 10);
+    auto letters = mb.takeDeadLetters();
+    QCOMPARE(int(letters.size()), 1);
+    QCOMPARE(letters[0].value, 3);
+    QCOMPARE(mb.statistics().deadLettersDropped, 2);
+}
+
+void tst_Mailbox::deadLetterLimit_zeroKeepsNone()
+{
+    const Mailbox<int> mb(8);
+    mb.setMaxRedeliveries(0);
+    mb.setDeadLetterLimit(0);
+    QCOMPARE(mb.trySend(1), SendStatus::Sent);
+    QCOMPARE(mb.trySend(2), SendStatus::Sent);
+    QTest::ignoreMessage(QtWarningMsg, qPrintable(deadLetterWarning(1)));
+    QTest::ignoreMessage(QtWarningMsg, qPrintable(deadLetterWarning(1)));
+    QTest::ignoreMessage(QtWarningMsg, qPrintable(dropWarning(1, 0, 1)));
+    QVERIFY(deadLetterNext(mb, 2));
+    QCOMPARE(mb.deadLetterCount(), 0);
+    QVERIFY(mb.takeDeadLetters().empty());
+    const auto s = mb.statistics();
+    QCOMPARE(s.deadLettered, 2);
+    QCOMPARE(s.deadLettersDropped, 2);
+    QVERIFY2(countsAddUp(s, mb.count()).isEmpty(), qPrintable(countsAddUp(s, mb.count())));
+}
+
+void tst_Mailbox::deadLetterLimit_dropLogIsThrottled()
+{
+    // A flood of drops writes one line, not one per drop: 50 drops in well under a second.
+    const Mailbox<int> mb(64);
+    mb.setMaxRedeliveries(0);
+    mb.setDeadLetterLimit(1);
+    for (int v = 0; v < 51; ++v)
+        QCOMPARE(mb.trySend(int(v)), SendStatus::Sent);
+    QLoggingCategory::setFilterRules(QStringLiteral("stage.mailbox.warning=false")); // the 51 dead-letter lines
+    QElapsedTimer timer;
+    timer.start();
+    const bool ok = deadLetterNext(mb, 51);
+    const qint64 elapsed = timer.elapsed();
+    QLoggingCategory::setFilterRules(QString());
+    QVERIFY(ok);
+    QCOMPARE(mb.statistics().deadLettersDropped, 50);
+    QCOMPARE(mb.deadLetterCount(), 1);
+    if (elapsed >= 900)
+        QSKIP("the machine is too slow to drop 50 letters within the log's second");
+    // The next drop, still within that second, is counted but not written.
+    QCOMPARE(mb.trySend(99), SendStatus::Sent);
+    QTest::ignoreMessage(QtWarningMsg, qPrintable(deadLetterWarning(1)));
+    QTest::failOnWarning(QRegularExpression(QStringLiteral("dropped")));
+    QVERIFY(deadLetterNext(mb, 1));
+    QCOMPARE(mb.statistics().deadLettersDropped, 51);
+}
+
+void tst_Mailbox::setDeadLetterLimit_negativeWarnsAndIsIgnored()
+{
+    const Mailbox<int> mb;
+    mb.setDeadLetterLimit(5);
+    QSignalSpy spy(mb.object(), &stage::MailboxBase::deadLetterLimitChanged);
+    QTest::ignoreMessage(QtWarningMsg, "Mailbox::setDeadLetterLimit: the limit must be >= 0, got -1; ignored");
+    mb.setDeadLetterLimit(-1);
+    QTest::ignoreMessage(QtWarningMsg, "Mailbox::setDeadLetterLimit: the limit must be >= 0, got -1000; ignored");
+    mb.object()->setProperty("deadLetterLimit", -1000);
+    QTest::ignoreMessage(QtWarningMsg,
+                         qPrintable(QStringLiteral("Mailbox::setDeadLetterLimit: the limit must be >= 0, got %1; ignored")
+                                        .arg(INT_MIN)));
+    mb.object()->setDeadLetterLimit(INT_MIN);
+    QCOMPARE(mb.deadLetterLimit(), 5);
+    QVERIFY(stagetest::roundTrip(QThread::currentThread()));
+    QCOMPARE(spy.count(), 0);
 }
 
 // ---- closing ----

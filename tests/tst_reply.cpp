@@ -37,7 +37,8 @@ struct Outcome
 {
     std::atomic<int> done{0}; // 1 once the await ended (any way)
     int value = -1;
-    QString error; // "", "broken", "timeout", "invalid", "cancelled"
+    QString error; // "", "deadLettered", "broken", "timeout", "invalid", "cancelled"
+    QString what;  // what() of the exception
     QThread *thread = nullptr;
     qint64 elapsedMs = -1;
     bool suspended = false; // the await did not complete synchronously
@@ -53,8 +54,12 @@ QCoro::Task<> awaitReply(const stage::ReplyReceiver<int> *rx, int timeoutMs, Out
             out->value = co_await rx->wait(std::chrono::milliseconds(timeoutMs));
         else
             out->value = co_await *rx;
-    } catch (const stage::BrokenReply &) {
+    } catch (const stage::DeadLettered &e) {
+        out->error = QStringLiteral("deadLettered");
+        out->what = QString::fromUtf8(e.what());
+    } catch (const stage::BrokenReply &e) {
         out->error = QStringLiteral("broken");
+        out->what = QString::fromUtf8(e.what());
     } catch (const stage::TimeoutError &) {
         out->error = QStringLiteral("timeout");
     } catch (const stage::InvalidOperation &) {
@@ -114,7 +119,27 @@ QCoro::Task<> adder(stage::Mailbox<Add> requests, int failOn, bool always, std::
     }
 }
 
+/* The same request, opted in: a dead-lettered one fails its caller at once. */
+struct AddWithHook
+{
+    int a = 0;
+    int b = 0;
+    stage::Reply<int> reply;
+    friend void stageFailReplies(AddWithHook &add, const stage::DeadLettered &why) { add.reply.fail(why); }
+};
+
+QCoro::Task<> adderWithHook(stage::Mailbox<AddWithHook> requests)
+{
+    for (;;) {
+        auto request = co_await requests.receive();
+        if (request->a == 1)
+            throw std::runtime_error("adder failed on 1");
+        request->reply.send(request->a + request->b);
+    }
+}
+
 enum class From { MainThreadLater, StdThread, QThreadEventLoop };
+enum class Failer { BeforeAwait, WhileWaiting, WhileWaitingWithTimeout, FromStdThread };
 enum class Breaker { BeforeAwait, WhileWaiting, WhileWaitingWithTimeout, FromStdThread, MoveAssigned, MailboxDestroyed };
 enum class Twice { Sequential, Concurrent };
 
@@ -125,6 +150,7 @@ using namespace replytest;
 Q_DECLARE_METATYPE(replytest::From)
 Q_DECLARE_METATYPE(replytest::Breaker)
 Q_DECLARE_METATYPE(replytest::Twice)
+Q_DECLARE_METATYPE(replytest::Failer)
 
 class tst_Reply : public QObject
 {
@@ -149,6 +175,14 @@ private Q_SLOTS:
     void cancelledWait_laterReplyCanStillBeAwaited();
     void mailbox_requestRedeliveredAfterConsumerFailure();
     void mailbox_deadLetteredRequestBreaksWhenDropped();
+    void mailbox_deadLetteredRequestFailsAtOnce();
+    void fail_resumesTheReceiverWithTheError_data();
+    void fail_resumesTheReceiverWithTheError();
+    void fail_everyLaterAwaitThrowsAtOnce();
+    void fail_afterSendOrFailIsIgnored();
+    void deadLettered_isABrokenReplyWithItsReason();
+    void makeRequest_answersThroughItsReply();
+    void failReplies_reachesEveryReplyAMessageCarries();
 };
 
 void tst_Reply::send_beforeAwaitIsReadyAtOnce()
@@ -514,8 +548,9 @@ void tst_Reply::mailbox_requestRedeliveredAfterConsumerFailure()
 
 void tst_Reply::mailbox_deadLetteredRequestBreaksWhenDropped()
 {
-    // A poison request goes to the dead letters with its Reply still pending; dropping the dead
-    // letters breaks it, so the client does not wait forever.
+    // A poison request of a type the mailbox cannot see into (no stageFailReplies hook) goes to
+    // the dead letters with its Reply still pending; dropping the dead letters breaks it, so the
+    // client does not wait forever. (With the hook, see mailbox_deadLetteredRequestFailsAtOnce.)
     stage::Mailbox<Add> requests(8);
     requests.setMaxRedeliveries(0);
     std::atomic<int> failures{0};
@@ -541,6 +576,237 @@ void tst_Reply::mailbox_deadLetteredRequestBreaksWhenDropped()
     QTRY_COMPARE_WITH_TIMEOUT(out.done.load(), 1, Timeout);
     QCOMPARE(out.error, QStringLiteral("broken"));
     stage::waitFor(server.shutdown(), kTimeout);
+}
+
+void tst_Reply::mailbox_deadLetteredRequestFailsAtOnce()
+{
+    // The same poison request, of a type with the hook: the client hears DeadLettered as soon as
+    // the request is dead-lettered, with the adder's failure as the reason; the letter is intact.
+    stage::Mailbox<AddWithHook> requests(8);
+    requests.setMaxRedeliveries(0);
+    QTest::ignoreMessage(QtWarningMsg, "Mailbox: a message failed 1 consumer(s) and was moved to the dead letters");
+    stage::Group server;
+    server.setBackoff(stage::Backoff::none());
+    QVERIFY(server.spawn([requests] { return adderWithHook(requests); }));
+    auto replyPair = stage::makeReply<int>();
+    auto &reply = replyPair.first;
+    auto &rx = replyPair.second;
+    Outcome out;
+    startAwait(&rx, -1, &out);
+    QVERIFY(out.suspended);
+    QCOMPARE(requests.trySend(AddWithHook{1, 10, std::move(reply)}), stage::SendStatus::Sent);
+    QTRY_COMPARE_WITH_TIMEOUT(out.done.load(), 1, Timeout);
+    QCOMPARE(out.error, QStringLiteral("deadLettered"));
+    QCOMPARE(out.what, QStringLiteral("dead-lettered after 1 failed delivery: adder failed on 1"));
+    QCOMPARE(out.thread, QThread::currentThread());
+    QCOMPARE(requests.deadLetterCount(), 1);
+    auto letters = requests.takeDeadLetters();
+    QCOMPARE(int(letters.size()), 1);
+    QCOMPARE(letters[0].value.a, 1);
+    QCOMPARE(letters[0].value.b, 10);
+    QVERIFY(!letters[0].value.reply.isPending());
+    QCOMPARE(letters[0].reason, QStringLiteral("adder failed on 1"));
+    // The adder goes on with the next request.
+    auto next = stage::makeReply<int>();
+    QCOMPARE(requests.trySend(AddWithHook{2, 20, std::move(next.first)}), stage::SendStatus::Sent);
+    QCOMPARE(stage::waitFor(take(&next.second), kTimeout), 22);
+    stage::waitFor(server.shutdown(), kTimeout);
+}
+
+void tst_Reply::fail_resumesTheReceiverWithTheError_data()
+{
+    QTest::addColumn<Failer>("failer");
+    QTest::addColumn<bool>("receiverOnThread");
+    for (bool onThread : {false, true}) {
+        const char *where = onThread ? "receiver on a thread" : "receiver on the main thread";
+        QTest::addRow("failed before the await (%s)", where) << Failer::BeforeAwait << onThread;
+        QTest::addRow("failed while waiting (%s)", where) << Failer::WhileWaiting << onThread;
+        QTest::addRow("failed while waiting with a 60 s timeout (%s)", where)
+            << Failer::WhileWaitingWithTimeout << onThread;
+        QTest::addRow("failed on a std::thread (%s)", where) << Failer::FromStdThread << onThread;
+    }
+}
+
+void tst_Reply::fail_resumesTheReceiverWithTheError()
+{
+    // Reply::fail() resumes the receiver at once, on its own thread, with the very error given:
+    // not at its 60 s timeout, and not as a plain BrokenReply.
+    QFETCH(Failer, failer);
+    QFETCH(bool, receiverOnThread);
+    ScopedThread thread;
+    QThread *home = receiverOnThread ? thread.get() : QThread::currentThread();
+    auto replyPair = stage::makeReply<int>();
+    auto &reply = replyPair.first;
+    auto &rx = replyPair.second;
+    const stage::DeadLettered why(3, "poison");
+    if (failer == Failer::BeforeAwait)
+        QVERIFY(reply.fail(why));
+    Outcome out;
+    stage::WorkerHandle handle;
+    stagetest::ExitRecorder exits(handle);
+    startAwaitingWorker(handle, &rx, failer == Failer::WhileWaitingWithTimeout ? 60000 : -1, &out, home);
+    if (failer != Failer::BeforeAwait) {
+        QVERIFY(stagetest::roundTrip(home)); // waiting
+        QCOMPARE(out.done.load(), 0);
+        if (failer == Failer::FromStdThread)
+            std::thread([&reply, &why] { reply.fail(why); }).join();
+        else
+            QVERIFY(reply.fail(why));
+    }
+    QTRY_COMPARE_WITH_TIMEOUT(out.done.load(), 1, Timeout);
+    QCOMPARE(out.error, QStringLiteral("deadLettered"));
+    QCOMPARE(out.what, QStringLiteral("dead-lettered after 3 failed deliveries: poison"));
+    QCOMPARE(out.thread, home);
+    QVERIFY(out.elapsedMs < 30000);
+    QVERIFY(!reply.isPending());
+    QTRY_COMPARE_WITH_TIMEOUT(exits.count(), 1, Timeout);
+    QCOMPARE(exits.lastKind(), Kind::Completed);
+}
+
+void tst_Reply::fail_everyLaterAwaitThrowsAtOnce()
+{
+    auto replyPair = stage::makeReply<int>();
+    auto &reply = replyPair.first;
+    auto &rx = replyPair.second;
+    QVERIFY(reply.fail(stage::DeadLettered(1, "gone")));
+    for (int i = 0; i < 2; ++i) {
+        Outcome out;
+        startAwait(&rx, i == 0 ? -1 : 60000, &out);
+        QVERIFY(!out.suspended); // known already: no suspension
+        QCOMPARE(out.error, QStringLiteral("deadLettered"));
+        QCOMPARE(out.what, QStringLiteral("dead-lettered after 1 failed delivery: gone"));
+    }
+}
+
+void tst_Reply::fail_afterSendOrFailIsIgnored()
+{
+    // A reply settles once: a later fail() (or send()) changes nothing; fail() is silent about it
+    // (a mailbox fails whatever its dead letters carry, answered or not).
+    {
+        auto replyPair = stage::makeReply<int>();
+        QVERIFY(replyPair.first.send(7));
+        QVERIFY(!replyPair.first.fail(stage::DeadLettered(1, "late")));
+        QCOMPARE(stage::waitFor(take(&replyPair.second), kTimeout), 7);
+    }
+    {
+        auto replyPair = stage::makeReply<int>();
+        QVERIFY(replyPair.first.fail(stage::DeadLettered(1, "first")));
+        QVERIFY(!replyPair.first.isPending());
+        QVERIFY(!replyPair.first.fail(stage::DeadLettered(2, "second")));
+        QTest::ignoreMessage(QtWarningMsg, qPrintable(kTwiceWarning));
+        QVERIFY(!replyPair.first.send(1));
+        { stage::Reply<int> gone = std::move(replyPair.first); } // destroying a failed reply: no BrokenReply
+        Outcome out;
+        startAwait(&replyPair.second, -1, &out);
+        QCOMPARE(out.error, QStringLiteral("deadLettered"));
+        QCOMPARE(out.what, QStringLiteral("dead-lettered after 1 failed delivery: first"));
+    }
+    {
+        auto replyPair = stage::makeReply<int>();
+        QVERIFY(replyPair.first.fail(stage::BrokenReply("the actor stopped"))); // any BrokenReply
+        Outcome out;
+        startAwait(&replyPair.second, -1, &out);
+        QCOMPARE(out.error, QStringLiteral("broken"));
+        QCOMPARE(out.what, QStringLiteral("the actor stopped"));
+    }
+}
+
+void tst_Reply::deadLettered_isABrokenReplyWithItsReason()
+{
+    const stage::DeadLettered one(1, "poison");
+    QCOMPARE(QString::fromUtf8(one.what()), QStringLiteral("dead-lettered after 1 failed delivery: poison"));
+    QCOMPARE(QString::fromUtf8(one.reason()), QStringLiteral("poison"));
+    QCOMPARE(one.failures(), 1);
+    const stage::DeadLettered four(4, "");
+    QCOMPARE(QString::fromUtf8(four.what()), QStringLiteral("dead-lettered after 4 failed deliveries: "));
+    QCOMPARE(QString::fromUtf8(four.reason()), QString());
+    const stage::DeadLettered copy = one; // noexcept copy, reason still in place
+    QCOMPARE(QString::fromUtf8(copy.reason()), QStringLiteral("poison"));
+    static_assert(std::is_nothrow_copy_constructible_v<stage::DeadLettered>);
+    bool caught = false;
+    try {
+        throw stage::DeadLettered(2, "x");
+    } catch (const stage::BrokenReply &e) { // the seed's catch sees it
+        caught = QString::fromUtf8(e.what()).startsWith(QStringLiteral("dead-lettered after 2 failed deliveries"));
+    }
+    QVERIFY(caught);
+}
+
+void tst_Reply::makeRequest_answersThroughItsReply()
+{
+    auto [request, answer] = stage::makeRequest<int>(std::string("six"));
+    QCOMPARE(request.payload, std::string("six"));
+    QVERIFY(request.reply.isPending());
+    stage::Request<std::string, int> moved = std::move(request);
+    std::thread([&moved] { moved.reply.send(6); }).join();
+    QCOMPARE(stage::waitFor(take(&answer), kTimeout), 6);
+}
+
+void tst_Reply::failReplies_reachesEveryReplyAMessageCarries()
+{
+    // stage::failReplies() on each shape, without a mailbox: which replies it reaches.
+    const stage::DeadLettered why(1, "r");
+    using Req = stage::Request<int, int>;
+    auto settled = [](stage::ReplyReceiver<int> &rx) { // only for a reply known to be settled
+        Outcome out;
+        startAwait(&rx, -1, &out);
+        return out.suspended ? QStringLiteral("suspended") : out.error;
+    };
+    {
+        auto [reply, rx] = stage::makeReply<int>();
+        stage::failReplies(reply, why);
+        QCOMPARE(settled(rx), QStringLiteral("deadLettered"));
+    }
+    {
+        auto [request, rx] = stage::makeRequest<int>(5);
+        std::optional<Req> some(std::move(request));
+        std::optional<Req> none;
+        stage::failReplies(none, why); // nothing to reach, no crash
+        stage::failReplies(some, why);
+        QCOMPARE(settled(rx), QStringLiteral("deadLettered"));
+        QCOMPARE(some->payload, 5);
+    }
+    {
+        auto [request, rx] = stage::makeRequest<int>(5);
+        std::variant<int, Req> active(std::move(request));
+        std::variant<int, Req> other(3);
+        stage::failReplies(other, why);
+        stage::failReplies(active, why);
+        QCOMPARE(settled(rx), QStringLiteral("deadLettered"));
+    }
+    {
+        auto [request, rx] = stage::makeRequest<int>(5);
+        auto boxed = std::make_unique<Req>(std::move(request));
+        std::unique_ptr<Req> empty;
+        stage::failReplies(empty, why);
+        stage::failReplies(boxed, why);
+        QCOMPARE(settled(rx), QStringLiteral("deadLettered"));
+    }
+    {
+        // Nested: a request whose payload is a request; both replies fail.
+        auto [inner, innerRx] = stage::makeRequest<int>(1);
+        auto [outer, outerRx] = stage::makeRequest<int>(std::move(inner));
+        stage::failReplies(outer, why);
+        QCOMPARE(settled(innerRx), QStringLiteral("deadLettered"));
+        QCOMPARE(settled(outerRx), QStringLiteral("deadLettered"));
+    }
+    {
+        auto [reply, rx] = stage::makeReply<int>();
+        AddWithHook add{1, 2, std::move(reply)};
+        stage::failReplies(add, why);
+        QCOMPARE(settled(rx), QStringLiteral("deadLettered"));
+    }
+    {
+        auto [reply, rx] = stage::makeReply<int>();
+        Add opaque{1, 2, std::move(reply)};
+        stage::failReplies(opaque, why); // no hook: left alone
+        QVERIFY(opaque.reply.isPending());
+        opaque.reply.send(3);
+        QCOMPARE(stage::waitFor(take(&rx), kTimeout), 3);
+    }
+    int plain = 4;
+    stage::failReplies(plain, why); // compiles, does nothing
+    QCOMPARE(plain, 4);
 }
 
 QTEST_GUILESS_MAIN(tst_Reply)

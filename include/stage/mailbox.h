@@ -30,13 +30,15 @@ class STAGE_EXPORT MailboxStatistics
     Q_PROPERTY(qint64 acknowledged MEMBER acknowledged)
     Q_PROPERTY(qint64 redelivered MEMBER redelivered)
     Q_PROPERTY(qint64 deadLettered MEMBER deadLettered)
+    Q_PROPERTY(qint64 deadLettersDropped MEMBER deadLettersDropped)
 
 public:
     qint64 queued = 0;       //!< messages accepted by a send
     qint64 delivered = 0;    //!< deliveries handed to consumers (a redelivery counts again)
     qint64 acknowledged = 0; //!< deliveries acknowledged
     qint64 redelivered = 0;  //!< deliveries put back because their consumer failed or stopped
-    qint64 deadLettered = 0; //!< messages moved to the dead letters
+    qint64 deadLettered = 0; //!< messages moved to the dead letters (including those dropped since)
+    qint64 deadLettersDropped = 0; //!< dead letters dropped, oldest first, to keep the deadLetterLimit
 };
 
 /*!
@@ -57,6 +59,8 @@ class STAGE_EXPORT MailboxBase : public QObject
     Q_PROPERTY(bool closed READ isClosed NOTIFY closedChanged)
     Q_PROPERTY(int maxRedeliveries READ maxRedeliveries WRITE setMaxRedeliveries NOTIFY maxRedeliveriesChanged)
     Q_PROPERTY(int deadLetterCount READ deadLetterCount NOTIFY statisticsChanged)
+    Q_PROPERTY(int deadLetterLimit READ deadLetterLimit WRITE setDeadLetterLimit NOTIFY deadLetterLimitChanged)
+    Q_PROPERTY(qint64 deadLettersDropped READ deadLettersDropped NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 queued READ queued NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 delivered READ delivered NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 acknowledged READ acknowledged NOTIFY statisticsChanged)
@@ -73,12 +77,16 @@ public:
     int maxRedeliveries() const;
     void setMaxRedeliveries(int count);
     int deadLetterCount() const;
+    /*! See Mailbox::deadLetterLimit(). */
+    int deadLetterLimit() const;
+    void setDeadLetterLimit(int limit);
     MailboxStatistics statistics() const;
     qint64 queued() const;
     qint64 delivered() const;
     qint64 acknowledged() const;
     qint64 redelivered() const;
     qint64 deadLettered() const;
+    qint64 deadLettersDropped() const;
 
     /*! Closes the mailbox (see Mailbox::close()). */
     Q_INVOKABLE void close();
@@ -88,6 +96,7 @@ Q_SIGNALS:
     void closedChanged(bool closed);
     void statisticsChanged();
     void maxRedeliveriesChanged(int count);
+    void deadLetterLimitChanged(int limit);
 
 protected:
     bool event(QEvent *event) override;
@@ -106,11 +115,23 @@ private:
     A message handed to a consumer by Mailbox::receive(), which it owns until acknowledged.
 
     It is acknowledged by ack(), or when it is destroyed normally (in a receive loop: when the
-    next iteration begins). Destroyed by an exception unwinding the consumer, it is put back at
-    the front of its mailbox for the next consumer instead (at-least-once): a stage::Cancelled
-    unwinding (the worker was stopped) does not count against the message; any other failure
-    does, and a message whose consumers failed more than Mailbox::maxRedeliveries() times goes to
-    the dead letters with the failure's reason.
+    next iteration begins; also when the body returns normally after a stop). Destroyed by an
+    exception unwinding the consumer, it is put back at the front of its mailbox for the next
+    consumer instead (at-least-once), and whether that counts against the message is the rule
+    of the worker's end (see WorkerExit::Kind):
+    \list
+    \li The consumer's worker was asked to stop (a shutdown, a sibling's restart, a resize, a
+        removal, WorkerHandle::requestStop()): a stop, however the body unwinds, with
+        stage::Cancelled or with any other exception thrown on the way out. The message goes
+        back uncounted: failures() does not grow, and it is never dead-lettered for it, even with
+        maxRedeliveries() 0.
+    \li The worker was stopped because it was judged faulty (its group's heartbeat watchdog: it
+        hung): a failure. So is any exception when no stop was requested. The message's
+        failures() grows, and a message whose consumers failed more than
+        Mailbox::maxRedeliveries() times goes to the dead letters with the failure's reason
+        (a message that hangs every consumer is dead-lettered too, instead of looping forever).
+    \endlist
+    Dead-lettering fails the replies the message carries (see Mailbox::takeDeadLetters()).
     Thread: used by the consumer that received it. Move-only.
 */
 template<typename T>
@@ -188,11 +209,15 @@ private:
             // A delivery taken after a foreign co_await does not know its worker; the unwinding
             // runs in a Stage resumption, which does.
             detail::WorkerCore *worker = m_worker ? m_worker : detail::currentWorker();
-            const bool stopped = destroyed || detail::isStopRequested(worker);
+            // A stop is not the message's fault, however the body unwinds; a stop because the
+            // worker was judged faulty (it hung on this message, perhaps) is.
+            const bool stopRequested = destroyed || detail::isStopRequested(worker);
+            const bool faulty = stopRequested && detail::isStoppedAsFaulty(worker);
+            const bool stopped = stopRequested && !faulty;
             if (!stopped)
                 ++item.failures;
             if (!stopped && int(item.failures) > core->maxRedeliveries()) {
-                core->deadLetter(std::move(item), worker);
+                core->deadLetter(std::move(item), worker, faulty);
             } else {
                 core->redelivered.fetch_add(1, std::memory_order_relaxed);
                 core->requeueFront(std::move(item));
@@ -209,7 +234,10 @@ private:
     int m_destroyDepth = 0;
 };
 
-/*! A message moved to the dead letters, with the reason its last consumer failed. */
+/*!
+    A message moved to the dead letters, with the reason its last consumer failed. Its replies
+    (see stage::failReplies()) have failed with stage::DeadLettered; the rest of it is intact.
+*/
 template<typename T>
 struct DeadLetter
 {
@@ -396,6 +424,14 @@ private:
     Delivery is at-least-once (see stage::Delivery): a message is never lost because its consumer
     failed, was cancelled or was stopped for good (a group that gives up, shutdown): it stays in
     the mailbox, or among the dead letters after more than maxRedeliveries() failures (default 3).
+    A stop does not count as a failure, whatever the consumer throws while stopping, unless the
+    worker was stopped as faulty (a missed heartbeat): then it does.
+    Dead letters: kept for inspection (takeDeadLetters()), at most deadLetterLimit() of them
+    (default 1000; the oldest are dropped, counted in MailboxStatistics::deadLettersDropped).
+    A dead-lettered request does not strand its caller: the replies it carries fail at once with
+    stage::DeadLettered (a stage::BrokenReply), for Reply<R>, Request<Q, R>, std::optional,
+    std::variant and std::unique_ptr of those, and any type with a stageFailReplies() hook (see
+    stage::failReplies()).
     Wake-ups are batched: a waiting consumer is woken when the queue goes from empty to non-empty,
     and then drains it without suspending; no event and no allocation per message.
     Closing: close() refuses further sends; receivers drain what is queued, then get
@@ -476,7 +512,21 @@ public:
     /*! Failures a message survives before it is dead-lettered (default 3; negative: refused). Thread: any. */
     void setMaxRedeliveries(int count) const { m_core->changeMaxRedeliveries(count); }
 
-    /*! Removes and returns the dead letters. Thread: any. */
+    /*!
+        Removes and returns the dead letters, oldest first. Thread: any.
+
+        The replies a dead letter carries (see stage::failReplies()) have failed by then with
+        stage::DeadLettered, whose reason is the letter's: the what() of the exception its last
+        consumer failed with. When: as soon as that reason is known, that is when the consumer's
+        worker body has unwound (at once, in the same turn of the consumer's event loop, when the
+        exception escapes the body); at the next turn of that loop if the body caught the
+        exception and went on (the reason is then "its consumer failed while holding it"); at
+        once outside a worker. Thread: the consumer's, or the thread that takes, drops (see
+        setDeadLetterLimit()) or destroys the letter first, with the dead letters locked.
+        What is lost: only the replies. The message is kept intact, but a dead letter sent again
+        can no longer answer its original caller. A type without the hook keeps its replies
+        pending until the letter is dropped (then stage::BrokenReply), as before.
+    */
     std::vector<DeadLetter<T>> takeDeadLetters() const
     {
         std::vector<DeadLetter<T>> letters;
@@ -485,6 +535,16 @@ public:
         return letters;
     }
     int deadLetterCount() const { return m_core->deadLetterCount(); }
+    /*! The most dead letters kept (default 1000). */
+    int deadLetterLimit() const { return m_core->deadLetterLimit(); }
+    /*!
+        Keeps at most \a limit dead letters (>= 0; 0 keeps none): when a new one would exceed it,
+        the oldest is dropped, its replies failed first, counted in
+        MailboxStatistics::deadLettersDropped and noted in the log (stage.mailbox, at most a line
+        a second). Lowering the limit drops the excess at once. A negative \a limit is refused
+        with a warning. Thread: any.
+    */
+    void setDeadLetterLimit(int limit) const { m_core->changeDeadLetterLimit(limit); }
 
     MailboxStatistics statistics() const { return detail::statisticsOf(*m_core); }
     /*! The QObject side; null once it was deleted. */

@@ -5,6 +5,7 @@
 #include <stage/detail/ringqueue.h>
 #include <stage/detail/spinmutex.h>
 #include <stage/detail/waiter.h>
+#include <stage/reply.h>
 
 #include <QtCore/QString>
 
@@ -12,6 +13,7 @@
 #include <condition_variable>
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -25,6 +27,20 @@ class MailboxBase;
 namespace detail {
 
 class WorkerCore;
+
+/* True when \a worker (may be null) was asked to stop because it was judged faulty (a group's
+   heartbeat watchdog): its end is a failure, also for the message it held. */
+STAGE_EXPORT bool isStoppedAsFaulty(const WorkerCore *worker) noexcept;
+
+/* How many dead letters a mailbox keeps by default (Mailbox::deadLetterLimit()). */
+constexpr int DefaultDeadLetterLimit = 1000;
+
+/* The throttle of the "dropped dead letters" log line (under the dead letters' mutex). */
+struct DeadLetterDropLog
+{
+    qint64 lastLineNs = 0;   // steady clock of the last line; 0: none yet
+    qint64 notLogged = 0;    // drops since that line
+};
 
 /*
     What does not depend on T: capacity, counters, the QObject side and its coalesced
@@ -53,13 +69,16 @@ public:
     virtual int count() const noexcept = 0;
     /* The counters (they live in the typed core, where its layout wants them). */
     virtual void counters(qint64 &queued, qint64 &delivered, qint64 &acknowledged, qint64 &redelivered,
-                          qint64 &deadLettered) const noexcept = 0;
+                          qint64 &deadLettered, qint64 &deadLettersDropped) const noexcept = 0;
     int maxRedeliveries() const noexcept { return m_maxRedeliveries.load(std::memory_order_relaxed); }
     /* Validates, stores and notifies. Any thread. */
     void changeMaxRedeliveries(int n);
+    /* Validates, stores (dropping the oldest letters beyond it) and notifies. Any thread. */
+    void changeDeadLetterLimit(int n);
 
     virtual void close() = 0;
     virtual int deadLetterCount() const = 0;
+    virtual int deadLetterLimit() const = 0;
 
     /* Coalesced: at most one QObject notification per turn of the object's event loop, and none
        at all while nobody is connected to the object's signals. Any thread. */
@@ -72,13 +91,26 @@ public:
     void notificationDelivered() noexcept { m_notifyPending.store(false, std::memory_order_release); }
     void objectDestroyed() noexcept;
 
-    /* The reason a dead letter was given when its consumer's worker ended. */
-    void setDeadLetterReason(quint64 letter, const QString &reason);
-    void registerDeadLetterReason(quint64 letter, WorkerCore *worker);
+    /* Settles the dead letter \a letter once (later calls do nothing): sets its reason to
+       \a reason if given, then fails the replies it carries with that reason. */
+    virtual void settleDeadLetter(quint64 letter, const QString *reason) = 0;
 
 protected:
-    virtual void applyDeadLetterReason(quint64 letter, const QString &reason) = 0;
+    /* Called by the typed core after it dead-lettered \a letter in \a worker's body (null: not
+       known). The letter is settled with the worker's failure as its reason when the body ends,
+       which is at once when the failure escapes it; if the body caught it and goes on, a job
+       posted to \a worker's thread settles it at the next turn of its event loop
+       (\a postSettle: only when it carries replies). No worker: settled now. */
+    void scheduleDeadLetterSettle(quint64 letter, WorkerCore *worker, bool postSettle);
+    /* Virtual stores of the typed core: false if unchanged. */
+    virtual bool storeDeadLetterLimit(int n) = 0;
     void logDeadLetter(int failures);
+    /* Emits \a signal(\a value) of the QObject side, if any: at once on its thread, queued from others. */
+    void emitOnObject(void (MailboxBase::*signal)(int), int value);
+    /* \a dropped letters were dropped to keep \a limit; under the dead letters' mutex, returns
+       whether to log (at most one line a second) and how many the line covers. */
+    static bool dropLogDue(DeadLetterDropLog &log, qint64 dropped, qint64 &lineCount) noexcept;
+    void logDeadLettersDropped(qint64 count, int limit, qint64 total);
 
     // The layout is by cache line, for a core allocated by Mailbox: a pool block that starts a
     // line, with the 16-byte shared_ptr control block in front (libstdc++), whose counts the
@@ -136,6 +168,7 @@ struct DeadLetterRecord
     T value;
     QString reason;
     int failures;
+    bool settled = false; // its replies failed (and its reason final)
 };
 
 template<typename T>
@@ -144,12 +177,17 @@ class MailboxCore final : public MailboxCoreBase
 public:
     using Item = MailboxItem<T>;
 
-    // The dead letters, allocated by the first one (under auxMutex): most mailboxes never have
-    // one, and every idle worker may own a mailbox (W4).
+    using Record = DeadLetterRecord<T>;
+    // The dead letters, allocated by the first one or by a limit set (the pointer under
+    // auxMutex, written once): most mailboxes never have one, and every idle worker may own a
+    // mailbox (W4). Their own mutex, not auxMutex: the replies are failed under it.
     struct DeadLetters
     {
-        std::vector<DeadLetterRecord<T>> records;
+        std::mutex mutex;
+        std::deque<Record> records; // oldest first
         quint64 lastId = 0;
+        std::atomic<int> limit{DefaultDeadLetterLimit}; // written under mutex
+        DeadLetterDropLog dropLog;
     };
     enum class Push { Sent, Full, Closed };
 
@@ -192,13 +230,14 @@ public:
     {
         return int(m_pushed.load(std::memory_order_seq_cst) - m_taken.load(std::memory_order_seq_cst));
     }
-    void counters(qint64 &q, qint64 &d, qint64 &a, qint64 &r, qint64 &dl) const noexcept override
+    void counters(qint64 &q, qint64 &d, qint64 &a, qint64 &r, qint64 &dl, qint64 &dd) const noexcept override
     {
         q = queued.load(std::memory_order_relaxed);
         d = delivered.load(std::memory_order_relaxed);
         a = acknowledged.load(std::memory_order_relaxed);
         r = redelivered.load(std::memory_order_relaxed);
         dl = deadLettered.load(std::memory_order_relaxed);
+        dd = deadLettersDropped.load(std::memory_order_relaxed);
     }
 
     ~MailboxCore() override
@@ -206,6 +245,11 @@ public:
         checkLayout();
         if (const std::size_t lost = in.size() + out.size())
             logLost(lost);
+        if (dead) { // the letters die with the mailbox: their callers hear why, not just "broken"
+            std::lock_guard lock(dead->mutex);
+            for (auto &record : dead->records)
+                settleLocked(record);
+        }
     }
 
     // Producer side ---------------------------------------------------------------------------
@@ -399,34 +443,84 @@ public:
         noteChanged();
     }
 
-    void deadLetter(Item &&item, WorkerCore *worker)
+    /* The cold path of a Delivery unwinding: moves \a item to the dead letters (dropping the
+       oldest beyond the limit) and arranges for its replies to fail (see
+       scheduleDeadLetterSettle()). \a faulty: its consumer was stopped as faulty. */
+    void deadLetter(Item &&item, WorkerCore *worker, bool faulty)
     {
+        DeadLetters &d = deadLetters();
+        const int failures = int(item.failures);
         quint64 id;
+        std::deque<Record> dropped;
+        bool kept;
         {
-            std::lock_guard lock(auxMutex);
-            if (!dead)
-                dead = std::make_unique<DeadLetters>();
-            id = ++dead->lastId;
-            dead->records.push_back(DeadLetterRecord<T>{id, std::move(item.value),
-                                                        QStringLiteral("its consumer failed while holding it"),
-                                                        int(item.failures)});
+            std::lock_guard lock(d.mutex);
+            id = ++d.lastId;
+            d.records.push_back(Record{id, std::move(item.value),
+                                       faulty ? QStringLiteral("its consumer was stopped as faulty while holding it")
+                                              : QStringLiteral("its consumer failed while holding it"),
+                                       failures});
+            dropOverflowLocked(d, dropped);
+            kept = dropped.empty() || dropped.back().id != id;
         }
         deadLettered.fetch_add(1, std::memory_order_relaxed);
-        logDeadLetter(int(item.failures));
-        registerDeadLetterReason(id, worker);
+        logDeadLetter(failures);
+        settleDropped(d, dropped);
+        if (kept)
+            scheduleDeadLetterSettle(id, worker, CarriesReplies<T>);
         noteChanged();
     }
 
-    std::vector<DeadLetterRecord<T>> takeDeadLetters()
+    /* Settles what is not settled yet (the replies fail with the reason known now), then hands
+       every letter over. */
+    std::vector<Record> takeDeadLetters()
     {
-        std::lock_guard lock(auxMutex);
-        return dead ? std::exchange(dead->records, {}) : std::vector<DeadLetterRecord<T>>();
+        DeadLetters *d = deadLettersIfAny();
+        if (!d)
+            return {};
+        std::vector<Record> letters;
+        std::lock_guard lock(d->mutex);
+        letters.reserve(d->records.size());
+        for (auto &record : d->records) {
+            settleLocked(record);
+            letters.push_back(std::move(record));
+        }
+        d->records.clear();
+        return letters;
     }
 
     int deadLetterCount() const override
     {
-        std::lock_guard lock(auxMutex);
-        return dead ? int(dead->records.size()) : 0;
+        DeadLetters *d = deadLettersIfAny();
+        if (!d)
+            return 0;
+        std::lock_guard lock(d->mutex);
+        return int(d->records.size());
+    }
+
+    int deadLetterLimit() const override
+    {
+        DeadLetters *d = deadLettersIfAny();
+        return d ? d->limit.load(std::memory_order_relaxed) : DefaultDeadLetterLimit;
+    }
+
+    void settleDeadLetter(quint64 letter, const QString *reason) override
+    {
+        DeadLetters *d = deadLettersIfAny();
+        if (!d)
+            return;
+        std::lock_guard lock(d->mutex);
+        // Newest last, and the one wanted is usually among the newest.
+        for (auto it = d->records.rbegin(); it != d->records.rend(); ++it) {
+            if (it->id == letter) {
+                if (!it->settled && reason)
+                    it->reason = *reason;
+                settleLocked(*it);
+                return;
+            }
+            if (it->id < letter)
+                return; // ids grow from front to back: taken or dropped already
+        }
     }
 
     void close() override
@@ -508,10 +602,10 @@ public:
     // Line 1, after the base class's fields that both sides read (neither side per message):
     std::unique_ptr<std::condition_variable_any> room; // blocked (thread) senders; created by the first
     WaitList<SendWaiter> senders;                // inMutex; each holds a reference
-    std::unique_ptr<DeadLetters> dead;           // auxMutex
+    std::unique_ptr<DeadLetters> dead;           // auxMutex (written once)
     std::atomic<qint64> redelivered{0};          // the rare counters
     std::atomic<qint64> deadLettered{0};
-    char m_padLine1[8];
+    std::atomic<qint64> deadLettersDropped{0};
     // Line 2, the producers per message:
     std::atomic<qint64> m_pushed{0};             // inMutex
     std::atomic<qint64> queued{0};               // inMutex
@@ -546,7 +640,7 @@ private:
         static_assert(offsetof(MailboxCore, consumers) + sizeof(consumers) - offsetof(MailboxCore, m_pushed) == line);
         static_assert((offsetof(MailboxCore, outMutex) + front) % line == 0);
         static_assert(offsetof(MailboxCore, out) + sizeof(out) - offsetof(MailboxCore, outMutex) == line);
-        static_assert(offsetof(MailboxCore, deadLettered) + sizeof(deadLettered) + front <= 2 * line);
+        static_assert(offsetof(MailboxCore, deadLettersDropped) + sizeof(deadLettersDropped) + front <= 2 * line);
         static_assert(sizeof(MailboxCore) + front <= 4 * line);
         QT_WARNING_POP
 #endif
@@ -631,17 +725,84 @@ private:
         }
     }
 
-    void applyDeadLetterReason(quint64 letter, const QString &reason) override
+    // The dead letters, created by the first use.
+    DeadLetters &deadLetters()
     {
         std::lock_guard lock(auxMutex);
         if (!dead)
+            dead = std::make_unique<DeadLetters>();
+        return *dead;
+    }
+    DeadLetters *deadLettersIfAny() const noexcept
+    {
+        std::lock_guard lock(auxMutex);
+        return dead.get();
+    }
+
+    // Under d.mutex: moves the oldest letters beyond the limit to \a dropped.
+    void dropOverflowLocked(DeadLetters &d, std::deque<Record> &dropped)
+    {
+        const std::size_t limit = std::size_t(d.limit.load(std::memory_order_relaxed));
+        while (d.records.size() > limit) {
+            dropped.push_back(std::move(d.records.front()));
+            d.records.pop_front();
+        }
+    }
+
+    // Not locked: the letters are the caller's. Fails their replies, counts and logs the drop.
+    void settleDropped(DeadLetters &d, std::deque<Record> &dropped)
+    {
+        if (dropped.empty())
             return;
-        for (auto &record : dead->records) {
-            if (record.id == letter) {
-                record.reason = reason;
-                return;
+        for (auto &record : dropped)
+            settleLocked(record);
+        const qint64 total = deadLettersDropped.fetch_add(qint64(dropped.size()), std::memory_order_relaxed)
+            + qint64(dropped.size());
+        qint64 lineCount = 0;
+        bool log;
+        {
+            std::lock_guard lock(d.mutex);
+            log = dropLogDue(d.dropLog, qint64(dropped.size()), lineCount);
+        }
+        if (log)
+            logDeadLettersDropped(lineCount, d.limit.load(std::memory_order_relaxed), total);
+        dropped.clear(); // their messages are destroyed here, outside every lock
+    }
+
+    // The letter's own (under its dead letters' mutex, or the caller's alone): its replies fail
+    // once, with its reason as it is now.
+    static void settleLocked(Record &record) noexcept
+    {
+        if (record.settled)
+            return;
+        record.settled = true;
+        if constexpr (CarriesReplies<T>) {
+            try {
+                const DeadLettered why(record.failures, record.reason.toStdString());
+                failReplies(record.value, why);
+            } catch (...) {
+                // A hook that throws (or no memory for the reason): the replies it did not reach
+                // stay pending, and break when the letter is dropped.
             }
         }
+    }
+
+    bool storeDeadLetterLimit(int n) override
+    {
+        if (n == DefaultDeadLetterLimit && !deadLettersIfAny())
+            return false;
+        DeadLetters &d = deadLetters();
+        std::deque<Record> dropped;
+        {
+            std::lock_guard lock(d.mutex);
+            if (d.limit.load(std::memory_order_relaxed) == n)
+                return false;
+            d.limit.store(n, std::memory_order_relaxed);
+            dropOverflowLocked(d, dropped);
+        }
+        settleDropped(d, dropped);
+        noteChanged();
+        return true;
     }
 
     void logLost(std::size_t lost);
