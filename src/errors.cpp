@@ -19,6 +19,19 @@ const char *Cancelled::what() const noexcept
 
 Error::Error(const std::string &what) : std::runtime_error(what) {}
 
+namespace {
+std::string deadLetteredPrefix(int failures)
+{
+    return "dead-lettered after " + std::to_string(failures) + (failures == 1 ? " failed delivery: " : " failed deliveries: ");
+}
+} // namespace
+
+DeadLettered::DeadLettered(int failures, const std::string &reason)
+    : BrokenReply(deadLetteredPrefix(failures) + reason), m_failures(failures),
+      m_reasonOffset(int(deadLetteredPrefix(failures).size()))
+{
+}
+
 namespace detail {
 
 std::exception_ptr senderDestroyedError()

@@ -42,8 +42,8 @@ public:
 /*
     One per thread that resumes Stage coroutines: a queue of jobs posted from any thread, run in
     batches from the thread's event loop (one posted QEvent per batch, sent only when the queue
-    goes from empty to non-empty), and the thread's timers (one QBasicTimer for the earliest
-    deadline of an ordered map).
+    goes from empty to non-empty; a batch yields after 1 or 4 ms), and the thread's timers
+    (one QBasicTimer for the earliest deadline of an ordered map).
 
     Lifetime: reference counted. The registry and the thread's own thread_local holder keep it
     while the thread runs; when the thread finishes, shutdown() deletes the receiver and drops
@@ -102,6 +102,12 @@ private:
     friend class ExecutorReceiver;
     explicit Executor(QThread *thread);
     ~Executor();
+
+    /* How long one wake-up runs posted jobs before it yields (see runPosted()): while the thread
+       runs an event loop, which comes back at once, and while it has none and its events are
+       pumped by processEvents() calls (a test's QTest::qWaitFor), which may sleep in between. */
+    static constexpr auto kLoopTurn = std::chrono::milliseconds(1);
+    static constexpr auto kPumpedTurn = std::chrono::milliseconds(4);
 
     void runPosted();
     void runTimers();

@@ -1,5 +1,6 @@
 #include "worker_p.h"
 
+#include <stage/detail/mailboxcore.h>
 #include <stage/guard.h>
 
 #include <QtCore/QThread>
@@ -361,12 +362,16 @@ void WorkerCore::finishBody(void *frame) noexcept
             error = std::current_exception();
         }
     }
+    // The rule: after a stop request, the end is a stop however the body ends (see StopCause),
+    // an exception it threw while unwinding included; only a Fault stop's exception is the
+    // body's failure (the owner that judged it faulty reports the rest of that end as one).
+    const bool stopRequested = isStopRequested();
     if (!error) {
-        if (isStopRequested()) {
+        if (stopRequested) {
             kind = WorkerExit::Kind::Cancelled;
             reason = QStringLiteral("returned after a stop request");
         }
-    } else if (*error.__cxa_exception_type() == typeid(Cancelled) && isStopRequested()) {
+    } else if (*error.__cxa_exception_type() == typeid(Cancelled) && stopRequested) {
         kind = WorkerExit::Kind::Cancelled; // the common stop: no rethrow to tell what it is
         reason = QStringLiteral("cancelled");
         error = nullptr;
@@ -390,6 +395,12 @@ void WorkerCore::finishBody(void *frame) noexcept
     } else {
         kind = WorkerExit::Kind::Failed; // not a Cancelled: its reason without a second throw
         reason = describeException(error);
+    }
+    if (kind == WorkerExit::Kind::Failed && stopRequested && !isStoppedAsFaulty()) {
+        // Stopped, and something else than stage::Cancelled escaped on the way out: still a stop.
+        kind = WorkerExit::Kind::Cancelled;
+        reason = QStringLiteral("stopped; while unwinding it threw: ") + reason;
+        error = nullptr;
     }
     report(kind, std::move(reason), std::move(error), frame);
 }
@@ -468,6 +479,11 @@ void WorkerCore::addEndHook(std::function<void(const WorkerExit &)> hook)
     rare->endHooks.push_back(std::move(hook));
 }
 
+bool isStoppedAsFaulty(const WorkerCore *worker) noexcept
+{
+    return worker && worker->isStoppedAsFaulty();
+}
+
 QString describeException(const std::exception_ptr &error)
 {
     bool known;
@@ -512,15 +528,15 @@ WorkerCore::~WorkerCore()
     owner->deref();
 }
 
-void WorkerCore::requestStop() noexcept
+void WorkerCore::requestStop(StopCause cause) noexcept
 {
     std::stop_source source{std::nostopstate};
     Waiter *settle = nullptr; // unlisted, each with a reference, chained through m_stopNext
     {
         std::lock_guard lock(stopLock(this));
-        if (m_stopRequested.load(std::memory_order_relaxed))
-            return;
-        m_stopRequested.store(true, std::memory_order_release);
+        const quint8 bits = StopRequested | (cause == StopCause::Fault ? StopFault : 0);
+        if (m_stop.fetch_or(bits, std::memory_order_acq_rel) & StopRequested)
+            return; // stopping already (now as faulty, if this one is)
         settle = std::exchange(m_stopListeners, nullptr);
         Waiter **link = &settle;
         while (Waiter *w = *link) {
@@ -562,7 +578,7 @@ std::stop_token WorkerCore::stopToken() noexcept
     std::stop_source &source = rareLocked().stopSource;
     if (!source.stop_possible()) {
         source = std::stop_source();
-        if (m_stopRequested.load(std::memory_order_relaxed))
+        if (m_stop.load(std::memory_order_relaxed))
             source.request_stop(); // a fresh state: no callback yet
     }
     return source.get_token();
@@ -572,7 +588,7 @@ void WorkerCore::listenForStop(Waiter *waiter) noexcept
 {
     {
         std::lock_guard lock(stopLock(this));
-        if (!m_stopRequested.load(std::memory_order_relaxed)) {
+        if (!m_stop.load(std::memory_order_relaxed)) {
             waiter->m_stopPrevious = nullptr;
             waiter->m_stopNext = m_stopListeners;
             if (m_stopListeners)

@@ -17,6 +17,16 @@ namespace stage::detail {
 
 class WorkerCore;
 
+/*
+    Why a worker's stop was requested; it decides how the end of the run is counted.
+    Requested: a shutdown, a sibling's restart, a resize, a removal, WorkerHandle::requestStop().
+    The run's end is a stop however the body ends (a return, stage::Cancelled, any other
+    exception): Kind::Cancelled, and a message it held goes back uncounted.
+    Fault: the owner judged the worker faulty (a group's heartbeat watchdog). The end is a
+    failure: the owner reports it Failed, and a message it held counts a failure (see Delivery).
+*/
+enum class StopCause { Requested, Fault };
+
 /* Who is told when a run ends: a WorkerHandle, later a Group. Called on the owner's thread. */
 class WorkerListener
 {
@@ -50,10 +60,14 @@ public:
 
     static quint64 nextId() noexcept;
 
-    bool isStopRequested() const noexcept { return m_stopRequested.load(std::memory_order_acquire); }
+    bool isStopRequested() const noexcept { return m_stop.load(std::memory_order_acquire) != 0; }
+    /* True once a stop with StopCause::Fault was requested (before or after another one). */
+    bool isStoppedAsFaulty() const noexcept { return m_stop.load(std::memory_order_acquire) & StopFault; }
     /* Any thread: settles every waiter listening with Cancelled, then stops the std::stop_token
-       handed out by stopToken(), if any. Idempotent. */
-    void requestStop() noexcept;
+       handed out by stopToken(), if any. Idempotent, except that the cause is Fault once any
+       request was (a Fault after a plain stop turns it into a Fault stop; a plain one after a
+       Fault leaves it one). */
+    void requestStop(StopCause cause = StopCause::Requested) noexcept;
     /* Any thread: the token of Worker::stopToken(); its state is allocated by the first call. */
     std::stop_token stopToken() noexcept;
 
@@ -78,7 +92,8 @@ public:
     // (set by the owner before launch()).
     bool destroyOnStop = false;
 private:
-    std::atomic<bool> m_stopRequested{false};
+    enum StopBits : quint8 { StopRequested = 1, StopFault = 2 };
+    std::atomic<quint8> m_stop{0}; // StopBits; written under stopLock(this)
     Waiter *m_stopListeners = nullptr; // under stopLock(this)
     // What few runs use, allocated by the first use (under stopLock(this)).
     struct Rare

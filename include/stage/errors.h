@@ -62,11 +62,40 @@ public:
     using Error::Error;
 };
 
-/*! A reply can never come: its stage::Reply was destroyed (or its thread ended) without a value. */
+/*!
+    A reply can never come: its stage::Reply was destroyed (or its thread ended) without a value,
+    or the request carrying it was dead-lettered (stage::DeadLettered, a subclass). Retrying on
+    \c catch (const stage::BrokenReply &) covers both.
+*/
 class STAGE_EXPORT BrokenReply : public Error
 {
 public:
     using Error::Error;
+};
+
+/*!
+    A reply can never come because the message carrying it was moved to its mailbox's dead letters
+    (its consumers failed more than Mailbox::maxRedeliveries() times): the receiver gets this at
+    once instead of waiting for a Reply that sits in the dead letters. A stage::BrokenReply, so
+    "retry until answered" loops written for a broken reply handle it too.
+
+    what() is "dead-lettered after N failed deliveries: <reason>", where the reason is the dead
+    letter's (the what() of the exception its last consumer failed with, when known).
+    Copying is noexcept, as for every std::exception.
+*/
+class STAGE_EXPORT DeadLettered : public BrokenReply
+{
+public:
+    DeadLettered(int failures, const std::string &reason);
+
+    /*! How many consumers failed while holding the message. */
+    int failures() const noexcept { return m_failures; }
+    /*! The dead letter's reason: the tail of what(). */
+    const char *reason() const noexcept { return what() + m_reasonOffset; }
+
+private:
+    int m_failures;
+    int m_reasonOffset;
 };
 
 } // namespace stage

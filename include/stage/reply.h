@@ -4,10 +4,13 @@
 #include <stage/detail/waiter.h>
 
 #include <chrono>
+#include <concepts>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <utility>
+#include <variant>
 
 namespace stage {
 
@@ -27,7 +30,7 @@ template<typename T>
 class ReplyState
 {
 public:
-    enum class Status { Pending, Ready, Broken, Taken };
+    enum class Status { Pending, Ready, Broken, Failed, Taken };
 
     class ReplyWaiter final : public TimedWaiter
     {
@@ -63,18 +66,41 @@ public:
             }
             wake = std::exchange(waiter, nullptr);
         }
-        if (wake) {
-            if (wake->claim())
-                wake->publish(Waiter::Outcome::Value);
-            wake->deref();
+        wakeUp(wake);
+        return true;
+    }
+
+    /* Sender side: Failed with \a failure, which every await then throws. False if already settled. */
+    bool fail(std::exception_ptr failure)
+    {
+        ReplyWaiter *wake = nullptr;
+        {
+            std::lock_guard lock(mutex);
+            if (status != Status::Pending)
+                return false;
+            error = std::move(failure);
+            status = Status::Failed;
+            wake = std::exchange(waiter, nullptr);
         }
+        wakeUp(wake);
         return true;
     }
 
     SpinMutex mutex;
     Status status = Status::Pending;
     std::optional<T> value;
+    std::exception_ptr error;      // Failed
     ReplyWaiter *waiter = nullptr; // holds a reference
+
+private:
+    static void wakeUp(ReplyWaiter *wake) noexcept
+    {
+        if (wake) {
+            if (wake->claim())
+                wake->publish(Waiter::Outcome::Value);
+            wake->deref();
+        }
+    }
 };
 
 template<typename T>
@@ -125,18 +151,24 @@ public:
             if (m_waiter->outcome() == Waiter::Outcome::TimedOut)
                 throwReplyTimeout(m_timeout);
         }
-        std::lock_guard lock(m_state->mutex);
-        switch (m_state->status) {
-        case State::Status::Ready:
-            m_state->status = State::Status::Taken;
-            return std::move(*m_state->value);
-        case State::Status::Broken:
-            throwBrokenReply();
-        case State::Status::Taken:
-        case State::Status::Pending: // awaited twice at once
-            break;
+        std::exception_ptr failure;
+        {
+            std::lock_guard lock(m_state->mutex);
+            switch (m_state->status) {
+            case State::Status::Ready:
+                m_state->status = State::Status::Taken;
+                return std::move(*m_state->value);
+            case State::Status::Broken:
+                throwBrokenReply();
+            case State::Status::Failed: // stays Failed: every later await throws it too
+                failure = m_state->error;
+                break;
+            case State::Status::Taken:
+            case State::Status::Pending: // awaited twice at once
+                throwReplyTaken();
+            }
         }
-        throwReplyTaken();
+        std::rethrow_exception(failure);
     }
 
 private:
@@ -150,9 +182,11 @@ private:
 /*!
     The sending half of a one-shot reply: put it in a request, and the worker answers through it.
 
-    Thread: send() from any thread, once. Destroying an unanswered Reply breaks it: the receiver
-    gets stage::BrokenReply at once, which is how a client learns that the worker holding its
-    request died (the seed's "retry until answered"). Move-only.
+    Thread: send() and fail() from any thread, once (the first of them settles the reply).
+    Destroying an unanswered Reply breaks it: the receiver gets stage::BrokenReply at once, which
+    is how a client learns that the worker holding its request died (the seed's "retry until
+    answered"). A request dead-lettered by a mailbox fails its Reply with stage::DeadLettered at
+    once, if the message type lets the mailbox reach it (see stage::failReplies()). Move-only.
 */
 template<typename T>
 class Reply
@@ -179,7 +213,24 @@ public:
         m_state.reset();
         return true;
     }
-    /*! True until sent (or moved from). */
+    /*!
+        Fails the reply with \a error: the receiver's await throws a copy of it (every await, now
+        and later). \a E is stage::BrokenReply or a subclass such as stage::DeadLettered, so that
+        "retry until answered" loops see it. Returns false, silently, if the reply was already
+        sent or failed (or moved from): a reply answered before its request was dead-lettered
+        keeps its answer. Thread: any.
+    */
+    template<typename E>
+        requires std::derived_from<E, BrokenReply>
+    bool fail(const E &error)
+    {
+        if (!m_state)
+            return false;
+        const bool failed = m_state->fail(std::make_exception_ptr(error));
+        m_state.reset();
+        return failed;
+    }
+    /*! True until sent or failed (or moved from). */
     bool isPending() const noexcept { return m_state != nullptr; }
 
 private:
@@ -202,8 +253,11 @@ private:
     Thread: awaited from a coroutine; resumes on its own thread.
     Cancellation: a cancellation point; a reply that arrives after a cancelled wait is kept and can
     still be awaited.
-    Errors: stage::BrokenReply if the Reply was destroyed unanswered; stage::TimeoutError if
-    wait() ran out of time; stage::InvalidOperation if the value was already taken (awaited twice).
+    Errors: stage::BrokenReply if the Reply was destroyed unanswered; stage::DeadLettered (a
+    BrokenReply) if the request carrying it was dead-lettered, or whatever Reply::fail() gave;
+    stage::TimeoutError if wait() ran out of time; stage::InvalidOperation if the value was
+    already taken (awaited twice). A broken or failed reply throws at every await, without
+    suspending once it is known.
 */
 template<typename T>
 class ReplyReceiver
@@ -235,6 +289,116 @@ std::pair<Reply<T>, ReplyReceiver<T>> makeReply()
 {
     auto state = std::make_shared<detail::ReplyState<T>>();
     return {Reply<T>(state), ReplyReceiver<T>(state)};
+}
+
+/*!
+    A request envelope: a payload and the Reply that answers it. Put it in a mailbox (alone, in a
+    std::variant or a std::optional) and a dead-lettered request fails its caller with
+    stage::DeadLettered at once, with no code of yours (see stage::failReplies()).
+
+    \code
+    stage::Mailbox<stage::Request<Add, int>> requests;
+    // consumer:  auto r = co_await requests.receive();  r->reply.send(r->payload.a + r->payload.b);
+    auto [request, answer] = stage::makeRequest<int>(Add{1, 2});
+    co_await requests.send(std::move(request));
+    int sum = co_await answer.wait(2s);   // BrokenReply, DeadLettered, TimeoutError
+    \endcode
+
+    An aggregate: `stage::Request<Q, R>{payload, std::move(reply)}` works too. Move-only (its Reply is).
+*/
+template<typename Q, typename R>
+struct Request
+{
+    Q payload;
+    Reply<R> reply;
+
+    /* Fails the reply, and any the payload carries itself. */
+    friend void stageFailReplies(Request &request, const DeadLettered &why)
+    {
+        failReplies(request.payload, why);
+        request.reply.fail(why);
+    }
+};
+
+/*! A request for \a payload and the receiver of its answer: `auto [request, answer] = stage::makeRequest<int>(Add{1, 2});` */
+template<typename R, typename Q>
+std::pair<Request<std::decay_t<Q>, R>, ReplyReceiver<R>> makeRequest(Q &&payload)
+{
+    auto [reply, receiver] = makeReply<R>();
+    return {Request<std::decay_t<Q>, R>{std::forward<Q>(payload), std::move(reply)}, std::move(receiver)};
+}
+
+// The replies a message carries: the customization point of stage::failReplies(). The overloads
+// for Stage's own types live here, in namespace stage, where argument-dependent lookup always
+// looks (through the DeadLettered argument); a message type of yours adds its own beside it.
+
+template<typename T>
+void failReplies(T &message, const DeadLettered &why);
+
+template<typename R>
+void stageFailReplies(Reply<R> &reply, const DeadLettered &why)
+{
+    reply.fail(why);
+}
+
+template<typename U>
+void stageFailReplies(std::optional<U> &message, const DeadLettered &why)
+{
+    if (message)
+        failReplies(*message, why);
+}
+
+template<typename... Us>
+void stageFailReplies(std::variant<Us...> &message, const DeadLettered &why)
+{
+    if (!message.valueless_by_exception())
+        std::visit([&why](auto &alternative) { failReplies(alternative, why); }, message);
+}
+
+template<typename U, typename D>
+void stageFailReplies(std::unique_ptr<U, D> &message, const DeadLettered &why)
+{
+    if (message)
+        failReplies(*message, why);
+}
+
+/*!
+    True for a message type whose replies stage::failReplies() can reach: stage::Reply<R>,
+    stage::Request<Q, R>, a std::optional, std::variant or std::unique_ptr of such types, and
+    any type with a stageFailReplies(T &, const stage::DeadLettered &) found by argument-dependent
+    lookup.
+*/
+template<typename T>
+concept CarriesReplies = requires(T &message, const DeadLettered &why) { stageFailReplies(message, why); };
+
+/*!
+    Fails, with \a why, every reply that \a message carries and that is still pending; a type
+    that does not stage::CarriesReplies is left alone. A mailbox calls it when it dead-letters a
+    message, so that a client awaiting the answer gets stage::DeadLettered at once; the actor
+    layer's asks use the same hook.
+
+    A message type opts in with a function found by argument-dependent lookup, best a hidden
+    friend, which fails each reply it holds (and recurses into members that are messages):
+
+    \code
+    struct Add {
+        int a, b;
+        stage::Reply<int> reply;
+        friend void stageFailReplies(Add &add, const stage::DeadLettered &why) { add.reply.fail(why); }
+    };
+    \endcode
+
+    Contract of the hook: fail replies (Reply::fail(), stage::failReplies() on members) and nothing
+    else. It is called with the mailbox's dead letters locked, on the thread that settles the dead
+    letter (see Mailbox::takeDeadLetters()); it must not use the mailbox, block, or throw (an
+    exception is swallowed). The message itself stays intact and inspectable; only its replies
+    are spent, so replaying a dead letter later cannot answer the original caller.
+*/
+template<typename T>
+void failReplies(T &message, const DeadLettered &why)
+{
+    if constexpr (CarriesReplies<T>)
+        stageFailReplies(message, why);
 }
 
 } // namespace stage

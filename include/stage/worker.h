@@ -87,10 +87,21 @@ class STAGE_EXPORT WorkerExit
     Q_PROPERTY(int generation MEMBER generation)
 
 public:
+    /*!
+        The rule for a stop: once a worker's stop has been requested (a shutdown, a restart of a
+        sibling, a resize, a removal, WorkerHandle::requestStop()), however its body ends (it
+        returns, stage::Cancelled, or any other exception thrown while it unwinds) the end is
+        Cancelled, and a stage::Delivery it held goes back to its mailbox uncounted. The one
+        exception is a worker its group judged faulty (a missed heartbeat, Group::heartbeatTimeout()):
+        that end is Failed, and a message it held counts a failure.
+    */
     enum class Kind {
         Completed, //!< the body returned normally, and no stop had been requested
-        Failed,    //!< an exception escaped the body (or the factory); reason holds its what()
-        Cancelled, //!< the body ended after its stop was requested (Cancelled or a normal return)
+        Failed,    //!< an exception escaped the body (or the factory) with no stop requested, or the
+                   //!< group's watchdog stopped it; reason holds the what() or the missed deadline
+        Cancelled, //!< the body ended after its stop was requested: by stage::Cancelled, a normal return
+                   //!< ("returned after a stop request") or any other exception ("stopped; while
+                   //!< unwinding it threw: <what()>")
         Abandoned, //!< the body did not end within the stop timeout; its frame may still be alive
     };
     Q_ENUM(Kind)

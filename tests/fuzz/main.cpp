@@ -21,6 +21,34 @@
 // (counted by the "destroyed with N message(s) still queued" warning, which must match). A message
 // destroyed anywhere else is lost: a violation.
 //
+// Slot actions (issue #20: "a slot may delete the emitter, its supervisor or its children, or call
+// any public function of them, from any of its signals"): an operation connects a slot (a direct
+// connection whose context object belongs to the world) to a signal of a live object: any signal
+// of a Group (Node's stateChanged, for any state or one given state, gaveUp, stopped,
+// statisticsChanged, supervisorChanged; workerFinished, sizeChanged), of a Supervisor (Node's and
+// childExited, childRestarted, childAdded, childRemoved, childCountChanged), of a mailbox's
+// MailboxBase (countChanged, closedChanged, statisticsChanged, maxRedeliveriesChanged) or of a
+// WorkerHandle (all of them). When it fires (once, or every time), the slot does one action
+// chosen by the input: delete the emitter, deleteLater() it, delete its supervisor, shut it down
+// (a handle: requestStop()), start (Supervisor::start(), a group's spawn, a handle's start),
+// restart a WorkerHandle, setSize(0) or setSize(up) on a group, addChild / removeChild on the
+// supervisor, close a mailbox, or delete another object of the world. Every object is reached
+// through a QPointer; an object whose deletion has begun is "dying" (from the delete, or from
+// the DeferredDelete event of a deleteLater()) until its QObject::destroyed(), and is never
+// touched again. Slot actions are bounded per input (a slot that resizes a group on sizeChanged
+// every time would otherwise ping-pong forever). Checked: a slot fires only for a live emitter
+// whose deletion has not begun (after a node is deleted, none of its signals is seen again, nor
+// those of the children its deletion takes with it), a one-shot slot fires at most once, and
+// every firing is counted as exactly one action run or skipped. A slot may fire while a Stage
+// object is being destroyed: ~Group's and ~Supervisor's signal scope delivers what the deletion
+// queued (the supervisor's childCountChanged, for one) at the end of the destructor's body, while
+// QPointers to the object are still set and its supervisor's QObject::children() still lists
+// it. Such firings are counted, and the dying object is left alone (a slot that deleted it again
+// would free it twice); with STAGE_FUZZ_STRICT=1 in the environment each one is a violation.
+//
+// Opcodes are the input byte % 26; the inputs of the corpus written before the slots (op % 24)
+// had their opcode bytes rewritten as op % 24, so that they mean what they meant.
+//
 // Invariants checked after every step (mailboxes consumed only on the main thread; the others,
 // and everything, at the end):
 //   acknowledged == acks observed;  deadLettered == dead letters taken + deadLetterCount();
@@ -44,8 +72,10 @@
 
 #include <QtCore/QCoreApplication>
 #include <QtCore/QElapsedTimer>
+#include <QtCore/QHash>
 #include <QtCore/QPointer>
 #include <QtCore/QRegularExpression>
+#include <QtCore/QSet>
 #include <QtCore/QThread>
 
 #include <array>
@@ -54,6 +84,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -330,7 +361,7 @@ struct GroupRec
 
 struct HandleRec
 {
-    stage::WorkerHandle *handle = nullptr;
+    QPointer<stage::WorkerHandle> handle; // a slot may delete it
     std::shared_ptr<BoxRec> box;
     int starts = 0;
     int finishes = 0;
@@ -376,6 +407,79 @@ bool legal(Node::State s)
     return int(s) >= int(Node::State::Idle) && int(s) <= int(Node::State::Failed);
 }
 
+/* What a slot does when its signal fires. */
+enum class Act : uint8_t {
+    DeleteEmitter,
+    DeleteLaterEmitter,
+    DeleteSupervisor, // the emitter's supervisor (a mailbox: its consumers'; a handle: none)
+    Shutdown,         // Group / Supervisor::shutdown(), WorkerHandle::requestStop()
+    Start,            // Supervisor::start(), a group's spawn (or its root's start), WorkerHandle::start()
+    Restart,          // WorkerHandle::restart() (the emitter, or a handle of the world)
+    SetSizeZero,
+    SetSizeUp,
+    AddChild,         // on the emitter (a supervisor) or its supervisor: a node of the world
+    RemoveChild,      // the emitter from its supervisor, or a child of the emitting supervisor
+    CloseMailbox,
+    DeleteOther,      // another object of the world: a group, supervisor, handle or mailbox object
+    Count
+};
+constexpr int ActCount = int(Act::Count);
+
+const char *actName(Act a)
+{
+    static const char *const names[] = {"deleteEmitter", "deleteLaterEmitter", "deleteSupervisor", "shutdown",
+                                        "start",         "restart",            "setSize0",         "setSizeUp",
+                                        "addChild",      "removeChild",        "closeMailbox",     "deleteOther"};
+    return names[int(a)];
+}
+
+enum class EmitterKind : uint8_t { Group, Supervisor, Mailbox, Handle };
+
+/* One slot connected by the input. */
+struct SlotRec
+{
+    EmitterKind kind = EmitterKind::Group;
+    int index = 0;                // the emitter's slot in the world (groups, sups, handles)
+    std::shared_ptr<BoxRec> box;  // a mailbox emitter's mailbox
+    QPointer<QObject> emitter;
+    int serial = -1;              // the emitter's serial (World::serials)
+    const char *signal = "";
+    Act action = Act::DeleteEmitter;
+    uint8_t arg = 0;
+    bool every = false;
+    int fires = 0;
+    int ran = 0;
+    QMetaObject::Connection connection;
+};
+
+constexpr int MaxSlots = 16;
+constexpr int MaxSlotActions = 64; // per input: slots that feed each other would loop forever
+
+/* Marks an object dying when its deleteLater() is carried out (the DeferredDelete event reaches
+   the filters before the object's destructor runs). */
+struct DeferredDeleteFilter : QObject
+{
+    std::function<void(QObject *)> onDelete;
+    bool eventFilter(QObject *watched, QEvent *event) override
+    {
+        if (event->type() == QEvent::DeferredDelete)
+            onDelete(watched);
+        return false;
+    }
+};
+
+bool strictDestruction()
+{
+    static const bool strict = qEnvironmentVariableIntValue("STAGE_FUZZ_STRICT") != 0;
+    return strict;
+}
+
+bool verbose()
+{
+    static const bool v = qEnvironmentVariableIsSet("STAGE_FUZZ_VERBOSE");
+    return v;
+}
+
 struct World
 {
     std::vector<std::shared_ptr<BoxRec>> boxes; // every mailbox of the input (kept to the end)
@@ -383,6 +487,22 @@ struct World
     std::array<GroupRec, 4> groups;
     std::array<QPointer<Supervisor>, 3> sups;
     std::array<HandleRec, 2> handles;
+
+    // Slots and the objects they may delete.
+    std::vector<std::unique_ptr<SlotRec>> slotRecs;
+    std::vector<uint8_t> deleted;             // by serial: its deletion has begun (or it is gone)
+    QHash<const QObject *, int> serials;      // the tracked objects alive now
+    QSet<const QObject *> dying;              // deletion begun, destroyed() not yet emitted
+    long long slotFires = 0, slotSkipped = 0, slotOverBudget = 0, firedWhileDying = 0;
+    std::array<long long, ActCount> actionRuns{};
+    int actionBudget = MaxSlotActions;
+    bool tearingDown = false;
+    // Declared last, destroyed first: every connection the world made goes with it.
+    std::unique_ptr<DeferredDeleteFilter> ctx = [this] {
+        auto f = std::make_unique<DeferredDeleteFilter>();
+        f->onDelete = [this](QObject *o) { beginDelete(o); };
+        return f;
+    }();
 
     std::shared_ptr<BoxRec> boxAt(uint8_t b)
     {
@@ -414,6 +534,482 @@ struct World
         if (b < 7)
             return sups[b - 4].data();
         return nullptr;
+    }
+
+    // ---- the objects slots may delete ------------------------------------------------------
+
+    /* Gives \a o a serial (once) and forgets it, dying or not, when it is destroyed. */
+    int track(QObject *o)
+    {
+        if (const auto it = serials.constFind(o); it != serials.cend())
+            return *it;
+        const int serial = int(deleted.size());
+        deleted.push_back(0);
+        serials.insert(o, serial);
+        QObject::connect(o, &QObject::destroyed, ctx.get(), [this, o, serial] {
+            deleted[serial] = 1;
+            serials.remove(o);
+            dying.remove(o);
+        });
+        return serial;
+    }
+    /* \a o is about to be destroyed: it and the nodes it owns (a supervisor deletes its
+       children) are dying and will never be touched again. */
+    void beginDelete(QObject *o)
+    {
+        auto mark = [this](QObject *x) {
+            deleted[track(x)] = 1;
+            dying.insert(x);
+        };
+        mark(o);
+        for (Node *child : o->findChildren<Node *>())
+            mark(child);
+    }
+    /* Alive, and its deletion has not begun. */
+    bool usable(const QObject *o) const { return o && !dying.contains(o); }
+    void deleteObject(QObject *o)
+    {
+        if (!usable(o))
+            return;
+        beginDelete(o);
+        QPointer<QObject> p(o);
+        delete o;
+        CHECK(!p); // gone at once
+    }
+    GroupRec *recOf(const Group *group)
+    {
+        for (auto &gr : groups)
+            if (group && gr.group == group)
+                return &gr;
+        return nullptr;
+    }
+    HandleRec *recOf(const stage::WorkerHandle *handle)
+    {
+        for (auto &h : handles)
+            if (handle && h.handle == handle)
+                return &h;
+        return nullptr;
+    }
+
+    void newHandle(HandleRec &h, uint8_t a)
+    {
+        auto *handle = new stage::WorkerHandle;
+        h.handle = handle;
+        h.starts = h.finishes = 0;
+        h.box.reset();
+        track(handle);
+        handle->setStopTimeout(a % 3);
+        QObject::connect(handle, &stage::WorkerHandle::finished, handle, [&h] { ++h.finishes; });
+    }
+    /* Starts \a h's worker reading its mailbox (chosen by \a a the first time). */
+    bool startHandle(HandleRec &h, uint8_t a)
+    {
+        if (!h.box) {
+            h.box = boxAt(a);
+            if (h.box->threaded) {
+                h.box.reset();
+                return false;
+            }
+        }
+        QPointer<stage::WorkerHandle> handle = h.handle;
+        const bool ok = handle->start([rec = h.box, box = *h.box->handle](stage::Worker &w) {
+            return consume(w, rec, box, 2);
+        });
+        if (ok && handle == h.handle)
+            ++h.starts;
+        return ok;
+    }
+
+    // ---- slots -----------------------------------------------------------------------------
+
+    template<typename Sender, typename Signal, typename Fn>
+    void hook(SlotRec *r, Sender *sender, Signal signal, const char *name, Fn &&fn)
+    {
+        r->signal = name;
+        r->connection = QObject::connect(sender, signal, ctx.get(), std::forward<Fn>(fn), Qt::DirectConnection);
+    }
+    template<typename Sender, typename Signal>
+    void hook(SlotRec *r, Sender *sender, Signal signal, const char *name)
+    {
+        hook(r, sender, signal, name, [this, r] { fire(r); });
+    }
+    /* Node's signals: stateChanged (any state, or one), gaveUp, stopped, statisticsChanged,
+       supervisorChanged. Returns false if \a sig is not one of them. */
+    bool hookNode(SlotRec *r, Node *node, int sig)
+    {
+        static const char *const states[] = {"stateChanged:Idle",     "stateChanged:Starting", "stateChanged:Running",
+                                             "stateChanged:Restarting", "stateChanged:Stopping", "stateChanged:Stopped",
+                                             "stateChanged:Failed"};
+        if (sig == 0) {
+            hook(r, node, &Node::stateChanged, "stateChanged");
+        } else if (sig <= 7) {
+            const auto want = Node::State(sig - 1);
+            hook(r, node, &Node::stateChanged, states[sig - 1], [this, r, want](Node::State state) {
+                if (state == want)
+                    fire(r);
+            });
+        } else if (sig == 8) {
+            hook(r, node, &Node::gaveUp, "gaveUp");
+        } else if (sig == 9) {
+            hook(r, node, &Node::stopped, "stopped");
+        } else if (sig == 10) {
+            hook(r, node, &Node::statisticsChanged, "statisticsChanged");
+        } else if (sig == 11) {
+            hook(r, node, &Node::supervisorChanged, "supervisorChanged");
+        } else {
+            return false;
+        }
+        return true;
+    }
+
+    /* Connects a slot: the emitter (kind and slot), the signal, the action and its argument. */
+    void connectSlot(Input &in, bool every)
+    {
+        const uint8_t e = in.u8(), sig = in.u8(), action = in.u8(), arg = in.u8();
+        if (slotRecs.size() >= MaxSlots)
+            return;
+        auto r = std::make_unique<SlotRec>();
+        r->kind = EmitterKind(e % 4);
+        r->action = Act(action % ActCount);
+        r->arg = arg;
+        r->every = every;
+        QObject *emitter = nullptr;
+        switch (r->kind) {
+        case EmitterKind::Group: {
+            r->index = (e >> 2) % groups.size();
+            Group *group = groups[r->index].group;
+            if (!group)
+                return;
+            emitter = group;
+            const int n = sig % 14;
+            if (n == 12)
+                hook(r.get(), group, &Group::workerFinished, "workerFinished");
+            else if (n == 13)
+                hook(r.get(), group, &Group::sizeChanged, "sizeChanged");
+            else
+                hookNode(r.get(), group, n);
+            break;
+        }
+        case EmitterKind::Supervisor: {
+            r->index = (e >> 2) % sups.size();
+            Supervisor *sup = sups[r->index];
+            if (!sup)
+                return;
+            emitter = sup;
+            const int n = sig % 17;
+            switch (n) {
+            case 12: hook(r.get(), sup, &Supervisor::childExited, "childExited"); break;
+            case 13: hook(r.get(), sup, &Supervisor::childRestarted, "childRestarted"); break;
+            case 14: hook(r.get(), sup, &Supervisor::childAdded, "childAdded"); break;
+            case 15: hook(r.get(), sup, &Supervisor::childRemoved, "childRemoved"); break;
+            case 16: hook(r.get(), sup, &Supervisor::childCountChanged, "childCountChanged"); break;
+            default: hookNode(r.get(), sup, n); break;
+            }
+            break;
+        }
+        case EmitterKind::Mailbox: {
+            r->box = boxAt(e >> 2);
+            r->index = r->box->index;
+            stage::MailboxBase *object = r->box->handle->object();
+            if (!object)
+                return; // deleted: the mailbox is closed
+            emitter = object;
+            switch (sig % 4) {
+            case 0: hook(r.get(), object, &stage::MailboxBase::countChanged, "countChanged"); break;
+            case 1: hook(r.get(), object, &stage::MailboxBase::closedChanged, "closedChanged"); break;
+            case 2: hook(r.get(), object, &stage::MailboxBase::statisticsChanged, "statisticsChanged"); break;
+            default: hook(r.get(), object, &stage::MailboxBase::maxRedeliveriesChanged, "maxRedeliveriesChanged"); break;
+            }
+            break;
+        }
+        case EmitterKind::Handle: {
+            using H = stage::WorkerHandle;
+            r->index = (e >> 2) % handles.size();
+            H *handle = handles[r->index].handle;
+            if (!handle)
+                return;
+            emitter = handle;
+            static const char *const states[] = {"stateChanged:Idle", "stateChanged:Running", "stateChanged:Stopping",
+                                                 "stateChanged:Finished"};
+            const int n = sig % 11;
+            switch (n) {
+            case 0: hook(r.get(), handle, &H::stateChanged, "stateChanged"); break;
+            case 1:
+            case 2:
+            case 3:
+            case 4: {
+                const auto want = H::State(n - 1);
+                hook(r.get(), handle, &H::stateChanged, states[n - 1], [this, r = r.get(), want](H::State state) {
+                    if (state == want)
+                        fire(r);
+                });
+                break;
+            }
+            case 5: hook(r.get(), handle, &H::runningChanged, "runningChanged"); break;
+            case 6: hook(r.get(), handle, &H::started, "started"); break;
+            case 7: hook(r.get(), handle, &H::finished, "finished"); break;
+            case 8: hook(r.get(), handle, &H::stopTimeoutChanged, "stopTimeoutChanged"); break;
+            case 9: hook(r.get(), handle, &H::abandonedCountChanged, "abandonedCountChanged"); break;
+            default: hook(r.get(), handle, &H::abandonedWorkerFinished, "abandonedWorkerFinished"); break;
+            }
+            break;
+        }
+        }
+        CHECK(r->connection);
+        r->emitter = emitter;
+        r->serial = track(emitter);
+        slotRecs.push_back(std::move(r));
+    }
+
+    static const char *kindName(EmitterKind k)
+    {
+        static const char *const names[] = {"group", "supervisor", "mailbox", "handle"};
+        return names[int(k)];
+    }
+
+    void fire(SlotRec *r)
+    {
+        // The emitter is alive (Qt disconnects a destroyed sender) and its deletion has not begun:
+        // after a node is deleted (or its supervisor, which takes it along), none of its signals
+        // comes again.
+        CHECK(r->emitter, r->serial);
+        if (deleted[r->serial])
+            violation("a signal of an object whose deletion had begun", r->serial);
+        CHECK(r->every || r->fires == 0, r->fires); // a one-shot slot is disconnected at once
+        ++r->fires;
+        ++slotFires;
+        if (!r->every)
+            QObject::disconnect(r->connection);
+        if (!dying.isEmpty()) {
+            // A Stage object's destructor has begun (a QPointer to it is still set) and a slot runs.
+            ++firedWhileDying;
+            if (strictDestruction())
+                violation("a signal was delivered while a Stage object was being destroyed", dying.size(), r->serial);
+        }
+        bool ran = false;
+        if (actionBudget > 0) {
+            --actionBudget;
+            ran = runAction(*r);
+        } else {
+            ++slotOverBudget;
+        }
+        if (ran) {
+            ++actionRuns[int(r->action)];
+            ++r->ran;
+        } else {
+            ++slotSkipped;
+        }
+        if (verbose())
+            std::fprintf(stderr, "stage-fuzz: slot %s %d %s -> %s%s\n", kindName(r->kind), r->index, r->signal,
+                         actName(r->action), ran ? "" : " (skipped)");
+    }
+
+    /* The group a slot acts on: the emitter; a supervisor's first group child; a group reading
+       the emitting mailbox; for a handle, a group of the world. */
+    Group *targetGroup(const SlotRec &r)
+    {
+        QObject *e = r.emitter;
+        switch (r.kind) {
+        case EmitterKind::Group:
+            return usable(e) ? static_cast<Group *>(e) : nullptr;
+        case EmitterKind::Supervisor:
+            if (usable(e))
+                for (Node *child : static_cast<Supervisor *>(e)->childNodes())
+                    if (auto *group = qobject_cast<Group *>(child); usable(group))
+                        return group;
+            break;
+        case EmitterKind::Mailbox:
+            for (auto &gr : groups)
+                if (usable(gr.group) && gr.box == r.box)
+                    return gr.group;
+            return nullptr;
+        case EmitterKind::Handle:
+            break;
+        }
+        Group *group = groups[r.arg % groups.size()].group;
+        return usable(group) ? group : nullptr;
+    }
+    /* The supervisor of the emitter (of the group reading a mailbox); none for a handle. */
+    Supervisor *targetSupervisor(const SlotRec &r)
+    {
+        Node *node = nullptr;
+        if (r.kind == EmitterKind::Group || r.kind == EmitterKind::Supervisor)
+            node = usable(r.emitter) ? static_cast<Node *>(r.emitter.data()) : nullptr;
+        else if (r.kind == EmitterKind::Mailbox)
+            node = targetGroup(r);
+        Supervisor *sup = node ? node->supervisor() : nullptr;
+        return usable(sup) ? sup : nullptr;
+    }
+
+    bool runAction(SlotRec &r)
+    {
+        QObject *e = r.emitter;
+        if (!usable(e))
+            return false;
+        const uint8_t a = r.arg;
+        switch (r.action) {
+        case Act::DeleteEmitter:
+            deleteObject(e);
+            return true;
+        case Act::DeleteLaterEmitter:
+            e->installEventFilter(ctx.get());
+            e->deleteLater();
+            return true;
+        case Act::DeleteSupervisor: {
+            Supervisor *sup = targetSupervisor(r);
+            if (!sup)
+                return false;
+            deleteObject(sup);
+            return true;
+        }
+        case Act::Shutdown:
+            switch (r.kind) {
+            case EmitterKind::Group:
+                static_cast<Group *>(e)->shutdown(std::chrono::milliseconds(a % 3));
+                return true;
+            case EmitterKind::Supervisor:
+                static_cast<Supervisor *>(e)->shutdown();
+                return true;
+            case EmitterKind::Handle:
+                static_cast<stage::WorkerHandle *>(e)->requestStop();
+                return true;
+            case EmitterKind::Mailbox:
+                if (Group *group = targetGroup(r)) {
+                    group->shutdown(std::chrono::milliseconds(a % 3));
+                    return true;
+                }
+                return false;
+            }
+            return false;
+        case Act::Start:
+            switch (r.kind) {
+            case EmitterKind::Supervisor:
+                static_cast<Supervisor *>(e)->start(); // refused when supervised, running or shut down
+                return true;
+            case EmitterKind::Handle: {
+                // Not while tearing down: the teardown has asked every handle to stop.
+                HandleRec *h = recOf(static_cast<stage::WorkerHandle *>(e));
+                if (!h || tearingDown || h->handle->isRunning())
+                    return false;
+                startHandle(*h, a);
+                return true;
+            }
+            case EmitterKind::Group:
+            case EmitterKind::Mailbox: {
+                Group *group = targetGroup(r);
+                GroupRec *gr = recOf(group);
+                if (!gr)
+                    return false;
+                if (!gr->spawned) {
+                    spawn(*gr);
+                    return true;
+                }
+                Supervisor *root = group->supervisor();
+                while (root && root->supervisor())
+                    root = root->supervisor();
+                if (!usable(root))
+                    return false;
+                root->start();
+                return true;
+            }
+            }
+            return false;
+        case Act::Restart: {
+            HandleRec *h = r.kind == EmitterKind::Handle ? recOf(static_cast<stage::WorkerHandle *>(e))
+                                                         : &handles[a % handles.size()];
+            if (!h || !usable(h->handle) || tearingDown)
+                return false;
+            QPointer<stage::WorkerHandle> handle = h->handle;
+            if (handle->restart() && handle == h->handle)
+                ++h->starts;
+            return true;
+        }
+        case Act::SetSizeZero:
+        case Act::SetSizeUp: {
+            QPointer<Group> group = targetGroup(r);
+            if (!group)
+                return false;
+            const int size = r.action == Act::SetSizeZero ? 0 : std::min(group->size() + 1 + a % 2, 4);
+            group->setSize(size);
+            if (usable(group))
+                CHECK(group->size() == size, size, group->size());
+            return true;
+        }
+        case Act::AddChild: {
+            QPointer<Supervisor> sup = r.kind == EmitterKind::Supervisor ? static_cast<Supervisor *>(e)
+                                                                           : targetSupervisor(r);
+            if (!sup)
+                sup = sups[a % sups.size()];
+            QPointer<Node> child = nodeAt(a >> 2);
+            if (!usable(sup) || (child && !usable(child)))
+                return false;
+            const bool ok = sup->addChild(child, RestartType((a >> 5) % 3));
+            if (ok && usable(sup) && usable(child))
+                CHECK(child->supervisor() == sup && child->parent() == sup);
+            return true;
+        }
+        case Act::RemoveChild: {
+            QPointer<Supervisor> sup;
+            QPointer<Node> child;
+            if (r.kind == EmitterKind::Supervisor) {
+                sup = static_cast<Supervisor *>(e);
+                const QList<Node *> children = sup->childNodes();
+                if (!children.isEmpty())
+                    child = children[a % children.size()];
+                else
+                    child = nodeAt(a); // a stranger: refused
+            } else if (r.kind == EmitterKind::Group) {
+                child = static_cast<Node *>(e);
+                sup = targetSupervisor(r);
+            } else {
+                child = targetGroup(r);
+                sup = targetSupervisor(r);
+            }
+            if (!usable(sup) || !usable(child))
+                return false;
+            const bool wasChild = child->supervisor() == sup;
+            const bool ok = sup->removeChild(child);
+            CHECK(ok == wasChild, ok, wasChild);
+            if (ok && usable(child))
+                CHECK(child->supervisor() == nullptr && child->parent() == nullptr);
+            return true;
+        }
+        case Act::CloseMailbox: {
+            std::shared_ptr<BoxRec> box = r.box;
+            if (!box) {
+                if (r.kind == EmitterKind::Group)
+                    box = groups[r.index].box;
+                else if (r.kind == EmitterKind::Handle)
+                    box = handles[r.index].box;
+            }
+            if (!box)
+                box = boxSlots[a % boxSlots.size()];
+            if (!box)
+                return false;
+            box->handle->close();
+            CHECK(box->handle->isClosed());
+            return true;
+        }
+        case Act::DeleteOther: {
+            const int which = a % 10;
+            QObject *victim = nullptr;
+            if (which < 4)
+                victim = groups[which].group;
+            else if (which < 7)
+                victim = sups[which - 4];
+            else if (which < 9)
+                victim = handles[which - 7].handle;
+            else if (const auto &box = boxSlots[(a >> 4) % boxSlots.size()])
+                victim = box->handle->object();
+            if (!usable(victim))
+                return false;
+            deleteObject(victim);
+            return true;
+        }
+        case Act::Count:
+            break;
+        }
+        return false;
     }
 
     int newId(BoxRec &rec, St st)
@@ -452,7 +1048,9 @@ struct World
     void step(Input &in)
     {
         const uint8_t op = in.u8();
-        switch (op % 24) {
+        if (verbose())
+            std::fprintf(stderr, "stage-fuzz: step: op %d\n", op % 26);
+        switch (op % 26) {
         case 0: { // a new mailbox in a slot (the old one is kept to the end)
             const uint8_t kind = in.u8();
             const int8_t c = int8_t(in.u8());
@@ -479,7 +1077,8 @@ struct World
             break;
         case 5: { // delete the mailbox's QObject side: documented to close the mailbox
             auto rec = boxAt(in.u8());
-            delete rec->handle->object();
+            if (QObject *object = rec->handle->object())
+                deleteObject(object);
             CHECK(rec->handle->isClosed());
             CHECK(rec->handle->object() == nullptr); // not recreated
             break;
@@ -512,6 +1111,7 @@ struct World
                 break;
             auto *group = new Group;
             gr.group = group;
+            track(group);
             gr.box = boxAt(a);
             gr.onClosed = (a >> 2) % 3;
             gr.spawned = false;
@@ -541,8 +1141,10 @@ struct World
             const int size = int(int8_t(in.u8())) % 5;
             if (gr.group) {
                 const int before = gr.group->size();
+                const long long fires = slotFires;
                 gr.group->setSize(size);
-                CHECK(gr.group->size() == (size >= 0 ? size : before), size, gr.group->size());
+                if (gr.group && slotFires == fires) // a slot may have resized or deleted it
+                    CHECK(gr.group->size() == (size >= 0 ? size : before), size, gr.group->size());
             }
             break;
         }
@@ -555,7 +1157,8 @@ struct World
         }
         case 13: { // delete a group (running, holding messages, supervised or not)
             auto &gr = groups[in.u8() % groups.size()];
-            delete gr.group.data();
+            if (gr.group)
+                deleteObject(gr.group);
             break;
         }
         case 14: { // a new supervisor in a slot
@@ -563,34 +1166,41 @@ struct World
             const uint8_t a = in.u8();
             if (s)
                 break;
-            s = new Supervisor(Supervisor::Strategy(a % 3));
-            s->setBackoff(stage::Backoff::none());
-            s->setMaxRestarts(int((a >> 2) % 6) - 1);
+            auto *sup = new Supervisor(Supervisor::Strategy(a % 3));
+            s = sup;
+            track(sup);
+            sup->setBackoff(stage::Backoff::none());
+            sup->setMaxRestarts(int((a >> 2) % 6) - 1);
             break;
         }
         case 15: { // addChild: anything, including null, itself, an ancestor, an adopted node
-            Supervisor *s = sups[in.u8() % sups.size()];
-            Node *child = nodeAt(in.u8());
+            QPointer<Supervisor> s = sups[in.u8() % sups.size()];
+            QPointer<Node> child = nodeAt(in.u8());
+            const bool isNull = !child;
             const auto type = RestartType(in.u8() % 3);
             if (!s)
                 break;
+            const long long fires = slotFires;
             const bool ok = s->addChild(child, type);
+            if (slotFires != fires) // a slot (childAdded...) may have removed or deleted either
+                break;
             if (ok) {
-                CHECK(child && child->supervisor() == s && child->parent() == s);
-            } else if (child == s) {
+                CHECK(!isNull && child && child->supervisor() == s && child->parent() == s);
+            } else if (child.data() == static_cast<Node *>(s.data())) {
                 CHECK(s->supervisor() != s);
             }
             break;
         }
         case 16: { // removeChild (a stranger too)
-            Supervisor *s = sups[in.u8() % sups.size()];
-            Node *child = nodeAt(in.u8());
+            QPointer<Supervisor> s = sups[in.u8() % sups.size()];
+            QPointer<Node> child = nodeAt(in.u8());
             if (!s || !child)
                 break;
             const bool wasChild = child->supervisor() == s;
+            const long long fires = slotFires;
             const bool ok = s->removeChild(child);
             CHECK(ok == wasChild, ok, wasChild);
-            if (ok)
+            if (ok && child && slotFires == fires)
                 CHECK(child->supervisor() == nullptr && child->parent() == nullptr);
             break;
         }
@@ -608,44 +1218,38 @@ struct World
         }
         case 19: { // delete a supervisor (it deletes its children)
             auto &s = sups[in.u8() % sups.size()];
-            delete s.data();
+            if (s)
+                deleteObject(s);
             break;
         }
         case 20: { // a WorkerHandle: start / stop / restart
             auto &h = handles[in.u8() % handles.size()];
             const uint8_t a = in.u8();
-            if (!h.handle) {
-                h.handle = new stage::WorkerHandle;
-                h.handle->setStopTimeout(a % 3);
-                QObject::connect(h.handle, &stage::WorkerHandle::finished, h.handle, [&h] { ++h.finishes; });
-            }
+            if (!h.handle)
+                newHandle(h, a);
             switch ((a >> 2) % 3) {
             case 0:
-                if (!h.box) {
-                    h.box = boxAt(a >> 4);
-                    if (h.box->threaded) {
-                        h.box.reset();
-                        break;
-                    }
-                }
-                if (h.handle->start([rec = h.box, box = *h.box->handle](stage::Worker &w) {
-                        return consume(w, rec, box, 2);
-                    }))
-                    ++h.starts;
+                startHandle(h, a >> 4);
                 break;
             case 1:
                 h.handle->requestStop();
                 break;
-            default:
-                if (h.handle->restart())
+            default: {
+                QPointer<stage::WorkerHandle> handle = h.handle;
+                if (handle->restart() && handle == h.handle)
                     ++h.starts;
                 break;
+            }
             }
             break;
         }
         case 21:
         case 22:
             processEvents(1 + in.u8() % 4);
+            break;
+        case 24: // a slot that acts once
+        case 25: // a slot that acts every time its signal fires
+            connectSlot(in, op % 26 == 25);
             break;
         default:
             spinFor(in.u8() % 3);
@@ -656,9 +1260,12 @@ struct World
     void spawn(GroupRec &gr)
     {
         gr.spawned = true;
-        const bool ok = gr.group->spawn([rec = gr.box, box = *gr.box->handle, onClosed = gr.onClosed](
-                                            stage::Worker &w) { return consume(w, rec, box, onClosed); });
-        CHECK(ok || gr.group->state() != Node::State::Idle, int(ok));
+        QPointer<Group> group = gr.group;
+        const long long fires = slotFires;
+        const bool ok = group->spawn([rec = gr.box, box = *gr.box->handle, onClosed = gr.onClosed](
+                                         stage::Worker &w) { return consume(w, rec, box, onClosed); });
+        if (group && slotFires == fires)
+            CHECK(ok || group->state() != Node::State::Idle, int(ok));
     }
 
     void takeDead(BoxRec &rec)
@@ -772,17 +1379,39 @@ struct World
         }
     }
 
+    /* Each firing of a slot ran its action or was skipped (counted), and a one-shot slot fired once at most. */
+    void checkSlots()
+    {
+        long long fires = 0, ran = 0, runs = 0;
+        for (const auto &r : slotRecs) {
+            CHECK(r->every || r->fires <= 1, r->fires);
+            CHECK(r->ran <= r->fires, r->ran, r->fires);
+            fires += r->fires;
+            ran += r->ran;
+        }
+        for (long long n : actionRuns)
+            runs += n;
+        CHECK(fires == slotFires, fires, slotFires);
+        CHECK(ran == runs, ran, runs);
+        CHECK(runs + slotSkipped == slotFires, runs + slotSkipped, slotFires);
+        CHECK(runs <= MaxSlotActions && runs + slotSkipped - slotOverBudget <= MaxSlotActions, runs, slotOverBudget);
+        CHECK(dying.isEmpty(), dying.size()); // every deletion that began has ended
+    }
+
     void checkAll(bool final = false)
     {
         for (auto &rec : boxes)
             checkBox(*rec, final);
         checkNodes(final);
+        checkSlots();
     }
 
     void teardown()
     {
         // Close every mailbox (pending sends fail, consumers drain and see MailboxClosed), stop
-        // everything, and let it end.
+        // everything, and let it end. The slots stay connected (and may delete objects) to the
+        // end, but no longer start or restart a handle: the teardown has asked them to stop.
+        tearingDown = true;
         for (auto &rec : boxes)
             rec->handle->close();
         for (auto &s : sups)
@@ -821,18 +1450,20 @@ struct World
             CHECK(!h.handle->isRunning());
             CHECK(h.finishes == h.starts, h.finishes, h.starts); // finished() once per run
         }
+        checkSlots();
 
-        // Delete everything: the roots (a supervisor deletes its children).
+        // Delete everything: the roots (a supervisor deletes its children); deleteLater()s first.
+        processEvents(1);
         for (bool again = true; again;) {
             again = false;
             for (auto &s : sups)
                 if (s && !s->parent()) {
-                    delete s.data();
+                    deleteObject(s);
                     again = true;
                 }
             for (auto &gr : groups)
                 if (gr.group && !gr.group->parent()) {
-                    delete gr.group.data();
+                    deleteObject(gr.group);
                     again = true;
                 }
         }
@@ -841,10 +1472,13 @@ struct World
         for (auto &gr : groups)
             CHECK(!gr.group);
         for (auto &h : handles) {
-            delete h.handle;
-            h.handle = nullptr;
+            if (h.handle)
+                deleteObject(h.handle);
             h.box.reset();
         }
+        checkSlots();
+        for (auto &r : slotRecs)
+            r->box.reset();
         for (auto &gr : groups)
             gr.box.reset();
         for (auto &slot : boxSlots)
@@ -880,6 +1514,14 @@ struct World
             g.discardBox = -1;
         }
         boxes.clear();
+        if (verbose()) {
+            std::fprintf(stderr, "stage-fuzz: %zu slot(s), %lld firing(s), %lld skipped (%lld over budget), %lld while an object was being destroyed; actions run:",
+                         slotRecs.size(), slotFires, slotSkipped, slotOverBudget, firedWhileDying);
+            for (int i = 0; i < ActCount; ++i)
+                if (actionRuns[i])
+                    std::fprintf(stderr, " %s %lld", actName(Act(i)), actionRuns[i]);
+            std::fprintf(stderr, "\n");
+        }
         std::lock_guard lock(g.mutex);
         for (int id = 0; id < g.nextId; ++id) {
             const St s = g.state[id];

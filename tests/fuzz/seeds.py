@@ -1,13 +1,48 @@
 #!/usr/bin/env python3
 """Writes the hand-made seed inputs of stage-fuzz into a directory (tests/fuzz/corpus holds them,
 merged with what fuzzing found). The encoding is main.cpp's World::step(): one opcode byte
-(op % 24), then its argument bytes."""
+(op % 26), then its argument bytes."""
 import os
 import sys
 
 NEWBOX, TRYSEND, BLOCKING, SEND, CLOSE, DELOBJ, TRYRECV, TAKEDEAD, MAXREDEL = range(9)
 NEWGROUP, SPAWN, SETSIZE, GSHUT, GDEL, NEWSUP, ADD, REMOVE, START, SSHUT, SDEL, HANDLE = range(9, 21)
 EVENTS, SPIN = 21, 23
+SLOT_ONCE, SLOT_EVERY = 24, 25
+
+# Slots (World::connectSlot): the emitter, the signal, the action, its argument.
+G, S, M, H = range(4)  # emitter kinds: group, supervisor, mailbox (its MailboxBase), WorkerHandle
+IDLE, STARTING, RUNNING, RESTARTING, STOPPING, STOPPED, FAILED = range(7)  # Node::State
+# Node's signals (groups and supervisors): stateChanged for any state, or for one (state_is())
+STATE, GAVEUP, STOPPED_SIG, NODE_STATS, SUPERVISOR_CHANGED = 0, 8, 9, 10, 11
+WORKER_FINISHED, SIZE_CHANGED = 12, 13  # Group's
+CHILD_EXITED, CHILD_RESTARTED, CHILD_ADDED, CHILD_REMOVED, CHILD_COUNT = 12, 13, 14, 15, 16  # Supervisor's
+COUNT_CHANGED, CLOSED_CHANGED, BOX_STATS, MAXREDEL_CHANGED = range(4)  # MailboxBase's
+H_IDLE, H_RUNNING, H_STOPPING, H_FINISHED = range(4)  # WorkerHandle::State
+# WorkerHandle's: stateChanged (any: H_STATE, or handle_state_is()), then these
+H_STATE, RUNNING_CHANGED, STARTED, FINISHED, STOP_TIMEOUT_CHANGED, ABANDONED_COUNT, ABANDONED_FINISHED = 0, 5, 6, 7, 8, 9, 10
+# Slot actions
+(DO_DELETE_EMITTER, DO_DELETE_LATER, DO_DELETE_SUPERVISOR, DO_SHUTDOWN, DO_START, DO_RESTART, DO_SET_SIZE_0,
+ DO_SET_SIZE_UP, DO_ADD_CHILD, DO_REMOVE_CHILD, DO_CLOSE_MAILBOX, DO_DELETE_OTHER) = range(12)
+
+
+def state_is(state):
+    return 1 + state
+
+
+def handle_state_is(state):
+    return 1 + state
+
+
+def slot(kind, index, signal, action, arg=0, every=False):
+    """arg: the timeout of a group's shutdown (% 3); the mailbox of a handle's first start; the
+    handle to restart (% 2) for other emitters; setSizeUp's step (1 + arg % 2); addChild's node
+    (nodes[(arg >> 2) % 8]: groups 0-3, supervisors 4-6, null 7) and restart type ((arg >> 5) % 3);
+    the child a supervisor removes (% its children); the mailbox slot to close when the emitter
+    has none (% 3); deleteOther's victim (arg % 10: groups 0-3, supervisors 4-6, handles 7-8, 9:
+    the MailboxBase of mailbox slot (arg >> 4) % 3); a group of the world (% 4) when the emitter
+    has none."""
+    return [SLOT_EVERY if every else SLOT_ONCE, kind | (index << 2), signal, action, arg]
 
 
 def box(slot, capacity=None):  # capacity None: unbounded
@@ -81,6 +116,63 @@ seeds = {
     'mixed': box(0, 2) + box(1) + sup(0, 0) + group(0, 0, 1, spawn=False) + [ADD, 0, 0, 1, SPAWN, 0, START, 0]
     + group(1, 1, 2) + sends(0, [0, 1, 2], SEND) + sends(1, [4, 6, 5]) + spin(2) + [SETSIZE, 1, 0, CLOSE, 0, DELOBJ, 1] + spin(2),
     'discard-at-end': box(0) + box(1, 2) + sends(0, [0, 0, 0]) + sends(1, [0, 0]),
+
+    # Slot actions (issue #20): each action from a signal that makes it interesting.
+    'slot-delete-on-stopped': box(0) + group(0, 0, 1) + slot(G, 0, state_is(STOPPED), DO_DELETE_EMITTER)
+    + sends(0, [0, 2]) + events() + [GSHUT, 0, 1] + spin(2),
+    'slot-delete-on-stopped-in-teardown': box(0) + sup(0, 0) + group(0, 0, 2, spawn=False) + [ADD, 0, 0, 0, SPAWN, 0, START, 0]
+    + slot(G, 0, state_is(STOPPED), DO_DELETE_EMITTER) + slot(S, 0, state_is(STOPPED), DO_DELETE_EMITTER) + sends(0, [2, 0]) + events(),
+    'slot-setsize0-on-workerfinished': box(0) + group(0, 0, 2) + slot(G, 0, WORKER_FINISHED, DO_SET_SIZE_0)
+    + sends(0, [1, 0, 2, 0]) + spin(),
+    'slot-delete-supervisor-on-childexited': box(0) + sup(0, 0) + group(0, 0, 1, spawn=False) + [ADD, 0, 0, 0, SPAWN, 0, START, 0]
+    + slot(S, 0, CHILD_EXITED, DO_DELETE_EMITTER) + sends(0, [1, 0]) + events(4) + spin(2),
+    'slot-delete-parent-on-childexited': box(0) + sup(0, 0) + sup(1, 1) + [ADD, 1, 4, 0] + group(0, 0, 1, spawn=False)
+    + group(1, 0, 1, spawn=False) + [ADD, 0, 0, 0, ADD, 1, 1, 0, SPAWN, 0, SPAWN, 1, START, 1]
+    + slot(S, 0, CHILD_EXITED, DO_DELETE_SUPERVISOR) + sends(0, [1, 2, 0]) + spin(),
+    'slot-deletelater-on-gaveup': box(0) + group(0, 0, 1, maxr=0) + slot(G, 0, GAVEUP, DO_DELETE_LATER)
+    + sends(0, [1, 1, 0]) + spin(),
+    'slot-shutdown-on-childrestarted': box(0) + sup(0, 1) + group(0, 0, 1, spawn=False) + group(1, 0, 1, spawn=False)
+    + [ADD, 0, 0, 0, ADD, 0, 1, 0, SPAWN, 0, SPAWN, 1, START, 0] + slot(S, 0, CHILD_RESTARTED, DO_SHUTDOWN)
+    + sends(0, [1, 2, 0]) + spin(),
+    'slot-start-on-childadded': box(0) + sup(0, 0) + group(0, 0, 1, spawn=False) + slot(S, 0, CHILD_ADDED, DO_START)
+    + [ADD, 0, 0, 0, SPAWN, 0] + sends(0, [0, 1, 0]) + spin(),
+    'slot-spawn-on-sizechanged': box(0) + group(0, 0, 1, spawn=False) + slot(G, 0, SIZE_CHANGED, DO_START)
+    + [SETSIZE, 0, 2] + sends(0, [0, 2]) + spin(),
+    'slot-restart-handle-on-finished': box(0) + [HANDLE, 0, 0x01] + slot(H, 0, FINISHED, DO_RESTART, every=True)
+    + sends(0, [1, 0, 1, 5, 0]) + spin(3),
+    'slot-start-handle-on-finished': box(0) + [HANDLE, 0, 0x01] + slot(H, 0, handle_state_is(H_FINISHED), DO_START)
+    + sends(0, [2]) + events() + [HANDLE, 0, 0x04] + spin(2),
+    'slot-setsizeup-on-sizechanged': box(0) + group(0, 0, 1) + slot(G, 0, SIZE_CHANGED, DO_SET_SIZE_UP, every=True)
+    + slot(G, 0, state_is(RUNNING), DO_SET_SIZE_0) + [SETSIZE, 0, 2] + sends(0, [2, 0, 4]) + spin(),
+    'slot-addchild-on-childremoved': box(0) + sup(0, 0) + group(0, 0, 1, spawn=False) + group(1, 0, 1, spawn=False)
+    + [ADD, 0, 0, 0, SPAWN, 0, SPAWN, 1, START, 0] + slot(S, 0, CHILD_REMOVED, DO_ADD_CHILD, 1 << 2) + events()
+    + [REMOVE, 0, 0] + sends(0, [0, 1]) + spin(),
+    'slot-removechild-on-running': box(0) + sup(0, 2) + group(0, 0, 1, spawn=False) + [ADD, 0, 0, 1, SPAWN, 0]
+    + slot(G, 0, state_is(RUNNING), DO_REMOVE_CHILD) + [START, 0] + sends(0, [2, 0]) + spin(),
+    'slot-removechild-on-childcount': box(0) + sup(0, 0) + group(0, 0, 1, spawn=False) + group(1, 0, 1, spawn=False)
+    + slot(S, 0, CHILD_COUNT, DO_REMOVE_CHILD, 0, every=True) + [ADD, 0, 0, 0, ADD, 0, 1, 0, SPAWN, 0, SPAWN, 1, START, 0] + spin(),
+    'slot-close-on-countchanged': box(0, 2) + slot(M, 0, COUNT_CHANGED, DO_CLOSE_MAILBOX) + sends(0, [0, 0, 0], SEND)
+    + events() + group(0, 0, 1, on_closed=0) + spin(),
+    'slot-delete-mailbox-on-closed': box(0) + group(0, 0, 1) + slot(M, 0, CLOSED_CHANGED, DO_DELETE_EMITTER)
+    + sends(0, [0, 2]) + [CLOSE, 0] + events() + spin(),
+    'slot-delete-consumers-supervisor-on-box-stats': box(0) + sup(0, 1) + group(0, 0, 2, spawn=False)
+    + [ADD, 0, 0, 0, SPAWN, 0, START, 0] + slot(M, 0, BOX_STATS, DO_DELETE_SUPERVISOR) + sends(0, [2, 0, 4]) + spin(),
+    'slot-delete-other-on-stats': box(0) + group(0, 0, 1) + group(1, 0, 2) + slot(G, 0, NODE_STATS, DO_DELETE_OTHER, 1)
+    + sends(0, [2, 2, 0, 0]) + spin(),
+    'slot-delete-handle-on-started': box(0) + [HANDLE, 0, 0x05] + slot(H, 0, STARTED, DO_DELETE_EMITTER)
+    + sends(0, [2]) + [HANDLE, 0, 0x01] + spin(2),
+    'slot-abandoned-handle': box(0) + [HANDLE, 0, 0x06] + slot(H, 0, ABANDONED_COUNT, DO_DELETE_LATER)
+    + slot(H, 0, ABANDONED_FINISHED, DO_CLOSE_MAILBOX) + [HANDLE, 0, 0x00] + sends(0, [6, 0]) + events(1)
+    + [HANDLE, 0, 0x04] + spin(2),
+    'slot-abandoned-handle-finished': box(0) + [HANDLE, 0, 0x06] + slot(H, 0, ABANDONED_FINISHED, DO_START)
+    + slot(H, 0, handle_state_is(H_STOPPING), DO_CLOSE_MAILBOX) + [HANDLE, 0, 0x00] + sends(0, [6, 0]) + events(1)
+    + [HANDLE, 0, 0x04] + spin(2) + events(4),
+    'slot-delete-supervisor-on-group-stopping': box(0) + sup(0, 0) + group(0, 0, 1, spawn=False) + [ADD, 0, 0, 0, SPAWN, 0, START, 0]
+    + slot(G, 0, state_is(STOPPING), DO_DELETE_SUPERVISOR) + sends(0, [2]) + events() + [SSHUT, 0] + spin(2),
+    'slot-supervisor-changed-shutdown': box(0) + sup(0, 0) + group(0, 0, 1) + slot(G, 0, SUPERVISOR_CHANGED, DO_SHUTDOWN, 1)
+    + [START, 0, ADD, 0, 0, 0] + sends(0, [0, 2]) + spin(),
+    'slot-threaded-delete-on-workerfinished': box(0) + group(0, 0, 2, threaded=True) + slot(G, 0, WORKER_FINISHED, DO_DELETE_EMITTER)
+    + sends(0, [0, 1, 0, 2]) + spin(3),
 }
 
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), 'corpus')
