@@ -519,7 +519,7 @@ void GroupPrivate::watchdogTick()
                   slot->id, slot->generation, heartbeatTimeout);
         slot->watchdogFired = true;
         slot->armTimer(this, executor, now + std::chrono::milliseconds(shutdownTimeout));
-        slot->core->requestStop();
+        slot->core->requestStop(detail::StopCause::Fault); // its end is a failure, for its mailbox too
     }
 }
 
