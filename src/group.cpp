@@ -92,12 +92,19 @@ struct ExecutorRef
 void GroupPrivate::probeStart()
 {
     const quint64 epoch = ++startEpoch;
-    std::vector<QThread *> homes = threads;
-    if (homes.empty())
-        homes.push_back(q->thread());
-    startProbes = 0;
     const QPointer<Group> group(q);
-    for (QThread *home : homes) {
+    if (threads.empty()) {
+        // The group's own thread: one probe, which looks at the workers itself (no second hop
+        // in the common case, where every body waits, suspended, by then).
+        startProbes = 1;
+        executor->post(detail::makeJob([group, epoch] {
+            if (group)
+                group->d->onLocalStartProbe(epoch);
+        }));
+        return;
+    }
+    startProbes = 0;
+    for (QThread *home : threads) {
         detail::Executor *there = detail::Executor::acquire(home);
         if (!there)
             continue;
@@ -110,6 +117,25 @@ void GroupPrivate::probeStart()
             }));
         }));
     }
+}
+
+void GroupPrivate::onLocalStartProbe(quint64 epoch)
+{
+    if (epoch != startEpoch)
+        return;
+    // Every start of this probe's start has run. A body that is not suspended now ended at once
+    // (or was stopped): its end, posted behind this probe, must be decided first.
+    const bool allSuspended = std::all_of(positions.begin(), positions.end(), [](const auto &slot) {
+        return !slot->core || slot->core->isBodySuspended();
+    });
+    if (allSuspended) {
+        onStartProbe(epoch);
+        return;
+    }
+    executor->post(detail::makeJob([group = QPointer<Group>(q), epoch] {
+        if (group)
+            group->d->onStartProbe(epoch);
+    }));
 }
 
 void GroupPrivate::onStartProbe(quint64 epoch)
@@ -493,7 +519,7 @@ void GroupPrivate::watchdogTick()
                   slot->id, slot->generation, heartbeatTimeout);
         slot->watchdogFired = true;
         slot->armTimer(this, executor, now + std::chrono::milliseconds(shutdownTimeout));
-        slot->core->requestStop();
+        slot->core->requestStop(detail::StopCause::Fault); // its end is a failure, for its mailbox too
     }
 }
 

@@ -142,6 +142,7 @@ public:
     void startWorkers();
     void probeStart();
     void onStartProbe(quint64 epoch);
+    void onLocalStartProbe(quint64 epoch);
     void addSlots(int count);
     void launch(GroupSlot *slot, detail::Clock::time_point now);
     /* Emits workerFinished(exit) (if connected) and decides the slot's future: after the slots

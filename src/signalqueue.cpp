@@ -18,9 +18,43 @@ void SignalScope::enqueue(Entry *entry) noexcept
 
 void SignalScope::forget(const QObject *sender) noexcept
 {
-    for (Entry *e = state().head; e; e = e->next)
+    State &s = state();
+    for (Entry *e = s.head; e; e = e->next)
         if (e->sender == sender)
             e->sender = nullptr;
+    for (Entry *e = s.deferredHead; e; e = e->next)
+        if (e->sender == sender)
+            e->sender = nullptr;
+}
+
+void SignalScope::defer(QObject *object, void (*fn)(QObject *))
+{
+    State &s = state();
+    if (s.depth == 0) {
+        fn(object);
+        return;
+    }
+    auto *entry = new Deferred(object, fn);
+    if (s.deferredTail)
+        s.deferredTail->next = entry;
+    else
+        s.deferredHead = entry;
+    s.deferredTail = entry;
+}
+
+void SignalScope::runDeferred()
+{
+    // Called by the closing outermost scope (depth 1): each call runs as part of the operation
+    // that closes, and may defer more.
+    State &s = state();
+    while (Entry *e = s.deferredHead) {
+        s.deferredHead = e->next;
+        if (!s.deferredHead)
+            s.deferredTail = nullptr;
+        std::unique_ptr<Entry> entry(e);
+        if (entry->sender)
+            entry->fire();
+    }
 }
 
 bool SignalScope::inNestedLoop()

@@ -37,6 +37,12 @@ public:
     ~SignalScope()
     {
         State &s = state();
+        // The outermost scope of an operation (or the one around a slot): deferred calls run
+        // first, still inside it, so that what they emit is queued behind.
+        if (s.deferredHead
+            && (s.depth == 1
+                || (s.flushing && (s.depth == s.flushBase || (s.depth == s.flushBase + 1 && inNestedLoop())))))
+            runDeferred();
         --s.depth;
         if (s.head && (s.flushing ? s.depth == s.flushBase && inNestedLoop() : s.depth == 0))
             flush();
@@ -82,7 +88,13 @@ public:
         enqueue(new Pending<Sender, Params...>(sender, signal, std::forward<Args>(args)...));
     }
 
-    /* From the destructor of a sender: its queued signals are dropped. */
+    /* Inside a scope: calls fn(object) when the outermost scope closes, before its signals go
+       out (outside one: now). For an object's own follow-up work that must not run inside
+       another object's transition (a supervisor's next start after a child has started), at
+       the cost of no posted job. forget(object) drops it. */
+    static void defer(QObject *object, void (*fn)(QObject *));
+
+    /* From the destructor of a sender: its queued signals (and deferred calls) are dropped. */
     static void forget(const QObject *sender) noexcept;
 
     struct Entry
@@ -105,6 +117,8 @@ private:
         int flushLoopLevel = 0; // the thread's event-loop level when the flush began
         Entry *head = nullptr;
         Entry *tail = nullptr;
+        Entry *deferredHead = nullptr;
+        Entry *deferredTail = nullptr;
     };
     static State &state() noexcept
     {
@@ -130,7 +144,16 @@ private:
         std::tuple<std::decay_t<Params>...> args;
     };
 
+    struct Deferred final : Entry
+    {
+        Deferred(QObject *o, void (*f)(QObject *)) : object(o), fn(f) { sender = o; }
+        void fire() override { fn(object); }
+        QObject *object;
+        void (*fn)(QObject *);
+    };
+
     static bool inNestedLoop();
+    static void runDeferred();
     static void enqueue(Entry *entry) noexcept;
     static void flush();
 };

@@ -83,8 +83,18 @@ void SupervisorPrivate::childStateChanged(Node *node, Node::State state, const Q
     // (addChild() links it after recording it; removeChild() and destruction forget it before
     // unlinking).
     q->markDirty(); // runningChildren
-    if (node == startingChild && state != Node::State::Starting)
-        schedulePump(); // started, or failed to
+    if (node == startingChild && state != Node::State::Starting) {
+        // Started, or failed to: the next start follows once the child's operation is over,
+        // without a posted job (a one-for-all restart of 100 children would post 100).
+        if (!pumpDeferred && !destroying) {
+            pumpDeferred = true;
+            detail::SignalScope::defer(q, [](QObject *object) {
+                auto *d = static_cast<Supervisor *>(object)->d.get();
+                d->pumpDeferred = false;
+                d->pump();
+            });
+        }
+    }
     if (!NodePrivate::isTerminal(state))
         return;
     if (node == waitingFor) {

@@ -105,6 +105,7 @@ public:
     QString finishReason;
     bool shutDown = false; // shutdown() was called: nothing starts again
     bool pumpPosted = false;
+    bool pumpDeferred = false;
     bool pumping = false;
     bool pumpAgain = false;
     bool destroying = false;

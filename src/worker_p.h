@@ -128,6 +128,9 @@ public:
     void destroyBody() noexcept;
     /* BodyRun: the frame that awaits the body, when it is not in bodyFrame. */
     void setRunner(void *frame);
+    /* Home thread: the body has started and waits, suspended (not before its start, not after
+       its end). */
+    bool isBodySuspended() const noexcept { return m_body.load(std::memory_order_acquire) != nullptr; }
     /* BodyRun: the body's frame while it is suspended and awaited (null before and after). */
     void setBody(void *frame) noexcept { m_body.store(frame, std::memory_order_release); }
 private:
