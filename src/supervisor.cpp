@@ -175,6 +175,11 @@ void SupervisorPrivate::pump()
         if (!exits.empty() && q->isRunning()) {
             ChildExit &front = exits.front();
             static const QMetaMethod exitedSignal = QMetaMethod::fromSignal(&Supervisor::childExited);
+            if (!isCurrent(front)) {
+                exits.pop_front(); // stale: no signal, no decision
+                pumpAgain = true;
+                continue;
+            }
             if (!front.announced && q->isSignalConnected(exitedSignal)) {
                 // The slots run before the decision, which the next turn takes: one that shuts
                 // the supervisor down (or removes the child) means nothing restarts.
@@ -247,13 +252,21 @@ void SupervisorPrivate::pumpStarts()
     }
 }
 
+bool SupervisorPrivate::isCurrent(const ChildExit &exit) const
+{
+    // Not removed, not started again since, not stopped for a sibling's restart (which covers
+    // it, as in OTP), and the supervisor still runs (a slot of childExited() may have shut it
+    // down: then nothing restarts).
+    const SupervisedChild *child = find(exit.node);
+    return child && child->serial == exit.serial && child->incarnation == exit.incarnation && !child->stopRequested
+        && q->isRunning() && after == After::Nothing;
+}
+
 void SupervisorPrivate::handleExit(const ChildExit &exit)
 {
+    if (!isCurrent(exit))
+        return;
     SupervisedChild *child = find(exit.node);
-    if (!child || child->serial != exit.serial || child->incarnation != exit.incarnation || child->stopRequested)
-        return; // removed, started again since, or stopped for a sibling's restart (which covers it), as in OTP
-    if (!q->isRunning() || after != After::Nothing)
-        return; // a slot of childExited() shut the supervisor down (or stopped it): nothing restarts
     Node *node = child->node;
     const RestartType restartType = child->restart;
     const bool restart = restartType == RestartType::Permanent || (restartType == RestartType::Transient && exit.failed);

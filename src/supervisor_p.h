@@ -74,6 +74,7 @@ public:
     void pump();
     bool pumpStops();  // false while a stop is awaited
     void pumpStarts(); // returns while a child starts (or an exit waits to be handled)
+    bool isCurrent(const ChildExit &exit) const; // still to be decided
     void handleExit(const ChildExit &exit);
     void beginStopAll(const QString &reason, bool failing);
     void startChild(SupervisedChild &child, bool restart);

@@ -244,4 +244,30 @@ private:
     std::shared_ptr<State> m_state;
 };
 
+/*
+    Spins a real event loop until \a done() or \a timeoutMs, looking every millisecond (the loop
+    runs everything else in between). For waits that QTRY_* and QTest::qWaitFor would slow down:
+    they sleep 10 ms between their event-processing rounds.
+*/
+template<typename Predicate>
+bool spinUntil(Predicate done, int timeoutMs = Timeout)
+{
+    if (done())
+        return true;
+    QEventLoop loop;
+    QTimer poll;
+    poll.setTimerType(Qt::PreciseTimer);
+    QObject::connect(&poll, &QTimer::timeout, &loop, [&] {
+        if (done())
+            loop.quit();
+    });
+    poll.start(1);
+    QTimer failsafe;
+    failsafe.setSingleShot(true);
+    QObject::connect(&failsafe, &QTimer::timeout, &loop, &QEventLoop::quit);
+    failsafe.start(timeoutMs);
+    loop.exec();
+    return done();
+}
+
 } // namespace stagetest

@@ -44,23 +44,8 @@ template<typename Predicate>
 bool spinUntil(Spin spin, Predicate done, int timeoutMs)
 {
     switch (spin) {
-    case Spin::EventLoop: {
-        if (done())
-            return true;
-        QEventLoop loop;
-        QTimer poll; // a check per millisecond: the loop runs everything else in between
-        QObject::connect(&poll, &QTimer::timeout, &loop, [&] {
-            if (done())
-                loop.quit();
-        });
-        poll.start(1);
-        QTimer failsafe;
-        failsafe.setSingleShot(true);
-        QObject::connect(&failsafe, &QTimer::timeout, &loop, &QEventLoop::quit);
-        failsafe.start(timeoutMs);
-        loop.exec();
-        return done();
-    }
+    case Spin::EventLoop:
+        return stagetest::spinUntil(done, timeoutMs);
     case Spin::TryMacro: {
         [&] { QTRY_VERIFY_WITH_TIMEOUT(done(), timeoutMs); }();
         return done();

@@ -220,29 +220,7 @@ int drainAll(const Mailbox<T> &mb)
     return n;
 }
 
-/*
-    Spins a real event loop until \a done() or \a timeoutMs. For waits on high-rate traffic to a
-    main-thread consumer: QTRY_* and QTest::qWaitFor sleep 10 ms between their event-processing
-    rounds, which turns a capacity-1 hand-off into a 10 ms tick.
-*/
-bool spinUntil(const std::function<bool()> &done, int timeoutMs = Timeout)
-{
-    if (done())
-        return true;
-    QEventLoop loop;
-    QTimer poll;
-    QObject::connect(&poll, &QTimer::timeout, &loop, [&] {
-        if (done())
-            loop.quit();
-    });
-    poll.start(1);
-    QTimer failsafe;
-    failsafe.setSingleShot(true);
-    QObject::connect(&failsafe, &QTimer::timeout, &loop, &QEventLoop::quit);
-    failsafe.start(timeoutMs);
-    loop.exec();
-    return done();
-}
+using stagetest::spinUntil;
 
 /* Takes and acknowledges everything queued now; returns the values with their failures(). */
 std::vector<std::pair<int, int>> drain(const Mailbox<int> &mb)

@@ -248,25 +248,12 @@ std::vector<Action> actionsOf(Kind kind)
     return {};
 }
 
-/* Spins a local event loop until \a pred holds (polled every millisecond) or \a timeoutMs passed. */
+/* Spins a local event loop until \a pred holds (polled every millisecond) or \a timeoutMs passed,
+   then runs the deleteLater()s still pending. */
 template<typename Pred>
 bool waitUntil(Pred pred, int timeoutMs)
 {
-    if (pred())
-        return true;
-    QEventLoop loop;
-    QTimer poll;
-    poll.setTimerType(Qt::PreciseTimer);
-    QObject::connect(&poll, &QTimer::timeout, &loop, [&] {
-        if (pred())
-            loop.quit();
-    });
-    poll.start(1);
-    QTimer failsafe;
-    failsafe.setSingleShot(true);
-    QObject::connect(&failsafe, &QTimer::timeout, &loop, &QEventLoop::quit);
-    failsafe.start(timeoutMs);
-    loop.exec();
+    stagetest::spinUntil(pred, timeoutMs);
     QCoreApplication::sendPostedEvents(nullptr, QEvent::DeferredDelete);
     return pred();
 }
