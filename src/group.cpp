@@ -398,6 +398,8 @@ void GroupPrivate::abandon(GroupSlot *slot)
     detail::SignalScope scope;
     if (!slot->core)
         return;
+    if (slot->core->home == q->thread() && !slot->core->isBodySuspended())
+        return; // on this thread and not waiting: its start or its end is queued here, and settles it
     auto core = std::move(slot->core);
     qCWarning(lcGroup, "Group: worker %llu (generation %d) did not stop within %d ms; abandoned", slot->id,
               slot->generation, shutdownTimeout);
