@@ -52,14 +52,16 @@ public:
 
     /* Whether closing this scope would deliver the queued signals (no other operation is in
        progress on this thread, or only a slot's nested event loop). */
-    bool isOutermost() const
+    bool isOutermost() const { return isOutermostNow(); }
+    static bool isOutermostNow()
     {
         const State &s = state();
         return s.flushing ? s.depth == s.flushBase + 1 && inNestedLoop() : s.depth == 1;
     }
     /* For an outermost scope (isOutermost()): delivers what is queued now, as its closing would,
        and stays open. The caller checks that its object is alive afterwards. */
-    void flushNow()
+    void flushNow() { flushPendingNow(); }
+    static void flushPendingNow()
     {
         State &s = state();
         --s.depth;

@@ -181,12 +181,20 @@ void SupervisorPrivate::pump()
                 continue;
             }
             if (!front.announced && q->isSignalConnected(exitedSignal)) {
-                // The slots run before the decision, which the next turn takes: one that shuts
-                // the supervisor down (or removes the child) means nothing restarts.
+                // The slots run before the decision: one that shuts the supervisor down (or
+                // removes the child) means nothing restarts.
                 front.announced = true;
                 detail::SignalScope::emitLater(q, &Supervisor::childExited, front.node, front.failed, front.reason);
-                schedulePump();
-                break;
+                if (!detail::SignalScope::isOutermostNow()) {
+                    schedulePump(); // inside another operation: decided on the next turn
+                    break;
+                }
+                const QPointer<Supervisor> alive(q);
+                detail::SignalScope::flushPendingNow();
+                if (!alive)
+                    return;
+                pumpAgain = true; // look again: a slot may have stopped or changed something
+                continue;
             }
             const ChildExit exit = std::move(front);
             exits.pop_front();
@@ -493,10 +501,13 @@ bool Supervisor::removeChild(Node *node)
     }
     detail::SignalScope scope;
     // The child whose failure the strategy is restarting its siblings for (a OneForAll or
-    // RestForOne restart still queued, in backoff or starting): the siblings stopped for it stay
-    // stopped, as in OTP (the restart is not retried without the child).
-    if (d->restartingFor == child->serial && !d->startQueue.empty())
-        std::erase_if(d->startQueue, [](const auto &entry) { return entry.second.restart; });
+    // RestForOne restart still queued, in backoff or starting): the siblings after it in start
+    // order, stopped for that restart, stay stopped, as in OTP (whose restart starts the children
+    // before the failing one, stops at it, and does not retry it once it is deleted).
+    if (d->restartingFor == child->serial && !d->startQueue.empty()) {
+        for (auto it = d->startQueue.upper_bound(child->serial); it != d->startQueue.end();)
+            it = it->second.restart ? d->startQueue.erase(it) : std::next(it);
+    }
     d->forget(node);
     NodePrivate::get(node)->supervisor = nullptr;
     if (node->isRunning())

@@ -123,7 +123,8 @@ public:
         unwinds its workers within its shutdownTimeout()) and handed back to the caller
         (its parent becomes nullptr). False, with a warning, if it is not a child of this supervisor.
         If a OneForAll or RestForOne restart for \a node is under way (in backoff, or waiting for
-        \a node to start), the siblings stopped for it stay stopped, as in OTP.
+        \a node to start), the siblings after it in start order, stopped for that restart, stay
+        stopped, as in OTP (the ones before it start).
         Cost: O(1) amortized in Stage; QObject::setParent() searches the parent's children from
         the front, so with many children remove the oldest first.
     */
