@@ -930,8 +930,9 @@ struct World
             if (!group)
                 return false;
             const int size = r.action == Act::SetSizeZero ? 0 : std::min(group->size() + 1 + a % 2, 4);
+            const long long fires = slotFires;
             group->setSize(size);
-            if (usable(group))
+            if (usable(group) && slotFires == fires) // see AddChild
                 CHECK(group->size() == size, size, group->size());
             return true;
         }
@@ -943,8 +944,13 @@ struct World
             QPointer<Node> child = nodeAt(a >> 2);
             if (!usable(sup) || (child && !usable(child)))
                 return false;
+            const long long fires = slotFires;
             const bool ok = sup->addChild(child, RestartType((a >> 5) % 3));
-            if (ok && usable(sup) && usable(child))
+            // Inside a flush of queued signals, the call's own signals wait for this slot to
+            // return; but a slot of a signal emitted outside any Stage operation (a coalesced
+            // statisticsChanged, a MailboxBase's) makes this call the outermost operation, and
+            // its signals reach their slots before it returns.
+            if (ok && usable(sup) && usable(child) && slotFires == fires)
                 CHECK(child->supervisor() == sup && child->parent() == sup);
             return true;
         }
@@ -968,9 +974,10 @@ struct World
             if (!usable(sup) || !usable(child))
                 return false;
             const bool wasChild = child->supervisor() == sup;
+            const long long fires = slotFires;
             const bool ok = sup->removeChild(child);
             CHECK(ok == wasChild, ok, wasChild);
-            if (ok && usable(child))
+            if (ok && usable(child) && slotFires == fires) // see AddChild
                 CHECK(child->supervisor() == nullptr && child->parent() == nullptr);
             return true;
         }
