@@ -618,8 +618,9 @@ Group::Group(QObject *parent) : Node(parent), d(std::make_unique<GroupPrivate>(t
 
 Group::~Group()
 {
-    // What the jobs run below emit (other nodes' signals) goes out once the group is gone.
-    detail::SignalScope scope;
+    // What the jobs run below emit (other nodes' signals, its supervisor's childCountChanged())
+    // goes out once the group is gone, from the event loop.
+    detail::SignalScope scope(detail::SignalScope::InDestructor);
     d->destroying = true;
     beginDestruction(); // no signals from here on; a supervisor forgets this child
     if (d->state() == State::Starting || d->state() == State::Running || d->state() == State::Restarting)

@@ -1,5 +1,7 @@
 #include "signalqueue_p.h"
 
+#include "executor_p.h"
+
 #include <QtCore/QThread>
 
 #include <memory>
@@ -55,6 +57,18 @@ void SignalScope::runDeferred()
         if (entry->sender)
             entry->fire();
     }
+}
+
+void SignalScope::postFlush()
+{
+    State &s = state();
+    if (s.flushPosted)
+        return;
+    s.flushPosted = true;
+    Executor::current()->post(makeJob([] {
+        state().flushPosted = false;
+        SignalScope scope; // closing it delivers what is queued
+    }));
 }
 
 bool SignalScope::inNestedLoop()

@@ -33,10 +33,23 @@ namespace stage::detail {
 class SignalScope
 {
 public:
+    /* For a destructor: what it queues is delivered from the event loop, once the object is
+       gone (not while ~QObject has yet to run, when QPointers and children() still see it). */
+    enum Destruction { InDestructor };
+
     SignalScope() noexcept { ++state().depth; }
+    explicit SignalScope(Destruction) noexcept : m_inDestructor(true) { ++state().depth; }
     ~SignalScope()
     {
         State &s = state();
+        if (m_inDestructor && s.depth == 1 && !s.flushing) {
+            if (s.deferredHead)
+                runDeferred();
+            --s.depth;
+            if (s.head)
+                postFlush();
+            return;
+        }
         // The outermost scope of an operation (or the one around a slot): deferred calls run
         // first, still inside it, so that what they emit is queued behind.
         if (s.deferredHead
@@ -121,6 +134,7 @@ private:
         Entry *tail = nullptr;
         Entry *deferredHead = nullptr;
         Entry *deferredTail = nullptr;
+        bool flushPosted = false;
     };
     static State &state() noexcept
     {
@@ -156,6 +170,9 @@ private:
 
     static bool inNestedLoop();
     static void runDeferred();
+    static void postFlush();
+
+    bool m_inDestructor = false;
     static void enqueue(Entry *entry) noexcept;
     static void flush();
 };

@@ -416,7 +416,8 @@ Supervisor::Supervisor(Strategy strategy, QObject *parent) : Node(parent), d(std
 
 Supervisor::~Supervisor()
 {
-    detail::SignalScope scope; // what the children's stops emit goes out once this is gone
+    // What the children's stops emit goes out once this is gone, from the event loop.
+    detail::SignalScope scope(detail::SignalScope::InDestructor);
     d->destroying = true;
     beginDestruction();
     d->backoffTimer.stop();

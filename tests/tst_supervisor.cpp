@@ -748,8 +748,10 @@ void tst_Supervisor::deleteChild_isForgotten()
     QTRY_COMPARE_WITH_TIMEOUT(t.count(), 2, Timeout);
     QSignalSpy count(&sv, &Supervisor::childCountChanged);
     delete a;
-    QCOMPARE(count.size(), 1);
     QCOMPARE(sv.childCount(), 1);
+    // What a deletion makes Stage emit comes from the event loop, once the child is gone.
+    QCOMPARE(count.size(), 0);
+    QTRY_COMPARE_WITH_TIMEOUT(count.size(), 1, Timeout);
     QVERIFY(roundTrip(QThread::currentThread()));
     QCOMPARE(sv.state(), State::Running);
     QCOMPARE(sv.restarts(), 0); // a deleted child is not an exit
