@@ -242,10 +242,10 @@ void GroupPrivate::workerEnded(const std::shared_ptr<detail::WorkerCore> &core, 
         break;
     }
     markDirty();
-    announceThenDecide(slot, exit, scope);
+    announceThenDecide(slot, exit);
 }
 
-void GroupPrivate::announceThenDecide(GroupSlot *slot, const WorkerExit &exit, detail::SignalScope &scope)
+void GroupPrivate::announceThenDecide(GroupSlot *slot, const WorkerExit &exit)
 {
     static const QMetaMethod finishedSignal = QMetaMethod::fromSignal(&Group::workerFinished);
     if (destroying || !q->isSignalConnected(finishedSignal)) {
@@ -253,7 +253,7 @@ void GroupPrivate::announceThenDecide(GroupSlot *slot, const WorkerExit &exit, d
         return;
     }
     detail::SignalScope::emitLater(q, &Group::workerFinished, exit);
-    if (!scope.isOutermost()) {
+    if (!detail::SignalScope::isOutermostNow()) {
         decide(slot, exit); // inside another operation: the slots run after it, and after this decision
         return;
     }
@@ -262,7 +262,7 @@ void GroupPrivate::announceThenDecide(GroupSlot *slot, const WorkerExit &exit, d
     const quint64 epoch = slotEpoch;
     const quint64 id = slot->id;
     const int generation = slot->generation;
-    scope.flushNow();
+    detail::SignalScope::flushPendingNow();
     if (!alive)
         return;
     if (slotEpoch != epoch && !isLiveSlot(slot, id, generation))
@@ -417,7 +417,7 @@ void GroupPrivate::abandon(GroupSlot *slot)
     exit.generation = slot->generation;
     // A hung worker that would not stop: its frame is left behind; an abandoned end is abnormal,
     // so it restarts by policy.
-    announceThenDecide(slot, exit, scope);
+    announceThenDecide(slot, exit);
 }
 
 void GroupPrivate::abandonAllRunning()

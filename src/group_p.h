@@ -146,9 +146,9 @@ public:
     void addSlots(int count);
     void launch(GroupSlot *slot, detail::Clock::time_point now);
     /* Emits workerFinished(exit) (if connected) and decides the slot's future: after the slots
-       have run when \a scope is the outermost, so that they may delete, resize or stop the
-       group first. */
-    void announceThenDecide(GroupSlot *slot, const WorkerExit &exit, detail::SignalScope &scope);
+       have run when the caller's scope is the outermost, so that they may delete, resize or stop
+       the group first. */
+    void announceThenDecide(GroupSlot *slot, const WorkerExit &exit);
     bool isLiveSlot(const GroupSlot *slot, quint64 id, int generation) const;
     void decide(GroupSlot *slot, const WorkerExit &exit);
     void logFailure(const WorkerExit &exit);

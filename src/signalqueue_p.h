@@ -65,15 +65,13 @@ public:
 
     /* Whether closing this scope would deliver the queued signals (no other operation is in
        progress on this thread, or only a slot's nested event loop). */
-    bool isOutermost() const { return isOutermostNow(); }
     static bool isOutermostNow()
     {
         const State &s = state();
         return s.flushing ? s.depth == s.flushBase + 1 && inNestedLoop() : s.depth == 1;
     }
-    /* For an outermost scope (isOutermost()): delivers what is queued now, as its closing would,
+    /* For an outermost scope (isOutermostNow()): delivers what is queued now, as its closing would,
        and stays open. The caller checks that its object is alive afterwards. */
-    void flushNow() { flushPendingNow(); }
     static void flushPendingNow()
     {
         State &s = state();
@@ -146,16 +144,15 @@ private:
     struct Pending final : Entry
     {
         template<typename... Args>
-        Pending(Sender *s, void (Sender::*sig)(Params...), Args &&...a)
-            : object(s), signal(sig), args(std::forward<Args>(a)...)
+        Pending(Sender *s, void (Sender::*sig)(Params...), Args &&...a) : signal(sig), args(std::forward<Args>(a)...)
         {
             sender = s;
         }
         void fire() override
         {
-            std::apply([this](auto &...a) { (object->*signal)(a...); }, args);
+            auto *object = static_cast<Sender *>(const_cast<QObject *>(sender)); // fire() only while set
+            std::apply([this, object](auto &...a) { (object->*signal)(a...); }, args);
         }
-        Sender *object;
         void (Sender::*signal)(Params...);
         std::tuple<std::decay_t<Params>...> args;
     };

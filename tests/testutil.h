@@ -149,6 +149,32 @@ private:
 };
 
 /*
+    Spins a real event loop until \a done() or \a timeoutMs, looking every millisecond (the loop
+    runs everything else in between). For waits that QTRY_* and QTest::qWaitFor would slow down:
+    they sleep 10 ms between their event-processing rounds.
+*/
+template<typename Predicate>
+bool spinUntil(Predicate done, int timeoutMs = Timeout)
+{
+    if (done())
+        return true;
+    QEventLoop loop;
+    QTimer poll;
+    poll.setTimerType(Qt::PreciseTimer);
+    QObject::connect(&poll, &QTimer::timeout, &loop, [&] {
+        if (done())
+            loop.quit();
+    });
+    poll.start(1);
+    QTimer failsafe;
+    failsafe.setSingleShot(true);
+    QObject::connect(&failsafe, &QTimer::timeout, &loop, &QEventLoop::quit);
+    failsafe.start(timeoutMs);
+    loop.exec();
+    return done();
+}
+
+/*
     Sends a no-op through \a thread's event queue and back through the calling thread's, spinning
     a local event loop meanwhile: whatever was posted to either thread before has been delivered
     when it returns true. False after \a timeoutMs. Used to check that something did NOT happen
@@ -157,7 +183,6 @@ private:
 inline bool roundTrip(QThread *thread, int timeoutMs = Timeout)
 {
     auto done = std::make_shared<std::atomic<bool>>(false);
-    QEventLoop loop;
     QObject *here = QCoreApplication::instance();
     if (QThread::currentThread() != here->thread())
         here = QThread::currentThread()->eventDispatcher();
@@ -170,19 +195,7 @@ inline bool roundTrip(QThread *thread, int timeoutMs = Timeout)
             QMetaObject::invokeMethod(here, [done]() { done->store(true); }, Qt::QueuedConnection);
         },
         Qt::QueuedConnection);
-    QTimer poll;
-    QObject::connect(&poll, &QTimer::timeout, &loop, [&]() {
-        if (done->load())
-            loop.quit();
-    });
-    poll.start(1);
-    QTimer failsafe;
-    failsafe.setSingleShot(true);
-    QObject::connect(&failsafe, &QTimer::timeout, &loop, &QEventLoop::quit);
-    failsafe.start(timeoutMs);
-    if (!done->load())
-        loop.exec();
-    return done->load();
+    return spinUntil([&done] { return done->load(); }, timeoutMs);
 }
 
 /*
@@ -244,30 +257,5 @@ private:
     std::shared_ptr<State> m_state;
 };
 
-/*
-    Spins a real event loop until \a done() or \a timeoutMs, looking every millisecond (the loop
-    runs everything else in between). For waits that QTRY_* and QTest::qWaitFor would slow down:
-    they sleep 10 ms between their event-processing rounds.
-*/
-template<typename Predicate>
-bool spinUntil(Predicate done, int timeoutMs = Timeout)
-{
-    if (done())
-        return true;
-    QEventLoop loop;
-    QTimer poll;
-    poll.setTimerType(Qt::PreciseTimer);
-    QObject::connect(&poll, &QTimer::timeout, &loop, [&] {
-        if (done())
-            loop.quit();
-    });
-    poll.start(1);
-    QTimer failsafe;
-    failsafe.setSingleShot(true);
-    QObject::connect(&failsafe, &QTimer::timeout, &loop, &QEventLoop::quit);
-    failsafe.start(timeoutMs);
-    loop.exec();
-    return done();
-}
 
 } // namespace stagetest
