@@ -839,6 +839,24 @@ void Group::setThreadCount(int count)
     emit threadCountChanged(count);
 }
 
+MailboxBase *Group::mailbox() const
+{
+    return d->mailbox.data();
+}
+
+void Group::setMailbox(MailboxBase *mailbox)
+{
+    if (d->mailbox == mailbox)
+        return;
+    d->mailbox = mailbox;
+    emit mailboxChanged(mailbox);
+}
+
+int Group::recentRestarts() const
+{
+    return d->intensity.recent(detail::Clock::now(), std::chrono::milliseconds(d->restartPeriod));
+}
+
 StopMode Group::stopMode() const
 {
     return d->stopMode;

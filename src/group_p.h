@@ -9,7 +9,9 @@
 
 #include <stage/detail/pool.h>
 #include <stage/group.h>
+#include <stage/mailbox.h>
 
+#include <QtCore/QPointer>
 #include <QtCore/QTimer>
 
 #include <deque>
@@ -194,6 +196,7 @@ public:
     int shutdownTimeout = 5000;
     int heartbeatTimeout = 0;
     StopMode stopMode = StopMode::Unwind;
+    QPointer<MailboxBase> mailbox; // informational (views)
     bool destroying = false;
     detail::Clock::time_point logWindowStart;
     int logLinesInWindow = 0;

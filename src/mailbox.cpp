@@ -284,6 +284,12 @@ int MailboxBase::deadLetterCount() const
     return core ? core->deadLetterCount() : 0;
 }
 
+QStringList MailboxBase::deadLetterReasons() const
+{
+    const auto core = m_core.lock();
+    return core ? core->deadLetterReasons() : QStringList();
+}
+
 int MailboxBase::deadLetterLimit() const
 {
     auto core = m_core.lock();

@@ -51,4 +51,9 @@ bool detail::RestartIntensity::allow(detail::Clock::time_point now, int maxResta
     return true;
 }
 
+int detail::RestartIntensity::recent(detail::Clock::time_point now, std::chrono::milliseconds period) const
+{
+    return int(std::count_if(m_restarts.begin(), m_restarts.end(), [&](auto t) { return now - t <= period; }));
+}
+
 } // namespace stage

@@ -19,6 +19,8 @@ public:
     /* Records a restart at \a now; false if that makes too many. maxRestarts < 0: unlimited. */
     bool allow(Clock::time_point now, int maxRestarts, std::chrono::milliseconds period);
     void clear() { m_restarts.clear(); }
+    /* Restarts recorded within \a period before \a now (none are recorded while unlimited). */
+    int recent(Clock::time_point now, std::chrono::milliseconds period) const;
 
 private:
     std::deque<Clock::time_point> m_restarts; // at most maxRestarts + 1 entries

@@ -553,6 +553,50 @@ bool Supervisor::setChildRestartType(Node *node, RestartType restart)
     return true;
 }
 
+bool Supervisor::terminateChild(Node *node)
+{
+    if (!d->checkThread("Supervisor::terminateChild"))
+        return false;
+    SupervisedChild *child = node ? d->find(node) : nullptr;
+    if (!child) {
+        qCWarning(lcSupervisor, "Supervisor::terminateChild: %s is not a child of this supervisor; ignored",
+                  node ? qPrintable(nameOf(node)) : "(null)");
+        return false;
+    }
+    detail::SignalScope scope;
+    d->startQueue.erase(child->serial);
+    child->stopRequested = true;
+    if (node->isRunning())
+        node->stopNode(QStringLiteral("terminated by request"));
+    d->schedulePump(); // an operation may have waited for it
+    return true;
+}
+
+bool Supervisor::restartChild(Node *node)
+{
+    if (!d->checkThread("Supervisor::restartChild"))
+        return false;
+    SupervisedChild *child = node ? d->find(node) : nullptr;
+    if (!child) {
+        qCWarning(lcSupervisor, "Supervisor::restartChild: %s is not a child of this supervisor; ignored",
+                  node ? qPrintable(nameOf(node)) : "(null)");
+        return false;
+    }
+    if (!isRunning() || d->after != SupervisorPrivate::After::Nothing) {
+        qCWarning(lcSupervisor, "Supervisor::restartChild: the supervisor %s is not running; ignored",
+                  qPrintable(nameOf(this)));
+        return false;
+    }
+    detail::SignalScope scope;
+    if (node->isRunning() || node->state() == State::Stopping)
+        d->stopQueue.push_back(ChildRef{node, child->serial});
+    d->startQueue.insert_or_assign(child->serial, PendingStart{node, true});
+    if (state() == State::Running)
+        setState(State::Restarting, QStringLiteral("restarting %1 by request").arg(nameOf(node)));
+    d->pump();
+    return true;
+}
+
 bool Supervisor::start()
 {
     if (!d->checkThread("Supervisor::start"))
@@ -710,6 +754,11 @@ qint64 Supervisor::restarts() const
 qint64 Supervisor::childFailures() const
 {
     return d->stats.childFailures;
+}
+
+int Supervisor::recentRestarts() const
+{
+    return d->intensity.recent(Clock::now(), std::chrono::milliseconds(d->restartPeriod));
 }
 
 } // namespace stage

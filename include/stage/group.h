@@ -16,6 +16,7 @@ namespace stage {
 
 class GroupPrivate;
 class Group;
+class MailboxBase;
 
 /*! A consistent snapshot of a group's counters (Group::statistics()). */
 class STAGE_EXPORT GroupStatistics
@@ -111,6 +112,8 @@ class STAGE_EXPORT Group : public Node
     Q_PROPERTY(qint64 abandoned READ abandoned NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 restarted READ restarted NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 iterations READ iterations NOTIFY statisticsChanged)
+    Q_MOC_INCLUDE(<stage/mailbox.h>)
+    Q_PROPERTY(stage::MailboxBase *mailbox READ mailbox WRITE setMailbox NOTIFY mailboxChanged)
 
 public:
     using State = Node::State;
@@ -182,6 +185,18 @@ public:
     StopMode stopMode() const;
     void setStopMode(StopMode mode);
 
+    /*!
+        The mailbox this group's workers read, for views (SupervisionTreeModel, the QML inspector)
+        to show its depth and dead letters next to the group. Informational: Stage does not
+        route anything through it. Held through a QPointer (nullptr once the mailbox's QObject
+        side is destroyed); nullptr by default. Use Mailbox<T>::object() to get it.
+    */
+    MailboxBase *mailbox() const;
+    void setMailbox(MailboxBase *mailbox);
+
+    /*! Restarts decided within the last restartPeriod() ms (none are counted while maxRestarts() is -1). */
+    int recentRestarts() const;
+
     GroupStatistics statistics() const;
     int running() const;
     qint64 started() const;
@@ -204,6 +219,7 @@ Q_SIGNALS:
     void shutdownTimeoutChanged(int milliseconds);
     void heartbeatTimeoutChanged(int milliseconds);
     void stopModeChanged(stage::StopMode mode);
+    void mailboxChanged(stage::MailboxBase *mailbox);
 
 private:
     friend class GroupPrivate;

@@ -59,6 +59,7 @@ class STAGE_EXPORT MailboxBase : public QObject
     Q_PROPERTY(bool closed READ isClosed NOTIFY closedChanged)
     Q_PROPERTY(int maxRedeliveries READ maxRedeliveries WRITE setMaxRedeliveries NOTIFY maxRedeliveriesChanged)
     Q_PROPERTY(int deadLetterCount READ deadLetterCount NOTIFY statisticsChanged)
+    Q_PROPERTY(QStringList deadLetterReasons READ deadLetterReasons NOTIFY statisticsChanged)
     Q_PROPERTY(int deadLetterLimit READ deadLetterLimit WRITE setDeadLetterLimit NOTIFY deadLetterLimitChanged)
     Q_PROPERTY(qint64 deadLettersDropped READ deadLettersDropped NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 queued READ queued NOTIFY statisticsChanged)
@@ -77,6 +78,8 @@ public:
     int maxRedeliveries() const;
     void setMaxRedeliveries(int count);
     int deadLetterCount() const;
+    /*! The reasons of the dead letters kept now, oldest first; they stay (see Mailbox::takeDeadLetters()). */
+    QStringList deadLetterReasons() const;
     /*! See Mailbox::deadLetterLimit(). */
     int deadLetterLimit() const;
     void setDeadLetterLimit(int limit);

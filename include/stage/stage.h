@@ -9,6 +9,7 @@
 #include <stage/mailbox.h>
 #include <stage/offload.h>
 #include <stage/policy.h>
+#include <stage/registry.h>
 #include <stage/reply.h>
 #include <stage/shutdown.h>
 #include <stage/signal.h>

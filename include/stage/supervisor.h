@@ -138,6 +138,22 @@ public:
     bool setChildRestartType(Node *node, RestartType restart);
 
     /*!
+        Stops child \a node (OTP's terminate_child): it is asked to stop, stays a child, and is not
+        restarted for its end; restartChild() (or a OneForAll/RestForOne restart of its siblings)
+        starts it again. Not counted against the restart intensity. False, with a warning, if
+        \a node is not a child; true (and nothing happens) if it is not running.
+    */
+    bool terminateChild(Node *node);
+    /*!
+        Starts child \a node again (OTP's restart_child): a running child is stopped first (in
+        order, like a OneForOne restart), a stopped or failed one is started; emits
+        childRestarted(). Not counted against the restart intensity: it is an operator's request,
+        not a failure. False, with a warning, if \a node is not a child or the supervisor is not
+        running.
+    */
+    bool restartChild(Node *node);
+
+    /*!
         Starts the children in start order. Returns false, with a warning, if the supervisor has a
         supervisor of its own (that one starts it), runs already, or was shut down.
     */
@@ -164,6 +180,8 @@ public:
     int runningChildren() const;
     qint64 restarts() const;
     qint64 childFailures() const;
+    /*! Restarts decided within the last restartPeriod() ms: the budget in use (more than maxRestarts() fails). */
+    int recentRestarts() const;
 
 Q_SIGNALS:
     void strategyChanged(stage::Supervisor::Strategy strategy);

@@ -7,6 +7,7 @@
 #include <stage/detail/waiter.h>
 #include <stage/reply.h>
 
+#include <QtCore/QStringList>
 #include <QtCore/QString>
 
 #include <atomic>
@@ -78,6 +79,8 @@ public:
 
     virtual void close() = 0;
     virtual int deadLetterCount() const = 0;
+    /* The reasons of the dead letters kept now, oldest first (not taken). */
+    virtual QStringList deadLetterReasons() const = 0;
     virtual int deadLetterLimit() const = 0;
 
     /* Coalesced: at most one QObject notification per turn of the object's event loop, and none
@@ -496,6 +499,19 @@ public:
             return 0;
         std::lock_guard lock(d->mutex);
         return int(d->records.size());
+    }
+
+    QStringList deadLetterReasons() const override
+    {
+        QStringList reasons;
+        DeadLetters *d = deadLettersIfAny();
+        if (!d)
+            return reasons;
+        std::lock_guard lock(d->mutex);
+        reasons.reserve(qsizetype(d->records.size()));
+        for (const auto &record : d->records)
+            reasons.append(record.reason);
+        return reasons;
     }
 
     int deadLetterLimit() const override
