@@ -680,6 +680,28 @@ bool Group::spawnWith(WorkerFactory factory)
     return true;
 }
 
+bool Group::start()
+{
+    detail::SignalScope scope;
+    if (!d->checkThread("Group::start"))
+        return false;
+    if (supervisor()) {
+        qCWarning(lcGroup, "Group::start: the group is started by its supervisor; ignored");
+        return false;
+    }
+    if (!d->factory) {
+        qCWarning(lcGroup, "Group::start: the group has no factory (spawn() starts it the first time); ignored");
+        return false;
+    }
+    if (isRunning() || state() == State::Stopping) {
+        qCWarning(lcGroup, "Group::start: the group is %s already; ignored",
+                  state() == State::Stopping ? "stopping" : "running");
+        return false;
+    }
+    d->startFromScratch();
+    return true;
+}
+
 void Group::startNode()
 {
     detail::SignalScope scope;

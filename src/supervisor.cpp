@@ -605,10 +605,6 @@ bool Supervisor::start()
         qCWarning(lcSupervisor, "Supervisor::start: %s is started by its own supervisor; ignored", qPrintable(nameOf(this)));
         return false;
     }
-    if (d->shutDown) {
-        qCWarning(lcSupervisor, "Supervisor::start: the supervisor has been shut down; ignored");
-        return false;
-    }
     if (isRunning() || state() == State::Stopping) {
         qCWarning(lcSupervisor, "Supervisor::start: the supervisor is %s already; ignored",
                   state() == State::Stopping ? "stopping" : "running");

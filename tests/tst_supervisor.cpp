@@ -163,6 +163,11 @@ private Q_SLOTS:
     void deleteSupervisor_whileAChildGroupIsInItsOwnBackoff();
     void deleteChild_isForgotten();
     void shutdown_stopsInReverseOrderAndIsIdempotent();
+    void startAgain_afterShutdown();
+    void terminateChild_stopsWithoutRestart();
+    void restartChild_stopsAndStartsInOrder();
+    void recentRestarts_isTheBudgetInUse();
+    void groupStart_afterShutdown();
     void backoff_delaysTheRestart();
     void childrenOnWorkerThreads();
     void supervisedGroup_withOwnRestartsAbsorbsFailures();
@@ -777,6 +782,118 @@ void tst_Supervisor::shutdown_stopsInReverseOrderAndIsIdempotent()
         QCOMPARE(node->state(), State::Stopped);
 }
 
+void tst_Supervisor::startAgain_afterShutdown()
+{
+    Tree t;
+    Supervisor sv;
+    for (const char *n : {"a", "b"})
+        t.add(&sv, QString::fromLatin1(n));
+    QVERIFY(sv.start());
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 2, Timeout);
+    stage::waitFor(sv.shutdown(), std::chrono::milliseconds(Timeout));
+    QCOMPARE(sv.state(), State::Stopped);
+    QVERIFY(sv.start()); // a root starts again after its shutdown
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+    QCOMPARE(t.events(), list({"start a", "start b", "stop b", "stop a", "start a", "start b"}));
+    QCOMPARE(sv.restarts(), 0); // not a restart of the strategy
+    t.send(QStringLiteral("a"), Fail); // and it supervises again
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 8, Timeout);
+    QCOMPARE(t.since(6), list({"stop a", "start a"}));
+    QCOMPARE(sv.restarts(), 1);
+}
+
+void tst_Supervisor::terminateChild_stopsWithoutRestart()
+{
+    Tree t;
+    Supervisor sv;
+    auto *a = t.add(&sv, QStringLiteral("a"));
+    t.add(&sv, QStringLiteral("b"));
+    sv.start();
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+    QSignalSpy exited(&sv, &Supervisor::childExited);
+    QVERIFY(sv.terminateChild(a));
+    QTRY_COMPARE_WITH_TIMEOUT(a->state(), State::Stopped, Timeout);
+    QVERIFY(roundTrip(QThread::currentThread()));
+    QVERIFY(roundTrip(QThread::currentThread()));
+    QCOMPARE(t.events(), list({"start a", "start b", "stop a"}));
+    QCOMPARE(exited.size(), 0);
+    QCOMPARE(sv.restarts(), 0);
+    QCOMPARE(sv.childCount(), 2);
+    QCOMPARE(sv.runningChildren(), 1);
+    QCOMPARE(sv.state(), State::Running);
+    QVERIFY(sv.terminateChild(a)); // not running: nothing happens
+    QTest::ignoreMessage(QtWarningMsg, "Supervisor::terminateChild: stranger is not a child of this supervisor; ignored");
+    stage::Group stranger;
+    stranger.setObjectName(QStringLiteral("stranger"));
+    QVERIFY(!sv.terminateChild(&stranger));
+    QVERIFY(sv.restartChild(a)); // OTP's restart_child
+    QTRY_COMPARE_WITH_TIMEOUT(a->state(), State::Running, Timeout);
+    QCOMPARE(t.since(3), list({"start a"}));
+}
+
+void tst_Supervisor::restartChild_stopsAndStartsInOrder()
+{
+    Tree t;
+    Supervisor sv(Strategy::OneForAll);
+    auto *a = t.add(&sv, QStringLiteral("a"));
+    t.add(&sv, QStringLiteral("b"));
+    sv.start();
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+    QSignalSpy restarted(&sv, &Supervisor::childRestarted);
+    QVERIFY(sv.restartChild(a));
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 4, Timeout);
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+    // Only the child asked for, whatever the strategy; not counted against the intensity.
+    QCOMPARE(t.since(2), list({"stop a", "start a"}));
+    QCOMPARE(restarted.size(), 1);
+    QCOMPARE(sv.restarts(), 0);
+    QCOMPARE(sv.recentRestarts(), 0);
+    stage::waitFor(sv.shutdown(), std::chrono::milliseconds(Timeout));
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("Supervisor::restartChild: the supervisor .* is not running; ignored")));
+    QVERIFY(!sv.restartChild(a));
+}
+
+void tst_Supervisor::recentRestarts_isTheBudgetInUse()
+{
+    Tree t;
+    Supervisor sv;
+    sv.setBackoff(stage::Backoff::none());
+    sv.setMaxRestarts(5);
+    sv.setRestartPeriod(60000);
+    auto *a = t.add(&sv, QStringLiteral("a"));
+    sv.start();
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+    QCOMPARE(sv.recentRestarts(), 0);
+    for (int i = 1; i <= 3; ++i) {
+        t.send(QStringLiteral("a"), Fail);
+        QTRY_COMPARE_WITH_TIMEOUT(sv.restarts(), qint64(i), Timeout);
+    }
+    QTRY_COMPARE_WITH_TIMEOUT(a->state(), State::Running, Timeout);
+    QCOMPARE(sv.recentRestarts(), 3);
+}
+
+void tst_Supervisor::groupStart_afterShutdown()
+{
+    Tree t;
+    stage::Group *g = t.group(QStringLiteral("g"));
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 1, Timeout);
+    stage::waitFor(g->shutdown(), std::chrono::milliseconds(Timeout));
+    QCOMPARE(t.events(), list({"start g", "stop g"}));
+    QVERIFY(g->start());
+    QTRY_COMPARE_WITH_TIMEOUT(g->state(), State::Running, Timeout);
+    QCOMPARE(t.since(2), list({"start g"}));
+    QTest::ignoreMessage(QtWarningMsg, "Group::start: the group is running already; ignored");
+    QVERIFY(!g->start());
+    stage::Group empty;
+    QTest::ignoreMessage(QtWarningMsg, "Group::start: the group has no factory (spawn() starts it the first time); ignored");
+    QVERIFY(!empty.start());
+    Supervisor sv;
+    auto *child = t.add(&sv, QStringLiteral("child"));
+    QTest::ignoreMessage(QtWarningMsg, "Group::start: the group is started by its supervisor; ignored");
+    QVERIFY(!child->start());
+    delete g;
+}
+
 void tst_Supervisor::backoff_delaysTheRestart()
 {
     Tree t;
@@ -1068,7 +1185,6 @@ enum class Misuse {
     RemoveStranger,
     StartTwice,
     StartChildSupervisor,
-    StartAfterShutdown,
     NegativeMaxRestarts,
     ZeroPeriod,
     NegativeHistoryLimit,
@@ -1096,8 +1212,6 @@ void tst_Supervisor::misuse_data()
                                  << QStringLiteral("Supervisor::start: the supervisor is running already; ignored");
     QTest::newRow("start a child supervisor")
         << Misuse::StartChildSupervisor << QStringLiteral("Supervisor::start: sub is started by its own supervisor; ignored");
-    QTest::newRow("start after shutdown")
-        << Misuse::StartAfterShutdown << QStringLiteral("Supervisor::start: the supervisor has been shut down; ignored");
     QTest::newRow("maxRestarts -2")
         << Misuse::NegativeMaxRestarts
         << QStringLiteral("Supervisor::setMaxRestarts: the count must be >= 0 (or -1: unlimited), got -2; ignored");
@@ -1133,7 +1247,7 @@ void tst_Supervisor::misuse()
         other.addChild(g);
     if (misuse == Misuse::StartTwice || misuse == Misuse::StartChildSupervisor)
         top->start();
-    if (misuse == Misuse::AfterShutdown || misuse == Misuse::StartAfterShutdown) {
+    if (misuse == Misuse::AfterShutdown) {
         Supervisor *root = top.get();
         root->start();
         stage::waitFor(root->shutdown(), std::chrono::milliseconds(Timeout));
@@ -1167,9 +1281,6 @@ void tst_Supervisor::misuse()
         break;
     case Misuse::StartChildSupervisor:
         ok = sub->start();
-        break;
-    case Misuse::StartAfterShutdown:
-        ok = top->start();
         break;
     case Misuse::NegativeMaxRestarts:
         sv->setMaxRestarts(-2);

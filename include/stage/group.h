@@ -134,6 +134,14 @@ public:
     }
 
     /*!
+        Starts again a group that has stopped (after shutdown(), or after giving up): size()
+        workers from its factory, from the event loop; the restart intensity starts afresh.
+        Returns false, with a warning, if the group has a supervisor (that one starts it), has no
+        factory yet (spawn() starts it the first time), runs already, or is stopping.
+    */
+    bool start();
+
+    /*!
         Asks every worker to stop and restarts none after that; finishes when every worker has
         ended or, after \a timeout (default: shutdownTimeout()), been reported abandoned.
         Idempotent; awaiting it after the group stopped does not suspend. Emits stopped().

@@ -154,8 +154,9 @@ public:
     bool restartChild(Node *node);
 
     /*!
-        Starts the children in start order. Returns false, with a warning, if the supervisor has a
-        supervisor of its own (that one starts it), runs already, or was shut down.
+        Starts the children in start order; also starts again a supervisor that has stopped (after
+        shutdown(), or after giving up). Returns false, with a warning, if the supervisor has a
+        supervisor of its own (that one starts it), runs already, or is stopping.
     */
     bool start();
     /*!
