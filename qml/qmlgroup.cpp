@@ -1,0 +1,273 @@
+#include "qmlgroup.h"
+
+#include <stage/registry.h>
+#include <stage/supervisor.h>
+
+#include <QtQml/QQmlInfo>
+
+namespace stage::qml {
+
+namespace {
+bool startRoot(Node *node)
+{
+    auto *group = static_cast<QmlGroup *>(node);
+    return group->Group::start();
+}
+bool stopRoot(Node *node)
+{
+    (void)static_cast<Group *>(node)->Group::shutdown();
+    return true;
+}
+} // namespace
+
+QmlGroup::QmlGroup(QObject *parent) : Group(parent)
+{
+    connect(this, &Node::stateChanged, this, &QmlGroup::runningChanged);
+    connect(this, &Group::sizeChanged, this, &QmlGroup::settingsChanged);
+    connect(this, &Group::threadCountChanged, this, &QmlGroup::settingsChanged);
+    connect(this, &Group::maxRestartsChanged, this, &QmlGroup::settingsChanged);
+    connect(this, &Group::restartPeriodChanged, this, &QmlGroup::settingsChanged);
+    connect(this, &Group::shutdownTimeoutChanged, this, &QmlGroup::settingsChanged);
+    connect(this, &Group::heartbeatTimeoutChanged, this, &QmlGroup::settingsChanged);
+}
+
+QmlGroup::~QmlGroup() = default;
+
+QQmlListProperty<QObject> QmlGroup::data()
+{
+    return QQmlListProperty<QObject>(this, nullptr, &appendData, &dataCount, &dataAt, &clearData, &replaceData,
+                                     &removeLastData);
+}
+
+void QmlGroup::appendData(QQmlListProperty<QObject> *list, QObject *object)
+{
+    auto *self = static_cast<QmlGroup *>(list->object);
+    if (!object)
+        return;
+    // Helpers (Timer, Connections, …) are kept; a node here is refused when it completes (it
+    // finds this Group as its closest node and warns with its own file and line).
+    self->m_data.removeIf([](const QPointer<QObject> &o) { return o.isNull(); });
+    self->m_data.append(object);
+    if (!object->parent())
+        object->setParent(self);
+}
+
+qsizetype QmlGroup::dataCount(QQmlListProperty<QObject> *list)
+{
+    auto *self = static_cast<QmlGroup *>(list->object);
+    self->m_data.removeIf([](const QPointer<QObject> &o) { return o.isNull(); });
+    return self->m_data.size();
+}
+
+QObject *QmlGroup::dataAt(QQmlListProperty<QObject> *list, qsizetype index)
+{
+    auto *self = static_cast<QmlGroup *>(list->object);
+    self->m_data.removeIf([](const QPointer<QObject> &o) { return o.isNull(); });
+    return index >= 0 && index < self->m_data.size() ? self->m_data.at(index).data() : nullptr;
+}
+
+void QmlGroup::clearData(QQmlListProperty<QObject> *list)
+{
+    static_cast<QmlGroup *>(list->object)->m_data.clear();
+}
+
+void QmlGroup::replaceData(QQmlListProperty<QObject> *list, qsizetype index, QObject *object)
+{
+    auto *self = static_cast<QmlGroup *>(list->object);
+    self->m_data.removeIf([](const QPointer<QObject> &o) { return o.isNull(); });
+    if (index >= 0 && index < self->m_data.size())
+        self->m_data[index] = object;
+}
+
+void QmlGroup::removeLastData(QQmlListProperty<QObject> *list)
+{
+    auto *self = static_cast<QmlGroup *>(list->object);
+    self->m_data.removeIf([](const QPointer<QObject> &o) { return o.isNull(); });
+    if (!self->m_data.isEmpty())
+        self->m_data.removeLast();
+}
+
+void QmlGroup::setWorker(const QString &worker)
+{
+    if (m_worker == worker)
+        return;
+    if (m_resolved) {
+        qmlWarning(this) << "worker is fixed once the group is complete (it runs \"" << m_worker << "\"); ignored";
+        return;
+    }
+    m_worker = worker;
+    emit workerChanged();
+}
+
+void QmlGroup::setArguments(const QVariantMap &arguments)
+{
+    if (m_arguments == arguments)
+        return;
+    if (m_resolved) {
+        qmlWarning(this) << "arguments are fixed once the group is complete; ignored";
+        return;
+    }
+    m_arguments = arguments;
+    emit argumentsChanged();
+}
+
+void QmlGroup::setRunning(bool running)
+{
+    if (!m_complete) {
+        m_wantRunning = running;
+        return;
+    }
+    if (supervisor()) {
+        qmlWarning(this) << "running is decided by the supervisor " << supervisor()->objectName()
+                         << " of this node; ignored (use start(), stop() or restart())";
+        return;
+    }
+    if (running == isRunning())
+        return;
+    if (!running) {
+        stopRoot(this);
+    } else if (!m_resolved) {
+        m_wantRunning = true;
+        resolve();
+    } else {
+        startRoot(this);
+    }
+}
+
+void QmlGroup::setQmlSize(int size)
+{
+    if (size < 0) {
+        qmlWarning(this) << "size must be >= 0, got " << size << "; ignored";
+        return;
+    }
+    setSize(size);
+}
+
+void QmlGroup::setQmlThreadCount(int count)
+{
+    if (count < 0) {
+        qmlWarning(this) << "threadCount must be >= 0, got " << count << "; ignored";
+        return;
+    }
+    setThreadCount(count);
+}
+
+void QmlGroup::setQmlMaxRestarts(int count)
+{
+    if (count < -1) {
+        qmlWarning(this) << "maxRestarts must be >= 0 (or -1: unlimited), got " << count << "; ignored";
+        return;
+    }
+    setMaxRestarts(count);
+}
+
+void QmlGroup::setQmlRestartPeriod(int milliseconds)
+{
+    if (milliseconds <= 0) {
+        qmlWarning(this) << "restartPeriod must be > 0 ms, got " << milliseconds << "; ignored";
+        return;
+    }
+    setRestartPeriod(milliseconds);
+}
+
+void QmlGroup::setQmlShutdownTimeout(int milliseconds)
+{
+    if (milliseconds < 0) {
+        qmlWarning(this) << "shutdownTimeout must be >= 0 ms, got " << milliseconds << "; ignored";
+        return;
+    }
+    setShutdownTimeout(milliseconds);
+}
+
+void QmlGroup::setQmlHeartbeatTimeout(int milliseconds)
+{
+    if (milliseconds < 0) {
+        qmlWarning(this) << "heartbeatTimeout must be >= 0 ms (0: no watchdog), got " << milliseconds << "; ignored";
+        return;
+    }
+    setHeartbeatTimeout(milliseconds);
+}
+
+bool QmlGroup::start()
+{
+    if (!supervisor() && !m_resolved) {
+        m_wantRunning = true;
+        return resolve();
+    }
+    return support::start(this, &startRoot);
+}
+
+bool QmlGroup::stop()
+{
+    return support::stop(this, &stopRoot);
+}
+
+bool QmlGroup::restart()
+{
+    return support::restart(this, &startRoot, &stopRoot);
+}
+
+void QmlGroup::shutdown()
+{
+    if (supervisor()) {
+        qmlWarning(this) << "shutdown() is for a root; this node's supervisor stops it with stop()";
+        return;
+    }
+    stopRoot(this);
+}
+
+void QmlGroup::fail(const QString &reason)
+{
+    qmlWarning(this) << reason;
+    setState(State::Failed, reason);
+}
+
+/* Gives the group its factory: spawn() starts it at once when it is a root, waits for its
+   supervisor otherwise. */
+bool QmlGroup::resolve()
+{
+    if (m_resolved)
+        return true;
+    if (m_worker.isEmpty()) {
+        fail(QStringLiteral("Group has no worker: set worker to a name registered with stage::registerWorker() "
+                            "(registered: %1)")
+                 .arg(registeredWorkers().join(QStringLiteral(", "))));
+        return false;
+    }
+    WorkerFactory factory = registeredWorkerFactory(m_worker, m_arguments);
+    if (!factory) {
+        fail(QStringLiteral("unknown worker \"%1\": no body is registered under that name with "
+                            "stage::registerWorker() (registered: %2)")
+                 .arg(m_worker, registeredWorkers().join(QStringLiteral(", "))));
+        return false;
+    }
+    m_resolved = true;
+    return spawn(std::move(factory));
+}
+
+void QmlGroup::classBegin() {}
+
+void QmlGroup::componentComplete()
+{
+    m_complete = true;
+    if (Node *above = support::ancestorNode(this); above && !supervisor() && qobject_cast<Group *>(above)) {
+        fail(QStringLiteral("a Group cannot be inside a Group (%1): only a Supervisor holds nodes")
+                 .arg(above->objectName().isEmpty() ? QStringLiteral("unnamed") : above->objectName()));
+        return;
+    }
+    if (!support::joinAncestor(this) && supervisor() == nullptr && support::ancestorNode(this)) {
+        setState(State::Failed, QStringLiteral("its Supervisor refused it"));
+        return;
+    }
+    if (supervisor()) {
+        if (m_wantRunning)
+            qmlWarning(this) << "running: true is ignored on a supervised node: its supervisor "
+                             << supervisor()->objectName() << " starts it";
+        resolve(); // the supervisor starts it (at once if it runs already)
+        return;
+    }
+    if (m_wantRunning)
+        resolve();
+}
+
+} // namespace stage::qml

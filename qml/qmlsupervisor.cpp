@@ -1,0 +1,192 @@
+#include "qmlsupervisor.h"
+
+#include <QtQml/QQmlInfo>
+
+namespace stage::qml {
+
+namespace {
+bool startRoot(Node *node)
+{
+    return static_cast<Supervisor *>(node)->Supervisor::start();
+}
+bool stopRoot(Node *node)
+{
+    (void)static_cast<Supervisor *>(node)->Supervisor::shutdown();
+    return true;
+}
+} // namespace
+
+QmlSupervisor::QmlSupervisor(QObject *parent) : Supervisor(parent)
+{
+    connect(this, &Node::stateChanged, this, &QmlSupervisor::runningChanged);
+    connect(this, &Supervisor::maxRestartsChanged, this, &QmlSupervisor::settingsChanged);
+    connect(this, &Supervisor::restartPeriodChanged, this, &QmlSupervisor::settingsChanged);
+}
+
+QmlSupervisor::~QmlSupervisor() = default;
+
+QQmlListProperty<QObject> QmlSupervisor::nodes()
+{
+    return QQmlListProperty<QObject>(this, nullptr, &appendNode, &nodeCount, &nodeAt, &clearNodes, &replaceNode,
+                                     &removeLastNode);
+}
+
+void QmlSupervisor::prune()
+{
+    m_nodes.removeIf([](const QPointer<QObject> &object) { return object.isNull(); });
+}
+
+void QmlSupervisor::appendNode(QQmlListProperty<QObject> *list, QObject *object)
+{
+    auto *self = static_cast<QmlSupervisor *>(list->object);
+    if (!object)
+        return;
+    self->prune();
+    self->m_nodes.append(object);
+    if (auto *node = qobject_cast<Node *>(object)) {
+        if (node->supervisor() == self)
+            return;
+        // The engine parents declared objects without a ChildAdded event: register here, in
+        // declaration order, which is the start order.
+        if (!self->addChild(node, support::attachedRestartType(node)))
+            support::refuseNode(self, node, "this node cannot join the Supervisor (see the stage.supervisor warning)");
+    } else if (!object->parent()) {
+        object->setParent(self);
+    }
+}
+
+qsizetype QmlSupervisor::nodeCount(QQmlListProperty<QObject> *list)
+{
+    auto *self = static_cast<QmlSupervisor *>(list->object);
+    self->prune();
+    return self->m_nodes.size();
+}
+
+QObject *QmlSupervisor::nodeAt(QQmlListProperty<QObject> *list, qsizetype index)
+{
+    auto *self = static_cast<QmlSupervisor *>(list->object);
+    self->prune();
+    return index >= 0 && index < self->m_nodes.size() ? self->m_nodes.at(index).data() : nullptr;
+}
+
+void QmlSupervisor::take(QObject *object)
+{
+    if (auto *node = qobject_cast<Node *>(object); node && node->supervisor() == this)
+        removeChild(node); // stopped, handed back (parent nullptr)
+}
+
+void QmlSupervisor::clearNodes(QQmlListProperty<QObject> *list)
+{
+    auto *self = static_cast<QmlSupervisor *>(list->object);
+    const auto nodes = std::exchange(self->m_nodes, {});
+    for (auto it = nodes.rbegin(); it != nodes.rend(); ++it)
+        if (*it)
+            self->take(*it);
+}
+
+void QmlSupervisor::replaceNode(QQmlListProperty<QObject> *list, qsizetype index, QObject *object)
+{
+    auto *self = static_cast<QmlSupervisor *>(list->object);
+    self->prune();
+    if (index < 0 || index >= self->m_nodes.size())
+        return;
+    QPointer<QObject> old = self->m_nodes.at(index);
+    self->m_nodes.removeAt(index);
+    if (old)
+        self->take(old);
+    if (!object)
+        return;
+    // A supervisor's children are in start order: the new one is the last.
+    appendNode(list, object);
+}
+
+void QmlSupervisor::removeLastNode(QQmlListProperty<QObject> *list)
+{
+    auto *self = static_cast<QmlSupervisor *>(list->object);
+    self->prune();
+    if (self->m_nodes.isEmpty())
+        return;
+    QPointer<QObject> last = self->m_nodes.takeLast();
+    if (last)
+        self->take(last);
+}
+
+void QmlSupervisor::setRunning(bool running)
+{
+    if (!m_complete) {
+        m_wantRunning = running;
+        return;
+    }
+    if (supervisor()) {
+        qmlWarning(this) << "running is decided by the supervisor " << supervisor()->objectName()
+                         << " of this node; ignored (use start(), stop() or restart())";
+        return;
+    }
+    if (running == isRunning())
+        return;
+    if (running)
+        startRoot(this);
+    else
+        stopRoot(this);
+}
+
+void QmlSupervisor::setQmlMaxRestarts(int count)
+{
+    if (count < -1) {
+        qmlWarning(this) << "maxRestarts must be >= 0 (or -1: unlimited), got " << count << "; ignored";
+        return;
+    }
+    setMaxRestarts(count);
+}
+
+void QmlSupervisor::setQmlRestartPeriod(int milliseconds)
+{
+    if (milliseconds <= 0) {
+        qmlWarning(this) << "restartPeriod must be > 0 ms, got " << milliseconds << "; ignored";
+        return;
+    }
+    setRestartPeriod(milliseconds);
+}
+
+bool QmlSupervisor::start()
+{
+    return support::start(this, &startRoot);
+}
+
+bool QmlSupervisor::stop()
+{
+    return support::stop(this, &stopRoot);
+}
+
+bool QmlSupervisor::restart()
+{
+    return support::restart(this, &startRoot, &stopRoot);
+}
+
+void QmlSupervisor::shutdown()
+{
+    if (supervisor()) {
+        qmlWarning(this) << "shutdown() is for a root; this node's supervisor stops it with stop()";
+        return;
+    }
+    stopRoot(this);
+}
+
+void QmlSupervisor::classBegin() {}
+
+void QmlSupervisor::componentComplete()
+{
+    // Children complete first, the root last: a root starts the whole declared tree here.
+    m_complete = true;
+    support::joinAncestor(this); // a late node (createObject, Loader) joins the running tree
+    if (supervisor()) {
+        if (m_wantRunning)
+            qmlWarning(this) << "running: true is ignored on a supervised node: its supervisor "
+                             << supervisor()->objectName() << " starts it";
+        return;
+    }
+    if (m_wantRunning)
+        startRoot(this);
+}
+
+} // namespace stage::qml

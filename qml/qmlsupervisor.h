@@ -1,0 +1,83 @@
+#pragma once
+
+//  Not part of the Stage API: the QML type Supervisor of the Stage module.
+
+#include "qmlnodesupport.h"
+
+#include <stage/supervisor.h>
+
+#include <QtCore/QPointer>
+#include <QtQml/QQmlListProperty>
+#include <QtQml/QQmlParserStatus>
+#include <QtQml/qqml.h>
+
+namespace stage::qml {
+
+/*
+    Supervisor in QML: a stage::Supervisor whose children are the nodes declared in it, in start
+    order (the default property), started only once the whole declaration is complete.
+    Thread: the GUI (QML engine) thread, like every QML object.
+*/
+class QmlSupervisor : public Supervisor, public QQmlParserStatus
+{
+    Q_OBJECT
+    Q_INTERFACES(QQmlParserStatus)
+    QML_NAMED_ELEMENT(Supervisor)
+    QML_ATTACHED(stage::qml::SupervisorAttached)
+    Q_CLASSINFO("DefaultProperty", "nodes")
+    Q_PROPERTY(QQmlListProperty<QObject> nodes READ nodes)
+    Q_PROPERTY(bool running READ isRunning WRITE setRunning NOTIFY runningChanged)
+    Q_PROPERTY(int maxRestarts READ maxRestarts WRITE setQmlMaxRestarts NOTIFY settingsChanged)
+    Q_PROPERTY(int restartPeriod READ restartPeriod WRITE setQmlRestartPeriod NOTIFY settingsChanged)
+    Q_PROPERTY(QVariantList history READ historyList NOTIFY runningChanged)
+    Q_PROPERTY(QString stateText READ stateText NOTIFY runningChanged)
+    Q_PROPERTY(stage::SupervisorStatistics statistics READ statistics NOTIFY statisticsChanged)
+    Q_PROPERTY(int recentRestarts READ recentRestarts NOTIFY statisticsChanged)
+
+public:
+    explicit QmlSupervisor(QObject *parent = nullptr);
+    ~QmlSupervisor() override;
+
+    static SupervisorAttached *qmlAttachedProperties(QObject *object) { return new SupervisorAttached(object); }
+
+    QQmlListProperty<QObject> nodes();
+    void setRunning(bool running);
+    void setQmlMaxRestarts(int count);
+    void setQmlRestartPeriod(int milliseconds);
+    QVariantList historyList() const { return support::history(this); }
+    QString stateText() const { return support::stateText(state()); }
+
+    /* A root: starts it (also after a shutdown). A child: asks its supervisor to start it again. */
+    Q_INVOKABLE bool start();
+    /* A root: shuts it down (start() starts it again). A child: its supervisor stops it and does
+       not restart it (Supervisor::terminateChild). */
+    Q_INVOKABLE bool stop();
+    /* A child: its supervisor stops and starts it (Supervisor::restartChild). A root: stops, then starts. */
+    Q_INVOKABLE bool restart();
+    /* Stops every child in reverse start order; a root only (a child: stop()). */
+    Q_INVOKABLE void shutdown();
+
+    void classBegin() override;
+    void componentComplete() override;
+
+Q_SIGNALS:
+    /* Parameterless notifications for the QML properties (moc needs them so). */
+    void runningChanged();
+    void settingsChanged();
+
+private:
+    static void appendNode(QQmlListProperty<QObject> *list, QObject *object);
+    static qsizetype nodeCount(QQmlListProperty<QObject> *list);
+    static QObject *nodeAt(QQmlListProperty<QObject> *list, qsizetype index);
+    static void clearNodes(QQmlListProperty<QObject> *list);
+    static void replaceNode(QQmlListProperty<QObject> *list, qsizetype index, QObject *object);
+    static void removeLastNode(QQmlListProperty<QObject> *list);
+    void take(QObject *object);
+    void prune();
+
+    QList<QPointer<QObject>> m_nodes;
+    bool m_complete = false;
+    bool m_wantRunning = false;
+};
+
+} // namespace stage::qml
