@@ -9,6 +9,14 @@ namespace stage::qml {
 
 QmlStage::QmlStage(QObject *parent) : QObject(parent) {}
 
+void QmlStage::throwError(QJSValue::ErrorType type, const QString &message) const
+{
+    if (QJSEngine *engine = qjsEngine(this))
+        engine->throwError(type, message);
+    else
+        qmlWarning(this) << message;
+}
+
 QStringList QmlStage::workers() const
 {
     return registeredWorkers();
@@ -22,12 +30,15 @@ QStringList QmlStage::mailboxes() const
 MailboxBase *QmlStage::mailbox(const QString &name) const
 {
     MailboxBase *box = registeredMailbox(name);
-    if (!box)
-        qmlWarning(this) << "no mailbox is registered as \"" << name
-                         << "\" (stage::registerMailbox(); registered: " << registeredMailboxes().join(QStringLiteral(", "))
-                         << ")";
-    else
-        QQmlEngine::setObjectOwnership(box, QQmlEngine::CppOwnership);
+    if (!box) {
+        // Thrown into the calling binding or function: the engine reports it with its file and line.
+        throwError(QJSValue::ReferenceError,
+                   QStringLiteral("Stage.mailbox(\"%1\"): no mailbox is registered under that name with "
+                                  "stage::registerMailbox() (registered: %2)")
+                       .arg(name, registeredMailboxes().join(QStringLiteral(", "))));
+        return nullptr;
+    }
+    QQmlEngine::setObjectOwnership(box, QQmlEngine::CppOwnership);
     return box;
 }
 
@@ -40,10 +51,14 @@ Backoff QmlStage::exponentialBackoff(int initialMs, int maximumMs, double multip
                                      int resetAfterMs) const
 {
     if (initialMs < 0 || maximumMs < initialMs || multiplier < 1.0 || jitter < 0.0 || jitter > 1.0 || resetAfterMs < 0) {
-        qmlWarning(this) << "exponentialBackoff(" << initialMs << ", " << maximumMs << ", " << multiplier << ", "
-                         << jitter << ", " << resetAfterMs
-                         << "): needs 0 <= initialMs <= maximumMs, multiplier >= 1, 0 <= jitter <= 1, resetAfterMs >= 0;"
-                            " the default backoff is used";
+        throwError(QJSValue::RangeError,
+                   QStringLiteral("Stage.exponentialBackoff(%1, %2, %3, %4, %5): needs 0 <= initialMs <= maximumMs, "
+                                  "multiplier >= 1, 0 <= jitter <= 1, resetAfterMs >= 0")
+                       .arg(initialMs)
+                       .arg(maximumMs)
+                       .arg(multiplier)
+                       .arg(jitter)
+                       .arg(resetAfterMs));
         return Backoff();
     }
     return Backoff::exponential(std::chrono::milliseconds(initialMs), std::chrono::milliseconds(maximumMs), multiplier,

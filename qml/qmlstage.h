@@ -10,6 +10,7 @@
 
 #include <QtCore/QObject>
 #include <QtCore/QStringList>
+#include <QtQml/QJSValue>
 #include <QtQml/qqml.h>
 
 namespace stage::qml {
@@ -43,14 +44,18 @@ public:
     Q_INVOKABLE QStringList workers() const;
     /* The mailbox names registered with stage::registerMailbox(), sorted. */
     Q_INVOKABLE QStringList mailboxes() const;
-    /* The mailbox registered as \a name, or null (with a warning). */
+    /* The mailbox registered as \a name; an unknown name throws a ReferenceError (reported with the
+       caller's file and line). */
     Q_INVOKABLE stage::MailboxBase *mailbox(const QString &name) const;
     /* Restarts at once, always (Backoff::none()). */
     Q_INVOKABLE stage::Backoff noBackoff() const;
-    /* Backoff::exponential(): the first restart immediate, then initialMs doubling (by
+    /* Backoff::exponential() (bad values throw a RangeError): the first restart immediate, then initialMs doubling (by
        \a multiplier) up to maximumMs, with jitter, reset after resetAfterMs of healthy running. */
     Q_INVOKABLE stage::Backoff exponentialBackoff(int initialMs = 10, int maximumMs = 5000, double multiplier = 2.0,
                                                   double jitter = 0.2, int resetAfterMs = 5000) const;
+
+private:
+    void throwError(QJSValue::ErrorType type, const QString &message) const;
 };
 
 // Core types seen from QML: the nodes' common base, mailboxes (created in C++), value types.
