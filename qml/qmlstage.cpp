@@ -1,4 +1,5 @@
 #include "qmlstage.h"
+#include "qmlnodesupport.h"
 
 #include <stage/registry.h>
 
@@ -63,6 +64,69 @@ Backoff QmlStage::exponentialBackoff(int initialMs, int maximumMs, double multip
     }
     return Backoff::exponential(std::chrono::milliseconds(initialMs), std::chrono::milliseconds(maximumMs), multiplier,
                                 jitter, std::chrono::milliseconds(resetAfterMs));
+}
+
+namespace {
+bool startRoot(Node *node)
+{
+    if (auto *supervisor = qobject_cast<Supervisor *>(node))
+        return supervisor->start();
+    if (auto *group = qobject_cast<Group *>(node))
+        return group->start();
+    return false;
+}
+bool stopRoot(Node *node)
+{
+    if (auto *supervisor = qobject_cast<Supervisor *>(node))
+        (void)supervisor->shutdown();
+    else if (auto *group = qobject_cast<Group *>(node))
+        (void)group->shutdown();
+    else
+        return false;
+    return true;
+}
+} // namespace
+
+bool QmlStage::start(Node *node) const
+{
+    if (!node) {
+        qmlWarning(this) << "Stage.start(): the node is null";
+        return false;
+    }
+    return support::start(node, &startRoot);
+}
+
+bool QmlStage::stop(Node *node) const
+{
+    if (!node) {
+        qmlWarning(this) << "Stage.stop(): the node is null";
+        return false;
+    }
+    return support::stop(node, &stopRoot);
+}
+
+bool QmlStage::restart(Node *node) const
+{
+    if (!node) {
+        qmlWarning(this) << "Stage.restart(): the node is null";
+        return false;
+    }
+    return support::restart(node, &startRoot, &stopRoot);
+}
+
+bool QmlStage::resize(Node *node, int size) const
+{
+    auto *group = qobject_cast<Group *>(node);
+    if (!group) {
+        qmlWarning(this) << "Stage.resize(): only a Group has a size";
+        return false;
+    }
+    if (size < 0) {
+        qmlWarning(this) << "Stage.resize(): the size must be >= 0, got " << size;
+        return false;
+    }
+    group->setSize(size);
+    return true;
 }
 
 } // namespace stage::qml

@@ -6,6 +6,7 @@
 #include <stage/mailbox.h>
 #include <stage/node.h>
 #include <stage/policy.h>
+#include <stage/supervisiontreemodel.h>
 #include <stage/supervisor.h>
 
 #include <QtCore/QObject>
@@ -54,6 +55,15 @@ public:
     Q_INVOKABLE stage::Backoff exponentialBackoff(int initialMs = 10, int maximumMs = 5000, double multiplier = 2.0,
                                                   double jitter = 0.2, int resetAfterMs = 5000) const;
 
+    /* What SupervisorView's actions do, for any node (built in QML or in C++). A child goes
+       through its supervisor (restartChild, terminateChild); a root acts on itself (start()
+       also after a shutdown; stop() shuts it down). False, with a warning, when refused. */
+    Q_INVOKABLE bool start(stage::Node *node) const;
+    Q_INVOKABLE bool stop(stage::Node *node) const;
+    Q_INVOKABLE bool restart(stage::Node *node) const;
+    /* Sets a group's size (>= 0); false with a warning for another node or a negative size. */
+    Q_INVOKABLE bool resize(stage::Node *node, int size) const;
+
 private:
     void throwError(QJSValue::ErrorType type, const QString &message) const;
 };
@@ -73,6 +83,13 @@ struct MailboxForeign
     QML_FOREIGN(stage::MailboxBase)
     QML_NAMED_ELEMENT(Mailbox)
     QML_UNCREATABLE("a Mailbox is created in C++ (stage::Mailbox<T>) and registered with stage::registerMailbox()")
+};
+
+struct SupervisionTreeModelForeign
+{
+    Q_GADGET
+    QML_FOREIGN(stage::SupervisionTreeModel)
+    QML_NAMED_ELEMENT(SupervisionTreeModel)
 };
 
 struct NodeEventForeign

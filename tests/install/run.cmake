@@ -42,4 +42,5 @@ step("configure consumer" ${CMAKE_COMMAND}
     -DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF)
 step("build consumer" ${CMAKE_COMMAND} --build "${consumer_build}" -j2)
 step("run consumer" "${consumer_build}/stage-install-consumer")
+step("run qml consumer" ${CMAKE_COMMAND} -E env QT_QPA_PLATFORM=offscreen "${consumer_build}/stage-install-qml-consumer")
 message(STATUS "install_consumer: passed")

@@ -1,0 +1,103 @@
+// Stage inspector: a supervision tree declared in QML (Main.qml) whose workers are registered
+// here by name, shown live in SupervisorView.
+//   stage-qml-inspector                      a window, until closed
+//   stage-qml-inspector --seconds 4 --screenshot out.png [--select uploader]
+//                                            runs 4 s, saves the window, exits
+#include <stage/qml.h>
+#include <stage/stage.h>
+
+#include <QtCore/QCommandLineParser>
+#include <QtCore/QRandomGenerator>
+#include <QtCore/QTimer>
+#include <QtGui/QGuiApplication>
+#include <QtQml/QQmlApplicationEngine>
+#include <QtQuick/QQuickWindow>
+
+#include <cstdio>
+#include <stdexcept>
+
+using namespace std::chrono_literals;
+
+int main(int argc, char **argv)
+{
+    QGuiApplication app(argc, argv);
+    QCommandLineParser parser;
+    parser.addHelpOption();
+    const QCommandLineOption secondsOption(QStringLiteral("seconds"), QStringLiteral("Run N seconds, then quit."),
+                                           QStringLiteral("N"));
+    const QCommandLineOption screenshotOption(QStringLiteral("screenshot"),
+                                              QStringLiteral("Save the window to FILE before quitting."),
+                                              QStringLiteral("FILE"));
+    const QCommandLineOption selectOption(QStringLiteral("select"), QStringLiteral("Select node NAME in the view."),
+                                          QStringLiteral("NAME"), QStringLiteral("devices"));
+    parser.addOptions({secondsOption, screenshotOption, selectOption});
+    parser.process(app);
+
+    // The jobs the uploader consumes; every 40th is poison (dead-lettered after its redeliveries).
+    stage::Mailbox<int> jobs(100, &app);
+    jobs.setMaxRedeliveries(2);
+    stage::registerMailbox(QStringLiteral("jobs"), jobs);
+    int next = 0;
+    QTimer producer;
+    QObject::connect(&producer, &QTimer::timeout, [&] { jobs.trySend(++next); });
+    producer.start(50);
+
+    // "flaky": works, and throws every failEvery ms (give or take).
+    stage::registerWorker(QStringLiteral("flaky"), [](stage::Worker &worker, const QVariantMap &args) -> QCoro::Task<> {
+        const int every = args.value(QStringLiteral("failEvery"), 2000).toInt();
+        const auto lifetime = std::chrono::milliseconds(every / 2 + QRandomGenerator::global()->bounded(every));
+        const auto start = std::chrono::steady_clock::now();
+        while (std::chrono::steady_clock::now() - start < lifetime) {
+            co_await stage::sleep(100ms);
+            worker.heartbeat();
+        }
+        throw std::runtime_error("lost the connection to the server");
+    });
+    // "consumer": takes jobs; a poison job throws.
+    stage::registerWorker(QStringLiteral("consumer"), [jobs]() -> QCoro::Task<> {
+        for (;;) {
+            auto job = co_await jobs.receive();
+            if (*job % 40 == 0)
+                throw std::runtime_error(qPrintable(QStringLiteral("job %1 is malformed").arg(*job)));
+            co_await stage::sleep(20ms);
+        }
+    });
+    // "steady": runs until stopped.
+    stage::registerWorker(QStringLiteral("steady"), [](stage::Worker &worker) -> QCoro::Task<> {
+        for (;;) {
+            co_await stage::sleep(200ms);
+            worker.heartbeat();
+        }
+    });
+
+    QQmlApplicationEngine engine;
+    stage::initQml(&engine);
+    engine.load(QUrl(QStringLiteral("qrc:/qt/qml/StageInspector/Main.qml")));
+    if (engine.rootObjects().isEmpty())
+        return 1;
+    auto *window = qobject_cast<QQuickWindow *>(engine.rootObjects().constFirst());
+
+    if (parser.isSet(secondsOption)) {
+        const int seconds = parser.value(secondsOption).toInt();
+        QTimer::singleShot(300, window, [&] {
+            QObject *view = window->findChild<QObject *>(QStringLiteral("inspector"));
+            auto *node = window->findChild<stage::Node *>(parser.value(selectOption));
+            if (view && node)
+                QMetaObject::invokeMethod(view, "select", Q_ARG(QVariant, QVariant::fromValue<QObject *>(node)));
+        });
+        QTimer::singleShot(seconds * 1000, window, [&] {
+            if (parser.isSet(screenshotOption)) {
+                const QString file = parser.value(screenshotOption);
+                const QImage image = window->grabWindow();
+                if (image.isNull() || !image.save(file)) {
+                    std::fprintf(stderr, "could not save the screenshot to %s\n", qPrintable(file));
+                    QCoreApplication::exit(1);
+                    return;
+                }
+                std::printf("screenshot: %s (%dx%d)\n", qPrintable(file), image.width(), image.height());
+            }
+            QCoreApplication::quit();
+        });
+    }
+    return app.exec();
+}
