@@ -1,0 +1,76 @@
+import QtQuick
+import StageDemo
+
+// Restarts per sample in each top-level subtree over the last minute (DemoController.chart).
+Item {
+    id: chart
+    property var series: DemoController.chart
+    readonly property int samples: DemoController.chartSamples
+    readonly property real perSecond: 1000 / DemoController.sampleIntervalMs
+
+    onSeriesChanged: canvas.requestPaint()
+
+    Row {
+        id: legend
+        anchors.right: parent.right
+        anchors.top: parent.top
+        spacing: 12
+        Repeater {
+            model: chart.series
+            Row {
+                spacing: 4
+                Rectangle { width: 14; height: 4; y: 6; color: Theme.seriesColors[index % Theme.seriesColors.length] }
+                Text { text: modelData.name; font.pixelSize: 11; color: Theme.muted }
+            }
+        }
+    }
+    Canvas {
+        id: canvas
+        anchors.fill: parent
+        anchors.topMargin: legend.height + 4
+        renderStrategy: Canvas.Cooperative
+        onPaint: {
+            const ctx = getContext("2d")
+            ctx.reset()
+            const w = width, h = height, left = 28, bottom = 16
+            let top = 1
+            for (const s of chart.series)
+                for (const v of s.values)
+                    top = Math.max(top, v * chart.perSecond)
+            top = Math.max(4, Math.ceil(top / 4) * 4)
+            ctx.font = "10px sans-serif"
+            ctx.fillStyle = Theme.muted
+            ctx.strokeStyle = "#e3e7ec"
+            ctx.lineWidth = 1
+            for (let i = 0; i <= 4; ++i) {
+                const y = Math.round(h - bottom - (h - bottom - 4) * i / 4) + 0.5
+                ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(w, y); ctx.stroke()
+                ctx.fillText(String(top * i / 4), 2, y + 3)
+            }
+            ctx.fillText("-60 s", left, h - 3)
+            ctx.fillText("now", w - 22, h - 3)
+            const step = (w - left) / (chart.samples - 1)
+            chart.series.forEach(function (s, k) {
+                const n = s.values.length
+                if (n === 0)
+                    return
+                ctx.strokeStyle = Theme.seriesColors[k % Theme.seriesColors.length]
+                ctx.lineWidth = 2
+                ctx.beginPath()
+                for (let i = 0; i < n; ++i) {
+                    const x = w - (n - 1 - i) * step
+                    const y = h - bottom - (h - bottom - 4) * (s.values[i] * chart.perSecond) / top
+                    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y)
+                }
+                ctx.stroke()
+            })
+        }
+    }
+    Text {
+        anchors.left: parent.left; anchors.leftMargin: 30
+        anchors.top: canvas.top
+        text: "restarts / s"
+        font.pixelSize: 10
+        color: Theme.muted
+    }
+}
