@@ -106,9 +106,6 @@ Pane {
             const s = Math.floor(ms / 1000)
             return s < 60 ? s + " s" : Math.floor(s / 60) + " min " + (s % 60) + " s"
         }
-        function timeText(timestamp) {
-            return Qt.formatDateTime(new Date(timestamp), "hh:mm:ss.zzz")
-        }
     }
 
     Connections {
@@ -251,17 +248,18 @@ Pane {
                     required property int deadLetters
                     required property var restartSparkline
 
-                    implicitWidth: Math.max(tree.width, 560)
+                    implicitWidth: Math.max(rowItem.treeView.width, 560)
                     implicitHeight: 30
                     color: current ? "#dbeafe" : (row % 2 ? "#f9fafb" : "#ffffff")
 
                     TapHandler {
                         onTapped: {
-                            tree.forceActiveFocus()
-                            tree.selectionModel.setCurrentIndex(tree.modelIndex(Qt.point(rowItem.column, rowItem.row)),
-                                                                ItemSelectionModel.ClearAndSelect)
+                            rowItem.treeView.forceActiveFocus()
+                            rowItem.treeView.selectionModel.setCurrentIndex(
+                                rowItem.treeView.modelIndex(Qt.point(rowItem.column, rowItem.row)),
+                                ItemSelectionModel.ClearAndSelect)
                         }
-                        onDoubleTapped: tree.toggleExpanded(rowItem.row)
+                        onDoubleTapped: rowItem.treeView.toggleExpanded(rowItem.row)
                     }
 
                     RowLayout {
@@ -274,7 +272,7 @@ Pane {
                             Layout.preferredWidth: 12
                             text: rowItem.hasChildren ? (rowItem.expanded ? "\u25BE" : "\u25B8") : ""
                             color: "#6b7280"
-                            TapHandler { onTapped: tree.toggleExpanded(rowItem.row) }
+                            TapHandler { onTapped: rowItem.treeView.toggleExpanded(rowItem.row) }
                         }
                         StateBadge {
                             Layout.preferredWidth: 84
@@ -457,9 +455,11 @@ Pane {
                         model: (d.details.history || []).filter(e => e.stateText === "Failed"
                                 || (e.stateText === "Restarting" && e.reason.startsWith("restarting after"))).slice(-3).reverse()
                         delegate: Label {
+                            id: failure
                             required property var modelData
                             Layout.fillWidth: true
-                            text: d.timeText(modelData.timestamp) + "  " + modelData.reason
+                            text: Qt.formatDateTime(new Date(failure.modelData.timestamp), "hh:mm:ss.zzz") + "  "
+                                  + failure.modelData.reason
                             elide: Text.ElideRight
                             font.pixelSize: 11
                             color: "#7f1d1d"
@@ -477,28 +477,29 @@ Pane {
                         clip: true
                         model: (d.details.history || []).slice().reverse()
                         delegate: Column {
+                            id: entry
                             required property var modelData
-                            width: historyList.width
+                            width: ListView.view.width
                             Row {
                                 spacing: 6
                                 Text {
-                                    text: d.timeText(modelData.timestamp)
+                                    text: Qt.formatDateTime(new Date(entry.modelData.timestamp), "hh:mm:ss.zzz")
                                     font.family: "monospace"
                                     font.pixelSize: 11
                                     color: "#6b7280"
                                 }
                                 Text {
-                                    text: modelData.stateText
+                                    text: entry.modelData.stateText
                                     font.pixelSize: 11
-                                    font.bold: modelData.stateText === "Failed"
-                                    color: modelData.stateText === "Failed" ? "#b91c1c" : "#111827"
+                                    font.bold: entry.modelData.stateText === "Failed"
+                                    color: entry.modelData.stateText === "Failed" ? "#b91c1c" : "#111827"
                                 }
                             }
                             Text {
-                                visible: modelData.reason !== ""
+                                visible: entry.modelData.reason !== ""
                                 width: parent.width
                                 leftPadding: 12
-                                text: modelData.reason
+                                text: entry.modelData.reason
                                 wrapMode: Text.Wrap
                                 maximumLineCount: 2
                                 elide: Text.ElideRight

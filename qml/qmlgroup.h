@@ -20,7 +20,7 @@ namespace stage::qml {
     an unknown or missing worker is a qmlWarning and the group enters Failed.
     Thread: the GUI (QML engine) thread; its workers run there or on its own threads (threadCount).
 */
-class QmlGroup : public Group, public QQmlParserStatus
+class QmlGroup : public stage::Group, public QQmlParserStatus
 {
     Q_OBJECT
     Q_INTERFACES(QQmlParserStatus)

@@ -18,7 +18,7 @@ namespace stage::qml {
     order (the default property), started only once the whole declaration is complete.
     Thread: the GUI (QML engine) thread, like every QML object.
 */
-class QmlSupervisor : public Supervisor, public QQmlParserStatus
+class QmlSupervisor : public stage::Supervisor, public QQmlParserStatus
 {
     Q_OBJECT
     Q_INTERFACES(QQmlParserStatus)

@@ -92,7 +92,7 @@ using GroupShutdownAwaitable = NodeStoppedAwaitable;
     at its first worker failure, see maxRestarts()) it enters Failed and its supervisor decides,
     restarting it from its factory by the supervisor's strategy.
 */
-class STAGE_EXPORT Group : public Node
+class STAGE_EXPORT Group : public stage::Node // qualified: moc records the base by name (QML type info)
 {
     Q_OBJECT
     Q_PROPERTY(int size READ size WRITE setSize NOTIFY sizeChanged)

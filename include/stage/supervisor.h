@@ -82,7 +82,7 @@ public:
     has a supervisor, a node of another thread, calls after shutdown) is refused with a warning
     under stage.supervisor and changes nothing.
 */
-class STAGE_EXPORT Supervisor : public Node
+class STAGE_EXPORT Supervisor : public stage::Node // qualified: moc records the base by name (QML type info)
 {
     Q_OBJECT
     Q_PROPERTY(Strategy strategy READ strategy WRITE setStrategy NOTIFY strategyChanged)
