@@ -5,6 +5,7 @@
 
 #include <stage/waitfor.h>
 
+#include <QtCore/QAbstractItemModel>
 #include <QtCore/QCoreApplication>
 #include <QtCore/QDir>
 #include <QtCore/QElapsedTimer>
@@ -12,6 +13,7 @@
 #include <QtCore/QMetaEnum>
 #include <QtCore/QSet>
 #include <QtCore/QTimer>
+#include <QtQuick/QQuickItem>
 #include <QtQuick/QQuickWindow>
 
 #include <cstdio>
@@ -188,6 +190,23 @@ void HeadlessRun::finish()
         screenshotLine = QStringLiteral("screenshot: no window");
     }
 
+    // The inspector's model: one row per node of the tree when the screenshot was taken.
+    int viewRows = -1;
+    if (m_window) {
+        if (auto *view = m_window->findChild<QObject *>(QStringLiteral("supervisorView"))) {
+            if (auto *model = qobject_cast<QAbstractItemModel *>(view->property("model").value<QObject *>())) {
+                std::function<int(const QModelIndex &)> rows = [&](const QModelIndex &parent) {
+                    int n = 0;
+                    for (int r = 0; r < model->rowCount(parent); ++r)
+                        n += 1 + rows(model->index(r, 0, parent));
+                    return n;
+                };
+                viewRows = rows({});
+            }
+        }
+    }
+    const int treeNodes = int(m_controller->nodes().size());
+
     // The tree as it runs now, before the shutdown.
     QStringList tree;
     bool recovered = m_controller->root() != nullptr;
@@ -332,6 +351,8 @@ void HeadlessRun::finish()
             .arg(shutdownMs)
             .arg(hangsOver ? QString() : QStringLiteral(" (a hung worker is still alive)")));
     out(screenshotLine);
+    out(viewRows < 0 ? QStringLiteral("view: no SupervisorView model found")
+                     : QStringLiteral("view: the SupervisorView's model had %1 rows (the tree has %2 nodes)").arg(viewRows).arg(treeNodes));
 
     struct Check
     {
@@ -345,6 +366,7 @@ void HeadlessRun::finish()
         {QStringLiteral("drained (nothing queued or held)"), drainedInTime},
         {QStringLiteral("lost %1").arg(lost), lost == 0},
         {QStringLiteral("the screenshot is not blank"), !image.blank()},
+        {QStringLiteral("the view showed every node"), viewRows == treeNodes},
         {QStringLiteral("clean shutdown"), shutDown && hangsOver},
     };
     bool pass = true;

@@ -6,8 +6,8 @@ import StageDemo
 
 Window {
     id: window
-    width: 1280
-    height: 820
+    width: 1440
+    height: 960
     visible: true
     title: "Stage Demo"
     color: Theme.window
@@ -85,13 +85,14 @@ Window {
                 Layout.fillWidth: true
                 Text { text: "Stage Demo"; font.pixelSize: 24; font.bold: true; color: Theme.text }
                 Text {
-                    text: "Background work that fails, hangs and gets poison, supervised by one tree, and heals itself."
+                    text: "Background work that throws, hangs and meets poison, in one supervision tree that heals it. "
+                          + "Pick a node and inject a fault."
                     font.pixelSize: 13; color: Theme.muted
                 }
             }
             Text {
                 objectName: "status"
-                Layout.maximumWidth: 420
+                Layout.maximumWidth: 480
                 text: DemoController.status
                 elide: Text.ElideRight
                 font.pixelSize: 13; color: Theme.accent
@@ -111,109 +112,134 @@ Window {
             }
         }
 
+        // The tree as it runs; what it achieved; the fault buttons.
         RowLayout {
             Layout.fillWidth: true
-            Layout.fillHeight: true
+            Layout.fillHeight: false
+            Layout.preferredHeight: 480
             spacing: Theme.gap
 
-            // Left: the tree and the fault buttons.
-            ColumnLayout {
-                Layout.preferredWidth: 440
-                Layout.maximumWidth: 440
+            Card {
+                objectName: "treeCard"
+                title: "Supervision tree"
+                subtitle: "declared in Main.qml · select a node to inspect it and to aim the faults"
+                Layout.fillWidth: true
                 Layout.fillHeight: true
-                spacing: Theme.gap
-
-                Card {
-                    objectName: "treeCard"
-                    title: "Supervision tree"
-                    subtitle: "declared in Main.qml"
-                    Layout.fillWidth: true
-                    Layout.fillHeight: true
-                    NodeList { anchors.fill: parent }
-                }
-                Card {
-                    title: "Inject a fault"
-                    subtitle: "pick a node, then an action"
-                    Layout.fillWidth: true
-                    Layout.preferredHeight: 210
-                    FaultPanel { id: faults; objectName: "faultPanel"; anchors.fill: parent }
+                SupervisorView {
+                    id: inspector
+                    objectName: "supervisorView"
+                    anchors.fill: parent
+                    anchors.leftMargin: -8; anchors.rightMargin: -8; anchors.bottomMargin: -6
+                    root: root
+                    padding: 0
+                    // The selection and the fault panel's target follow each other.
+                    readonly property QtObject aimed: DemoController.node(DemoController.target)
+                    onCurrentNodeChanged: if (currentNode) DemoController.target = currentNode.objectName
+                    onAimedChanged: if (aimed && currentNode !== aimed) select(aimed)
                 }
             }
-
-            // Right: what the work achieved, the mailboxes, the restarts, the log.
             ColumnLayout {
-                Layout.fillWidth: true
+                Layout.preferredWidth: 500
+                Layout.maximumWidth: 500
                 Layout.fillHeight: true
                 spacing: Theme.gap
 
                 Card {
                     title: "What the work achieved"
-                    subtitle: "folder " + DemoController.folder + " · server 127.0.0.1:" + DemoController.serverPort
+                    subtitle: "server 127.0.0.1:" + DemoController.serverPort
                     Layout.fillWidth: true
-                    Layout.preferredHeight: 120
-                    RowLayout {
+                    Layout.preferredHeight: 204
+                    GridLayout {
                         anchors.fill: parent
-                        spacing: 8
+                        columns: 3
+                        rowSpacing: 8; columnSpacing: 8
                         StatTile {
                             objectName: "filesIndexed"
-                            Layout.fillWidth: true; label: "files indexed"; value: work.filesIndexed || 0
-                            detail: (work.words || 0) + " words; " + (work.filesWritten || 0) + " written"
+                            Layout.fillWidth: true; Layout.fillHeight: true
+                            label: "files indexed"; value: window.work.filesIndexed || 0
+                            detail: (window.work.words || 0) + " words"
                         }
                         StatTile {
-                            Layout.fillWidth: true; label: "files hashed"; value: work.filesHashed || 0
+                            Layout.fillWidth: true; Layout.fillHeight: true
+                            label: "files hashed"; value: window.work.filesHashed || 0
                             detail: "SHA-256, thread pool"
                         }
                         StatTile {
                             objectName: "requestsAnswered"
-                            Layout.fillWidth: true; label: "requests answered"; value: work.requestsAnswered || 0
-                            detail: "of " + (work.requestsSent || 0) + " sent"
+                            Layout.fillWidth: true; Layout.fillHeight: true
+                            label: "requests answered"; value: window.work.requestsAnswered || 0
+                            detail: "of " + (window.work.requestsSent || 0) + " sent"
                         }
                         StatTile {
-                            Layout.fillWidth: true; label: "device readings"; value: work.readings || 0
-                            detail: (work.lastReading || 0).toFixed(2) + " °C last"
+                            Layout.fillWidth: true; Layout.fillHeight: true
+                            label: "server misbehaved"
+                            value: (window.work.serverDropped || 0) + (window.work.serverSlow || 0) + (window.work.serverGarbage || 0)
+                            detail: (window.work.serverDropped || 0) + " drops, " + (window.work.serverSlow || 0) + " slow, "
+                                    + (window.work.serverGarbage || 0) + " garbage"
+                        }
+                        StatTile {
+                            Layout.fillWidth: true; Layout.fillHeight: true
+                            label: "device readings"; value: window.work.readings || 0
+                            detail: (window.work.lastReading || 0).toFixed(2) + " °C last"
                         }
                         StatTile {
                             objectName: "restarts"
-                            Layout.fillWidth: true; label: "restarts"; value: work.restarts || 0
+                            Layout.fillWidth: true; Layout.fillHeight: true
+                            label: "restarts"; value: window.work.restarts || 0
                             detail: "workers and subtrees"
                             valueColor: Theme.restarting
                         }
                     }
                 }
-                RowLayout {
-                    Layout.fillWidth: true
-                    Layout.fillHeight: false
-                    Layout.preferredHeight: 150
-                    spacing: Theme.gap
-                    MailboxCard {
-                        objectName: "pathsCard"
-                        Layout.fillWidth: true; Layout.fillHeight: true
-                        title: "mailbox \"paths\""; subtitle: "watcher → indexer"
-                        mailbox: DemoController.pathsMailbox
-                        account: window.accounts.length > 0 ? window.accounts[0] : ({})
-                    }
-                    MailboxCard {
-                        objectName: "requestsCard"
-                        Layout.fillWidth: true; Layout.fillHeight: true
-                        title: "mailbox \"requests\""; subtitle: "requester → fetcher, with replies"
-                        mailbox: DemoController.requestsMailbox
-                        account: window.accounts.length > 1 ? window.accounts[1] : ({})
-                    }
-                }
                 Card {
-                    title: "Restarts over time"
-                    subtitle: "per subtree, last 60 s"
-                    Layout.fillWidth: true
-                    Layout.preferredHeight: 170
-                    RestartChart { objectName: "restartChart"; anchors.fill: parent }
-                }
-                Card {
-                    title: "Event log"
-                    subtitle: DemoController.eventLog.count + " events"
+                    title: "Inject a fault"
+                    subtitle: "into " + DemoController.target
                     Layout.fillWidth: true
                     Layout.fillHeight: true
-                    EventLogView { objectName: "eventLog"; anchors.fill: parent }
+                    FaultPanel { id: faults; objectName: "faultPanel"; anchors.fill: parent }
                 }
+            }
+        }
+
+        // The mailboxes, the restarts over time, and everything that happened.
+        RowLayout {
+            Layout.fillWidth: true
+            Layout.fillHeight: true
+            spacing: Theme.gap
+
+            ColumnLayout {
+                Layout.preferredWidth: 420
+                Layout.maximumWidth: 420
+                Layout.fillHeight: true
+                spacing: Theme.gap
+                MailboxCard {
+                    objectName: "pathsCard"
+                    Layout.fillWidth: true; Layout.fillHeight: true
+                    title: "mailbox \"paths\""; subtitle: "file watcher → indexer"
+                    mailbox: DemoController.pathsMailbox
+                    account: window.accounts.length > 0 ? window.accounts[0] : ({})
+                }
+                MailboxCard {
+                    objectName: "requestsCard"
+                    Layout.fillWidth: true; Layout.fillHeight: true
+                    title: "mailbox \"requests\""; subtitle: "requester → fetcher, with replies"
+                    mailbox: DemoController.requestsMailbox
+                    account: window.accounts.length > 1 ? window.accounts[1] : ({})
+                }
+            }
+            Card {
+                title: "Restarts over time"
+                subtitle: "per subtree, last 60 s"
+                Layout.preferredWidth: 400
+                Layout.fillHeight: true
+                RestartChart { objectName: "restartChart"; anchors.fill: parent }
+            }
+            Card {
+                title: "Event log"
+                subtitle: DemoController.eventLog.count + " events, newest first"
+                Layout.fillWidth: true
+                Layout.fillHeight: true
+                EventLogView { objectName: "eventLog"; anchors.fill: parent }
             }
         }
     }

@@ -1,7 +1,7 @@
 import QtQuick
 import StageDemo
 
-// Restarts per sample in each top-level subtree over the last minute (DemoController.chart).
+// Restarts in each top-level subtree over the last minute (DemoController.chart), stacked bars.
 Item {
     id: chart
     property var series: DemoController.chart
@@ -19,7 +19,7 @@ Item {
             model: chart.series
             Row {
                 spacing: 4
-                Rectangle { width: 14; height: 4; y: 6; color: Theme.seriesColors[index % Theme.seriesColors.length] }
+                Rectangle { width: 10; height: 10; y: 3; color: Theme.seriesColors[index % Theme.seriesColors.length] }
                 Text { text: modelData.name; font.pixelSize: 11; color: Theme.muted }
             }
         }
@@ -34,9 +34,13 @@ Item {
             ctx.reset()
             const w = width, h = height, left = 28, bottom = 16
             let top = 1
-            for (const s of chart.series)
-                for (const v of s.values)
-                    top = Math.max(top, v * chart.perSecond)
+            const count = chart.series.length > 0 ? chart.series[0].values.length : 0
+            for (let i = 0; i < count; ++i) {
+                let sum = 0
+                for (const s of chart.series)
+                    sum += s.values[i] * chart.perSecond
+                top = Math.max(top, sum)
+            }
             top = Math.max(4, Math.ceil(top / 4) * 4)
             ctx.font = "10px sans-serif"
             ctx.fillStyle = Theme.muted
@@ -49,21 +53,22 @@ Item {
             }
             ctx.fillText("-60 s", left, h - 3)
             ctx.fillText("now", w - 22, h - 3)
-            const step = (w - left) / (chart.samples - 1)
-            chart.series.forEach(function (s, k) {
-                const n = s.values.length
-                if (n === 0)
-                    return
-                ctx.strokeStyle = Theme.seriesColors[k % Theme.seriesColors.length]
-                ctx.lineWidth = 2
-                ctx.beginPath()
-                for (let i = 0; i < n; ++i) {
-                    const x = w - (n - 1 - i) * step
-                    const y = h - bottom - (h - bottom - 4) * (s.values[i] * chart.perSecond) / top
-                    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y)
-                }
-                ctx.stroke()
-            })
+            // One stacked bar per sample: how many restarts each subtree had in it.
+            const step = (w - left) / chart.samples
+            const n = chart.series.length > 0 ? chart.series[0].values.length : 0
+            for (let i = 0; i < n; ++i) {
+                const x = w - (n - i) * step
+                let y = h - bottom
+                chart.series.forEach(function (s, k) {
+                    const v = s.values[i] * chart.perSecond
+                    if (!v)
+                        return
+                    const bar = (h - bottom - 4) * v / top
+                    ctx.fillStyle = Theme.seriesColors[k % Theme.seriesColors.length]
+                    ctx.fillRect(x + 0.5, y - bar, Math.max(1, step - 1), bar)
+                    y -= bar
+                })
+            }
         }
     }
     Text {
