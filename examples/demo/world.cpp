@@ -59,6 +59,13 @@ DemoWorld::DemoWorld(const Options &opts, QObject *parent)
 
 DemoWorld::~DemoWorld()
 {
+    // The app is ending: what is still queued goes with it, quietly.
+    paths.close();
+    requests.close();
+    while (paths.tryReceive()) {
+    }
+    while (requests.tryReceive()) {
+    }
     for (const QString &name : workerNames())
         stage::unregisterWorker(name);
     stage::unregisterMailbox(QStringLiteral("paths"));

@@ -133,9 +133,15 @@ Window {
                     root: root
                     padding: 0
                     // The selection and the fault panel's target follow each other.
-                    readonly property QtObject aimed: DemoController.node(DemoController.target)
+                    readonly property QtObject aimed: DemoController.tree ? DemoController.node(DemoController.target) : null
                     onCurrentNodeChanged: if (currentNode) DemoController.target = currentNode.objectName
                     onAimedChanged: if (aimed && currentNode !== aimed) select(aimed)
+                    // At start the model has no rows yet: select the target once it has.
+                    Timer {
+                        interval: 100; repeat: true
+                        running: !inspector.currentNode && inspector.aimed !== null
+                        onTriggered: inspector.select(inspector.aimed)
+                    }
                 }
             }
             ColumnLayout {

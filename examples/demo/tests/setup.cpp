@@ -1,0 +1,48 @@
+// The C++ side of Stage Demo's Qt Quick Tests: the demo's world and DemoController, as main()
+// creates them, before any QML is loaded; `import Stage` and `import StageDemo` linked in.
+#include "democontroller.h"
+#include "world.h"
+
+#include <stage/qml.h>
+
+#include <QtQml/QQmlEngine>
+#include <QtQml/qqmlextensionplugin.h>
+#include <QtQuickTest/quicktest.h>
+
+#include <memory>
+
+Q_IMPORT_QML_PLUGIN(StageDemoPlugin)
+
+class Setup : public QObject
+{
+    Q_OBJECT
+
+public Q_SLOTS:
+    void applicationAvailable()
+    {
+        DemoWorld::Options options;
+        options.seed = 11;
+        options.hangMs = 2500; // longer than the operator's 1 s plus the indexer's shutdownTimeout
+        options.deviceHangRate = 0; // only the injected hangs: the tests count failures
+        m_world = std::make_unique<DemoWorld>(options);
+        m_controller = std::make_unique<DemoController>(m_world.get());
+        if (!m_world->start())
+            qFatal("the demo's world did not start");
+    }
+    void qmlEngineAvailable(QQmlEngine *engine) { stage::initQml(engine); }
+    void cleanupTestCase()
+    {
+        // The tests shut the tree down and destroyed the window; a hung worker may remain.
+        m_world->waitForHangs(10000);
+        m_controller.reset();
+        m_world.reset();
+    }
+
+private:
+    std::unique_ptr<DemoWorld> m_world;
+    std::unique_ptr<DemoController> m_controller;
+};
+
+QUICK_TEST_MAIN_WITH_SETUP(stage_demo, Setup)
+
+#include "setup.moc"

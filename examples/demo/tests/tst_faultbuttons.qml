@@ -1,0 +1,178 @@
+import QtQuick
+import QtTest
+import Stage
+import StageDemo
+
+// Every fault button of Stage Demo's window: the action reaches the node, and the window (the
+// SupervisorView's model, the mailbox cards, the event log) shows the result. One window, one
+// tree, for the whole file, as a user would have it: each test measures what changed.
+TestCase {
+    id: test
+    name: "FaultButtons"
+    when: windowShown
+
+    property var win: null
+    property var view: null
+
+    function node(name) { return DemoController.node(name) }
+    function button(name) { return findChild(win.contentItem, name) }
+    // A role of \a name's row in the SupervisorView's model.
+    function shown(name, role) {
+        const model = view.model
+        return model.data(model.indexOf(node(name)), role)
+    }
+    function logHas(text) {
+        const log = DemoController.eventLog
+        for (let i = 0; i < log.rowCount(); ++i)
+            if (log.data(log.index(i, 0), Qt.DisplayRole).indexOf(text) >= 0)
+                return true
+        return false
+    }
+    function allRunning() {
+        for (const name of DemoController.nodeNames)
+            if (node(name).state !== Node.Running)
+                return false
+        return true
+    }
+    function aim(name) {
+        mouseClick(button("target-" + name))
+        compare(DemoController.target, name)
+        tryCompare(view, "currentNode", node(name), 5000) // the view follows the target
+    }
+
+    function initTestCase() {
+        const component = Qt.createComponent("qrc:/qt/qml/StageDemo/Main.qml")
+        verify(component.status === Component.Ready, component.errorString())
+        win = component.createObject(null)
+        verify(win)
+        view = findChild(win.contentItem, "supervisorView")
+        verify(view)
+        compare(DemoController.tree.objectName, "demo")
+        compare(DemoController.nodeNames,
+                ["demo", "files", "indexer", "hasher", "network", "fetcher", "requester", "devices", "poller"])
+        tryVerify(allRunning, 10000)
+        waitForRendering(win.contentItem)
+    }
+
+    function cleanupTestCase() {
+        DemoController.tree.shutdown()
+        tryCompare(DemoController.tree, "state", Node.Stopped, 20000)
+        win.destroy()
+    }
+
+    function init() {
+        tryVerify(allRunning, 20000, "every node runs before a fault")
+    }
+
+    function test_throw_restartsTheWorker() {
+        const fetcher = node("fetcher")
+        const failed = fetcher.statistics.failed
+        const shownFailed = shown("fetcher", SupervisionTreeModel.FailedRole)
+        aim("fetcher")
+        verify(button("throwButton").enabled)
+        mouseClick(button("throwButton"))
+        tryVerify(() => fetcher.statistics.failed > failed, 10000)
+        tryVerify(() => logHas("injected fault: thrown while holding a request"), 5000)
+        // The group absorbs it (maxRestarts 5): the worker restarts, the request is redelivered.
+        tryVerify(() => shown("fetcher", SupervisionTreeModel.FailedRole) > shownFailed, 5000)
+        tryCompare(fetcher, "state", Node.Running, 10000)
+    }
+
+    function test_hang_watchdogCatchesIt() {
+        const poller = node("poller")
+        const devices = node("devices")
+        const failed = poller.statistics.failed
+        const restarts = devices.restarts
+        aim("poller")
+        mouseClick(button("hangButton"))
+        tryVerify(() => poller.statistics.failed > failed, 10000)
+        tryVerify(() => logHas("missed its heartbeat deadline"), 5000)
+        // The poller escalates at once; devices (one for all) restarts it.
+        tryVerify(() => devices.restarts > restarts, 10000)
+        tryVerify(() => shown("devices", SupervisionTreeModel.RestartsRole) > restarts, 5000)
+        tryCompare(poller, "state", Node.Running, 10000)
+    }
+
+    function test_hang_shutdownTimeoutCatchesIt() {
+        const indexer = node("indexer")
+        const abandoned = indexer.statistics.abandoned
+        aim("indexer")
+        mouseClick(button("hangButton"))
+        // No watchdog: the operator restarts it a second later; the stuck worker gets its
+        // shutdownTimeout (1000 ms) to stop, then it is reported abandoned.
+        tryVerify(() => indexer.statistics.abandoned > abandoned, 15000)
+        tryVerify(() => logHas("abandoned: still stuck 1000 ms after its stop"), 5000)
+        tryCompare(indexer, "state", Node.Running, 10000)
+    }
+
+    function test_poison_indexer_isDeadLettered() {
+        const paths = DemoController.pathsMailbox
+        const dead = paths.deadLettered
+        aim("indexer")
+        verify(button("poisonButton").enabled)
+        mouseClick(button("poisonButton"))
+        tryVerify(() => paths.deadLettered > dead, 20000)
+        tryVerify(() => logHas("dead-lettered after 4 failed deliveries: corrupt file corrupt-"), 5000)
+        const card = findChild(win.contentItem, "pathsCard")
+        tryVerify(() => Number(findChild(card, "deadLetters").text) === paths.deadLetterCount, 5000)
+        tryVerify(() => shown("indexer", SupervisionTreeModel.DeadLettersRole) === paths.deadLetterCount, 5000)
+    }
+
+    function test_poison_fetcher_isDeadLettered() {
+        const requests = DemoController.requestsMailbox
+        const dead = requests.deadLettered
+        aim("fetcher")
+        mouseClick(button("poisonButton"))
+        tryVerify(() => requests.deadLettered > dead, 20000)
+        tryVerify(() => logHas("dead-lettered after 4 failed deliveries: garbage from the server"), 5000)
+        const card = findChild(win.contentItem, "requestsCard")
+        tryVerify(() => Number(findChild(card, "deadLetters").text) === requests.deadLetterCount, 5000)
+        tryVerify(() => shown("fetcher", SupervisionTreeModel.DeadLettersRole) === requests.deadLetterCount, 5000)
+    }
+
+    function test_poison_isRefusedWithoutAMailbox() {
+        aim("poller")
+        verify(!button("poisonButton").enabled)
+        verify(!DemoController.injectPoison("poller"))
+    }
+
+    function test_storm_escalatesAndTheParentRecovers() {
+        const devices = node("devices")
+        const root = DemoController.tree
+        const escalations = devices.statistics.escalations
+        const rootRestarts = root.restarts
+        aim("poller")
+        mouseClick(button("stormButton"))
+        // devices exceeds its intensity (3 restarts in 10 s), gives up, and the root restarts it.
+        tryVerify(() => devices.statistics.escalations > escalations, 20000)
+        tryVerify(() => root.restarts > rootRestarts, 10000)
+        tryVerify(() => logHas("gave up: more than 3 restart(s) within 10000 ms"), 5000)
+        tryCompare(devices, "state", Node.Running, 10000)
+        tryVerify(() => logHas("recovered from the restart storm"), 5000)
+        tryVerify(() => shown("devices", SupervisionTreeModel.StateTextRole) === "Running", 5000)
+        tryVerify(() => shown("demo", SupervisionTreeModel.RestartsRole) > rootRestarts, 5000)
+    }
+
+    function test_stopAndStart_aSubtree() {
+        const network = node("network")
+        aim("network")
+        verify(button("stopButton").enabled)
+        verify(!button("startButton").enabled)
+        mouseClick(button("stopButton"))
+        tryCompare(network, "state", Node.Stopped, 10000)
+        compare(node("fetcher").state, Node.Stopped)
+        tryVerify(() => shown("network", SupervisionTreeModel.StateTextRole) === "Stopped", 5000)
+        tryVerify(() => button("startButton").enabled, 5000)
+        verify(!button("stopButton").enabled)
+        mouseClick(button("startButton"))
+        tryCompare(network, "state", Node.Running, 10000)
+        tryVerify(() => shown("network", SupervisionTreeModel.StateTextRole) === "Running", 5000)
+    }
+
+    function test_zz_nothingLost() {
+        // After every fault above: every message sent is acknowledged, dead-lettered or queued.
+        tryVerify(() => DemoController.accounts.length === 2, 5000)
+        tryCompare(DemoController, "lost", 0, 5000)
+        tryVerify(() => findChild(win.contentItem, "lostBadge").children[0].text === "lost: 0", 5000)
+    }
+}
