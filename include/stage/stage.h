@@ -14,6 +14,7 @@
 #include <stage/shutdown.h>
 #include <stage/signal.h>
 #include <stage/sleep.h>
+#include <stage/supervisiontreemodel.h>
 #include <stage/supervisor.h>
 #include <stage/waitfor.h>
 #include <stage/worker.h>
