@@ -295,6 +295,7 @@ Pane {
                         }
                         Text {
                             Layout.preferredWidth: 86
+                            elide: Text.ElideRight
                             color: rowItem.restarts > 0 ? "#92400e" : "#6b7280"
                             font.pixelSize: 12
                             text: rowItem.restarts + qsTr(" restarts")

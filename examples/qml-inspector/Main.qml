@@ -34,6 +34,21 @@ ApplicationWindow {
         Group { objectName: "reporter"; worker: "steady"; Supervisor.restartType: Stage.Transient }
     }
 
+    // --stress N: a supervisor of N groups whose worker fails at once, restarting continuously.
+    Component {
+        id: crasher
+        Group { worker: "crasher"; backoff: Stage.noBackoff() }
+    }
+    Component {
+        id: stressSupervisor
+        Supervisor { objectName: "stress"; maxRestarts: -1; backoff: Stage.noBackoff() }
+    }
+    function addStress(count) {
+        const stress = stressSupervisor.createObject(app)
+        for (let i = 0; i < count; ++i)
+            crasher.createObject(stress, { objectName: "crasher-" + i })
+    }
+
     SupervisorView {
         id: inspector
         objectName: "inspector"

@@ -7,12 +7,14 @@
 #include <stage/stage.h>
 
 #include <QtCore/QCommandLineParser>
+#include <QtCore/QElapsedTimer>
 #include <QtCore/QRandomGenerator>
 #include <QtCore/QTimer>
 #include <QtGui/QGuiApplication>
 #include <QtQml/QQmlApplicationEngine>
 #include <QtQuick/QQuickWindow>
 
+#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 
@@ -30,7 +32,12 @@ int main(int argc, char **argv)
                                               QStringLiteral("FILE"));
     const QCommandLineOption selectOption(QStringLiteral("select"), QStringLiteral("Select node NAME in the view."),
                                           QStringLiteral("NAME"), QStringLiteral("devices"));
-    parser.addOptions({secondsOption, screenshotOption, selectOption});
+    const QCommandLineOption stressOption(
+        QStringLiteral("stress"),
+        QStringLiteral("Add a supervisor of N groups whose worker fails at once, restarting continuously; prints how "
+                       "responsive the window stayed (frames per second, the worst lateness of a 10 ms timer)."),
+        QStringLiteral("N"));
+    parser.addOptions({secondsOption, screenshotOption, selectOption, stressOption});
     parser.process(app);
 
     // The jobs the uploader consumes; every 40th is poison (dead-lettered after its redeliveries).
@@ -62,6 +69,11 @@ int main(int argc, char **argv)
             co_await stage::sleep(20ms);
         }
     });
+    // "crasher": fails at once (the stress subtree restarts it continuously).
+    stage::registerWorker(QStringLiteral("crasher"), []() -> QCoro::Task<> {
+        co_await stage::sleep(1ms);
+        throw std::runtime_error("crashed on purpose");
+    });
     // "steady": runs until stopped.
     stage::registerWorker(QStringLiteral("steady"), [](stage::Worker &worker) -> QCoro::Task<> {
         for (;;) {
@@ -76,6 +88,24 @@ int main(int argc, char **argv)
     if (engine.rootObjects().isEmpty())
         return 1;
     auto *window = qobject_cast<QQuickWindow *>(engine.rootObjects().constFirst());
+
+    // Responsiveness: frames rendered, and how late a 10 ms timer fires on the GUI thread.
+    int frames = 0;
+    qint64 worstLateness = 0;
+    QElapsedTimer tick;
+    QTimer probe;
+    if (parser.isSet(stressOption)) {
+        QMetaObject::invokeMethod(engine.rootObjects().constFirst(), "addStress",
+                                  Q_ARG(QVariant, parser.value(stressOption).toInt()));
+        QObject::connect(window, &QQuickWindow::frameSwapped, [&] { ++frames; });
+        tick.start();
+        QObject::connect(&probe, &QTimer::timeout, [&] {
+            worstLateness = std::max(worstLateness, tick.restart() - 10);
+            window->update(); // keep rendering: count what the GUI thread can still draw
+        });
+        probe.setTimerType(Qt::PreciseTimer);
+        probe.start(10);
+    }
 
     if (parser.isSet(secondsOption)) {
         const int seconds = parser.value(secondsOption).toInt();
@@ -95,6 +125,14 @@ int main(int argc, char **argv)
                     return;
                 }
                 std::printf("screenshot: %s (%dx%d)\n", qPrintable(file), image.width(), image.height());
+            }
+            if (parser.isSet(stressOption)) {
+                auto *stress = window->findChild<stage::Supervisor *>(QStringLiteral("stress"));
+                std::printf("stress: %s groups, %lld restarts in %d s (%.0f/s), %.1f frames/s, worst 10 ms timer "
+                            "lateness %lld ms\n",
+                            qPrintable(parser.value(stressOption)), stress ? (long long)stress->restarts() : -1LL,
+                            seconds, stress ? double(stress->restarts()) / seconds : 0.0, double(frames) / seconds,
+                            (long long)worstLateness);
             }
             QCoreApplication::quit();
         });
