@@ -219,12 +219,12 @@ void DemoController::watchMailbox(stage::MailboxBase *mailbox)
     });
 }
 
-QObject *DemoController::pathsMailbox() const
+stage::MailboxBase *DemoController::pathsMailbox() const
 {
     return m_world->paths.object();
 }
 
-QObject *DemoController::requestsMailbox() const
+stage::MailboxBase *DemoController::requestsMailbox() const
 {
     return m_world->requests.object();
 }

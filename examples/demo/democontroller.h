@@ -33,9 +33,9 @@ class DemoController : public QObject
     QML_SINGLETON
     Q_PROPERTY(QObject *tree READ tree WRITE setTree NOTIFY treeChanged)
     Q_PROPERTY(QStringList nodeNames READ nodeNames NOTIFY treeChanged)
-    Q_PROPERTY(QObject *pathsMailbox READ pathsMailbox CONSTANT)
-    Q_PROPERTY(QObject *requestsMailbox READ requestsMailbox CONSTANT)
-    Q_PROPERTY(QAbstractListModel *eventLog READ eventLog CONSTANT)
+    Q_PROPERTY(stage::MailboxBase *pathsMailbox READ pathsMailbox CONSTANT)
+    Q_PROPERTY(stage::MailboxBase *requestsMailbox READ requestsMailbox CONSTANT)
+    Q_PROPERTY(EventLog *eventLog READ log CONSTANT)
     Q_PROPERTY(QVariantMap work READ work NOTIFY sampled)
     Q_PROPERTY(QVariantList accounts READ accounts NOTIFY sampled)
     Q_PROPERTY(int lost READ lost NOTIFY sampled)
@@ -66,9 +66,8 @@ public:
     /* The registered worker a group runs. */
     static QString workerOf(const stage::Group *group);
 
-    QObject *pathsMailbox() const;
-    QObject *requestsMailbox() const;
-    QAbstractListModel *eventLog() const { return m_log; }
+    stage::MailboxBase *pathsMailbox() const;
+    stage::MailboxBase *requestsMailbox() const;
     EventLog *log() const { return m_log; }
     QVariantMap work() const { return m_work; }
     QVariantList accounts() const { return m_accountsVariant; }

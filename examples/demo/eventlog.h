@@ -3,12 +3,15 @@
 
 #include <QtCore/QAbstractListModel>
 #include <QtCore/QElapsedTimer>
+#include <QtQml/qqmlregistration.h>
 
 #include <deque>
 
 class EventLog : public QAbstractListModel
 {
     Q_OBJECT
+    QML_ELEMENT
+    QML_UNCREATABLE("the demo's DemoController.eventLog")
     Q_PROPERTY(int count READ rowCount NOTIFY countChanged)
 
 public:

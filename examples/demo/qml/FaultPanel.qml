@@ -16,12 +16,13 @@ ColumnLayout {
         Repeater {
             model: DemoController.nodeNames
             DemoButton {
+                required property string modelData
                 objectName: "target-" + modelData
                 text: modelData
                 minimumWidth: 50
                 padding: 16
                 implicitHeight: 26
-                checked: panel.target === modelData
+                checked: DemoController.target === modelData
                 onClicked: DemoController.target = modelData
             }
         }

@@ -1,11 +1,12 @@
 import QtQuick
 import QtQuick.Layouts
+import Stage
 import StageDemo
 
 // One mailbox: its depth, its dead letters and the accounting of every message sent to it.
 Card {
     id: card
-    property QtObject mailbox       // a stage::MailboxBase
+    property Mailbox mailbox        // a stage::Mailbox<T> registered from C++
     property var account: ({})      // DemoController.accounts[i]
     readonly property int depth: mailbox ? mailbox.count : 0
     readonly property int deadLetters: mailbox ? mailbox.deadLetterCount : 0

@@ -18,9 +18,12 @@ Item {
         Repeater {
             model: chart.series
             Row {
+                id: key
+                required property int index
+                required property var modelData
                 spacing: 4
-                Rectangle { width: 10; height: 10; y: 3; color: Theme.seriesColors[index % Theme.seriesColors.length] }
-                Text { text: modelData.name; font.pixelSize: 11; color: Theme.muted }
+                Rectangle { width: 10; height: 10; y: 3; color: Theme.seriesColors[key.index % Theme.seriesColors.length] }
+                Text { text: key.modelData.name; font.pixelSize: 11; color: Theme.muted }
             }
         }
     }
