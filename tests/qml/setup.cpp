@@ -113,6 +113,7 @@ QCoro::Task<> consumerWorker(stage::Worker &)
 class Setup : public QObject
 {
     Q_OBJECT
+    stage::Mailbox<QString> outbox;
 
 public Q_SLOTS:
     void applicationAvailable()
@@ -125,6 +126,15 @@ public Q_SLOTS:
             for (;;)
                 co_await stage::sleep(1h);
         });
+        // The README's QML section, as written (tst_readme.qml).
+        for (const char *name : {"indexer", "poller", "uploader"}) {
+            stage::registerWorker(QString::fromLatin1(name), [name](stage::Worker &) -> QCoro::Task<> {
+                probe()->log(QStringLiteral("readme ") + QString::fromLatin1(name));
+                for (;;)
+                    co_await stage::sleep(1h);
+            });
+        }
+        stage::registerMailbox(QStringLiteral("outbox"), outbox);
         probe()->inbox.setMaxRedeliveries(1);
         stage::registerMailbox(QStringLiteral("inbox"), probe()->inbox);
     }
