@@ -266,8 +266,26 @@ void QmlGroup::componentComplete()
         resolve(); // the supervisor starts it (at once if it runs already)
         return;
     }
-    if (m_wantRunning)
+    if (m_wantRunning) {
         resolve();
+    } else if (!parent()) {
+        // An Instantiator parents what it creates only after completing it: look again on the
+        // next turn of the event loop, and join the supervisor above then.
+        QMetaObject::invokeMethod(
+            this,
+            [this] {
+                if (supervisor() || !parent() || state() != State::Idle)
+                    return;
+                if (Node *above = support::ancestorNode(this); above && qobject_cast<Group *>(above)) {
+                    fail(QStringLiteral("a Group cannot be inside a Group (%1): only a Supervisor holds nodes")
+                             .arg(above->objectName().isEmpty() ? QStringLiteral("unnamed") : above->objectName()));
+                    return;
+                }
+                if (support::joinAncestor(this) && supervisor())
+                    resolve();
+            },
+            Qt::QueuedConnection);
+    }
 }
 
 } // namespace stage::qml

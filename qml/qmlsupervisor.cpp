@@ -185,8 +185,19 @@ void QmlSupervisor::componentComplete()
                              << supervisor()->objectName() << " starts it";
         return;
     }
-    if (m_wantRunning)
+    if (m_wantRunning) {
         startRoot(this);
+    } else if (!parent()) {
+        // An Instantiator parents what it creates only after completing it: look again on the
+        // next turn of the event loop, and join the supervisor above then.
+        QMetaObject::invokeMethod(
+            this,
+            [this] {
+                if (!supervisor() && parent() && state() == State::Idle)
+                    support::joinAncestor(this);
+            },
+            Qt::QueuedConnection);
+    }
 }
 
 } // namespace stage::qml

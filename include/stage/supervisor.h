@@ -130,7 +130,7 @@ public:
     */
     bool removeChild(Node *node);
     /*! The children in start order. */
-    QList<Node *> childNodes() const;
+    Q_INVOKABLE QList<stage::Node *> childNodes() const;
     int childCount() const;
     /*! \a node's restart type; Permanent if \a node is not a child. */
     RestartType childRestartType(Node *node) const;

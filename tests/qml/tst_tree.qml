@@ -134,6 +134,39 @@ TestCase {
     }
 
     Component {
+        id: withInstantiator
+        Supervisor {
+            id: instRoot
+            running: true
+            property int count: 3
+            Instantiator {
+                model: instRoot.count
+                delegate: Group {
+                    required property int index
+                    objectName: "inst" + index
+                    worker: "probe"
+                    arguments: ({ name: "inst" + index })
+                }
+            }
+        }
+    }
+
+    function test_instantiator_nodesJoinAndLeave() {
+        const root = createTemporaryObject(withInstantiator, test)
+        tryCompare(root, "state", Node.Running, 5000)
+        tryCompare(root, "childCount", 3, 5000)
+        tryVerify(() => Probe.events().length === 3, 5000, Probe.events().join(", "))
+        compare(Probe.events().slice().sort(), ["start inst0", "start inst1", "start inst2"])
+        // A new int model makes the Instantiator destroy its objects and create them again.
+        root.count = 1
+        tryCompare(root, "childCount", 1, 5000)
+        tryVerify(() => Probe.events().length === 7, 5000, Probe.events().join(", "))
+        compare(Probe.events().slice(3).sort(), ["start inst0", "stop inst0", "stop inst1", "stop inst2"])
+        tryCompare(root.childNodes()[0], "state", Node.Running, 5000)
+        compare(root.state, Node.Running)
+    }
+
+    Component {
         id: lateGroup
         Group { worker: "probe" }
     }
