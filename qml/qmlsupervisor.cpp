@@ -23,7 +23,18 @@ QmlSupervisor::QmlSupervisor(QObject *parent) : Supervisor(parent)
     connect(this, &Supervisor::restartPeriodChanged, this, &QmlSupervisor::settingsChanged);
 }
 
-QmlSupervisor::~QmlSupervisor() = default;
+QmlSupervisor::~QmlSupervisor()
+{
+    // The helpers declared in it go first (before ~Supervisor stops and deletes the children):
+    // a Loader or an Instantiator among them then destroys the nodes it made through its own
+    // path, releasing what it keeps for them.
+    QList<QPointer<QObject>> helpers;
+    for (QObject *object : children())
+        if (!qobject_cast<Node *>(object))
+            helpers.append(object);
+    for (const QPointer<QObject> &helper : std::as_const(helpers))
+        delete helper.data(); // (deleting one may have deleted another)
+}
 
 QQmlListProperty<QObject> QmlSupervisor::nodes()
 {

@@ -10,6 +10,7 @@
 #include <QtCore/QObject>
 #include <QtQml/QQmlEngine>
 #include <QtQuickTest/quicktest.h>
+#include <qcorotimer.h>
 
 #include <map>
 #include <stdexcept>
@@ -122,6 +123,13 @@ public Q_SLOTS:
             return probeWorker(w, args);
         });
         stage::registerWorker(QStringLiteral("consumer"), [](stage::Worker &w) { return consumerWorker(w); });
+        // "stubborn": waits in a QTimer (not a Stage awaitable): a stop cannot reach it, so its
+        // group abandons it after shutdownTimeout.
+        stage::registerWorker(QStringLiteral("stubborn"), []() -> QCoro::Task<> {
+            probe()->log(QStringLiteral("start stubborn"));
+            co_await QCoro::sleepFor(800ms); // then ends, after its group is gone (logged, not lost)
+            probe()->log(QStringLiteral("stubborn ended"));
+        });
         stage::registerWorker(QStringLiteral("idle"), []() -> QCoro::Task<> {
             for (;;)
                 co_await stage::sleep(1h);

@@ -190,6 +190,37 @@ TestCase {
     }
 
     Component {
+        id: stubbornTree
+        Supervisor {
+            running: true
+            property alias sub: sub
+            Supervisor {
+                id: sub
+                Group { worker: "stubborn"; shutdownTimeout: 300 }
+                Group { worker: "probe"; arguments: ({ name: "polite" }) }
+            }
+        }
+    }
+
+    function test_destroyingASubtree_isBoundedByShutdownTimeouts() {
+        const root = createTemporaryObject(stubbornTree, test)
+        tryCompare(root, "state", Node.Running, 5000)
+        tryVerify(() => Probe.events().length === 2, 5000, Probe.events().join(", "))
+        ignoreWarning(/.*abandon.*/)
+        const started = Date.now()
+        root.sub.destroy()
+        tryCompare(root, "childCount", 0, 5000)
+        const elapsed = Date.now() - started
+        // polite stops at once; stubborn is abandoned after its 300 ms.
+        verify(elapsed >= 250 && elapsed < 2500, "destroying took " + elapsed + " ms")
+        compare(Probe.events(), ["start stubborn", "start polite", "stop polite"])
+        compare(root.state, Node.Running)
+        // The abandoned body still ends by itself (and its frame is freed).
+        tryVerify(() => Probe.events().length === 4, 5000, Probe.events().join(", "))
+        compare(Probe.events()[3], "stubborn ended")
+    }
+
+    Component {
         id: temporaryChild
         Supervisor {
             running: true
