@@ -314,7 +314,7 @@ void HeadlessRun::finish()
     out(QStringLiteral("messages:"));
     for (const Settled *s : {&paths, &requests}) {
         out(QStringLiteral("  %1 sent %2, acknowledged %3, redelivered %4, dead-lettered %5, left queued %6, lost %7"
-                           " (duplicates processed %8; the mailbox counted %9 sends)")
+                           " (acknowledged twice: %8; sends the mailbox counted: %9)")
                 .arg(s->live.name.leftJustified(9))
                 .arg(s->live.sent)
                 .arg(s->live.acknowledged)
@@ -365,6 +365,13 @@ void HeadlessRun::finish()
         {QStringLiteral("the tree recovered (every node Running)"), recovered},
         {QStringLiteral("drained (nothing queued or held)"), drainedInTime},
         {QStringLiteral("lost %1").arg(lost), lost == 0},
+        {QStringLiteral("nothing acknowledged twice"), paths.live.duplicates == 0 && requests.live.duplicates == 0},
+        {QStringLiteral("every send counted by both sides (%1 = %2, %3 = %4)")
+             .arg(paths.live.sent)
+             .arg(paths.queuedByMailbox)
+             .arg(requests.live.sent)
+             .arg(requests.queuedByMailbox),
+         paths.live.sent == paths.queuedByMailbox && requests.live.sent == requests.queuedByMailbox},
         {QStringLiteral("the screenshot is not blank"), !image.blank()},
         {QStringLiteral("the view showed every node"), viewRows == treeNodes},
         {QStringLiteral("clean shutdown"), shutDown && hangsOver},
