@@ -169,8 +169,9 @@ public:
 
     /*!
         Polls every node now and emits the pending dataChanged() signals before returning, with
-        or without a view. A call from a slot of one of those signals does nothing (the flush in
-        progress goes on).
+        or without a view. Called from a slot of one of those signals, it does nothing (the flush
+        in progress goes on); called while rows are being inserted or removed (a slot of
+        rowsInserted(), ...), it runs right after that change.
     */
     Q_INVOKABLE void flush();
 
