@@ -19,6 +19,7 @@ class Mailbox;
 namespace detail {
 template<typename T>
 class ReceiveAwaitable;
+struct MailboxAccess; // stage::connect()'s DropOldest policy takes the oldest message (connect.h)
 }
 
 /*! A snapshot of a mailbox's counters. */
@@ -556,6 +557,7 @@ public:
     friend bool operator==(const Mailbox &a, const Mailbox &b) { return a.m_core == b.m_core; }
 
 private:
+    friend struct detail::MailboxAccess;
     struct Unchecked
     {};
     Mailbox(int capacity, QObject *parent, Unchecked)
