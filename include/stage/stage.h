@@ -1,6 +1,8 @@
 #pragma once
 
 // Stage for Qt: everything at once.
+#include <stage/connect.h>
+#include <stage/consume.h>
 #include <stage/errors.h>
 #include <stage/future.h>
 #include <stage/group.h>
@@ -9,6 +11,7 @@
 #include <stage/mailbox.h>
 #include <stage/offload.h>
 #include <stage/policy.h>
+#include <stage/qfuture.h>
 #include <stage/registry.h>
 #include <stage/reply.h>
 #include <stage/shutdown.h>
