@@ -124,11 +124,12 @@ bool FeedState::blockAllowedHere() noexcept
     const bool eventLoop = here->loopLevel() > 0 || (app && here == app->thread());
     if (!eventLoop)
         return true;
-    rejected.fetch_add(1, std::memory_order_relaxed);
-    overflowSinceSignal.fetch_add(1, std::memory_order_relaxed);
-    blockRefusedSinceLine.fetch_add(1, std::memory_order_relaxed);
-    logDue();
-    notify();
+    if (!blockRefusalLogged.exchange(true, std::memory_order_relaxed))
+        qCWarning(lcConnect,
+                  "stage::connect: Block refused: %s was emitted on a thread with an event loop (%s), which "
+                  "blocking could freeze or deadlock; its emissions there are handled as under Reject (queued "
+                  "if there is room, else rejected and counted). Block is for threads without an event loop",
+                  signal.constData(), here == (app ? app->thread() : nullptr) ? "the main thread" : "a QThread running exec()");
     return false;
 }
 
@@ -191,7 +192,6 @@ void FeedState::logDue() noexcept
         return; // another thread writes this line
     const qint64 full = fullSinceLine.exchange(0, std::memory_order_relaxed);
     const qint64 drops = droppedSinceLine.exchange(0, std::memory_order_relaxed);
-    const qint64 refused = blockRefusedSinceLine.exchange(0, std::memory_order_relaxed);
     mapFailedSinceLine.store(0, std::memory_order_relaxed);
     const char *policy = policyName(overflow);
     if (full > 0)
@@ -204,12 +204,6 @@ void FeedState::logDue() noexcept
                   "stage::connect: the mailbox fed by %s is full; %lld of its oldest message(s) dropped to make room "
                   "(DropOldest policy; %lld dropped in all)",
                   signal.constData(), drops, dropped.load(std::memory_order_relaxed));
-    if (refused > 0)
-        qCWarning(lcConnect,
-                  "stage::connect: Block refused: %s was emitted on a thread with an event loop (%lld time(s)); "
-                  "blocking it could freeze or deadlock its loop, so the emission was rejected (counted in "
-                  "rejected). Block is for threads without an event loop; use Reject or DropOldest here",
-                  signal.constData(), refused);
 }
 
 } // namespace detail

@@ -37,8 +37,9 @@ class STAGE_EXPORT FeedStatistics
 
 public:
     qint64 sent = 0;           //!< emissions queued in the mailbox
-    qint64 rejected = 0;       //!< emissions not queued: the mailbox was full (Reject), a Block emission was
-                               //!< refused on a thread with an event loop, or the map threw
+    qint64 rejected = 0;       //!< emissions not queued: the mailbox was full (Reject, DropOldest after a few
+                               //!< rounds of producers racing for the room it made, or Block refused on a
+                               //!< thread with an event loop), or the map threw
     qint64 dropped = 0;        //!< queued messages discarded, oldest first, to make room (DropOldest)
     qint64 rejectedClosed = 0; //!< emissions that found the mailbox closed (the first one ends the connection)
 
@@ -88,9 +89,12 @@ public:
                     //!< line a second) and reported by overflowed()
         DropOldest, //!< the message at the front of the mailbox (the oldest, or one put back for redelivery)
                     //!< is discarded to make room; counted in dropped(), logged, reported by overflowed()
-        Block,      //!< the emitting thread waits for room (Mailbox::sendBlocking()); only on a thread
-                    //!< without an event loop: on one that has an event loop (or on the main thread), the
-                    //!< emission is refused instead: counted in rejected(), with a warning
+        Block,      //!< the emitting thread waits for room (Mailbox::sendBlocking()), however long it
+                    //!< takes; only on a thread without an event loop. On a thread that has one (it runs a
+                    //!< QEventLoop, or is the main thread), blocking could freeze it or deadlock its own
+                    //!< consumer, so Block is refused there: a warning (once per connection), and that
+                    //!< thread's emissions behave as under Reject (queued if there is room, else counted
+                    //!< in rejected()). A close wakes a blocked emission (counted in rejectedClosed()).
     };
     Q_ENUM(Overflow)
 
@@ -192,7 +196,7 @@ public:
     void noteDropped() noexcept;
     void noteClosed() noexcept;
     void noteMapFailed(std::exception_ptr error) noexcept;
-    /* Block: true on a thread without an event loop; otherwise counts a refusal, warns, false. */
+    /* Block: true on a thread without an event loop; otherwise false (and a warning, the first time). */
     bool blockAllowedHere() noexcept;
 
     /* The slot object is gone (sender destroyed, disconnected, feed deleted). Any thread. */
@@ -216,7 +220,7 @@ public:
     // The throttled log: what happened since the last line, and when that line was.
     std::atomic<qint64> fullSinceLine{0};
     std::atomic<qint64> droppedSinceLine{0};
-    std::atomic<qint64> blockRefusedSinceLine{0};
+    std::atomic<bool> blockRefusalLogged{false};
     std::atomic<qint64> mapFailedSinceLine{0};
     std::atomic<qint64> lastLineNs{0};
 
@@ -295,9 +299,10 @@ public:
             status = pushDroppingOldest(*value);
             break;
         case SignalFeed::Overflow::Block:
-            if (!state.blockAllowedHere())
-                return; // counted and logged
-            status = m_core->pushBlocking(*value, std::chrono::steady_clock::time_point::max());
+            if (state.blockAllowedHere())
+                status = m_core->pushBlocking(*value, std::chrono::steady_clock::time_point::max());
+            else // refused (logged): as Reject on this thread
+                status = m_core->tryPush(*value);
             break;
         }
         switch (status) {
