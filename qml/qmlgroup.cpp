@@ -7,19 +7,6 @@
 
 namespace stage::qml {
 
-namespace {
-bool startRoot(Node *node)
-{
-    auto *group = static_cast<QmlGroup *>(node);
-    return group->Group::start();
-}
-bool stopRoot(Node *node)
-{
-    (void)static_cast<Group *>(node)->Group::shutdown();
-    return true;
-}
-} // namespace
-
 QmlGroup::QmlGroup(QObject *parent) : Group(parent)
 {
     connect(this, &Node::stateChanged, this, &QmlGroup::runningChanged);
@@ -124,14 +111,10 @@ void QmlGroup::setRunning(bool running)
     }
     if (running == isRunning())
         return;
-    if (!running) {
-        stopRoot(this);
-    } else if (!m_resolved) {
-        m_wantRunning = true;
-        resolve();
-    } else {
-        startRoot(this);
-    }
+    if (!running)
+        stop();
+    else
+        start();
 }
 
 void QmlGroup::setQmlSize(int size)
@@ -194,17 +177,7 @@ bool QmlGroup::start()
         m_wantRunning = true;
         return resolve();
     }
-    return support::start(this, &startRoot);
-}
-
-bool QmlGroup::stop()
-{
-    return support::stop(this, &stopRoot);
-}
-
-bool QmlGroup::restart()
-{
-    return support::restart(this, &startRoot, &stopRoot);
+    return Node::start();
 }
 
 void QmlGroup::shutdown()
@@ -213,7 +186,7 @@ void QmlGroup::shutdown()
         qmlWarning(this) << "shutdown() is for a root; this node's supervisor stops it with stop()";
         return;
     }
-    stopRoot(this);
+    (void)Group::shutdown();
 }
 
 void QmlGroup::fail(const QString &reason)

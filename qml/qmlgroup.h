@@ -60,13 +60,9 @@ public:
     QVariantList historyList() const { return support::history(this); }
     QString stateText() const { return support::stateText(state()); }
 
-    /* A root: starts it (also after a shutdown). A child: asks its supervisor to start it again. */
+    /* Node::start(), and first resolves the worker of a root declared without running: true. */
     Q_INVOKABLE bool start();
-    /* A root: shuts it down (start() starts it again). A child: its supervisor stops it and does
-       not restart it (Supervisor::terminateChild). */
-    Q_INVOKABLE bool stop();
-    /* A child: its supervisor stops and starts it (Supervisor::restartChild). A root: stops, then starts. */
-    Q_INVOKABLE bool restart();
+    /* stop() and restart() are Node's slots (a child goes through its supervisor). */
     /* Stops every worker within shutdownTimeout; a root only (a child: stop()). */
     Q_INVOKABLE void shutdown();
 

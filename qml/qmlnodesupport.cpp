@@ -6,8 +6,6 @@
 
 #include <QtCore/QMetaEnum>
 #include <QtCore/QPointer>
-
-#include <memory>
 #include <QtQml/QQmlInfo>
 
 namespace stage::qml {
@@ -93,44 +91,6 @@ bool joinAncestor(Node *node)
                          << " refused this node (see the stage.supervisor warning); it is not started";
         return false;
     }
-    return true;
-}
-
-bool start(Node *node, bool (*startRoot)(Node *))
-{
-    if (Supervisor *supervisor = node->supervisor()) {
-        if (node->isRunning())
-            return true;
-        return supervisor->restartChild(node);
-    }
-    return startRoot(node);
-}
-
-bool stop(Node *node, bool (*stopRoot)(Node *))
-{
-    if (Supervisor *supervisor = node->supervisor())
-        return supervisor->terminateChild(node);
-    return stopRoot(node);
-}
-
-bool restart(Node *node, bool (*startRoot)(Node *), bool (*stopRoot)(Node *))
-{
-    if (Supervisor *supervisor = node->supervisor())
-        return supervisor->restartChild(node);
-    if (!node->isRunning())
-        return startRoot(node);
-    // A root: stop it, then start it again once it has stopped.
-    if (!stopRoot(node))
-        return false;
-    if (!node->isRunning() && node->state() != Node::State::Stopping)
-        return startRoot(node);
-    auto connection = std::make_shared<QMetaObject::Connection>();
-    *connection = QObject::connect(node, &Node::stateChanged, node, [node, connection, startRoot](Node::State state) {
-        if (state != Node::State::Stopped && state != Node::State::Failed)
-            return;
-        QObject::disconnect(*connection);
-        startRoot(node);
-    });
     return true;
 }
 

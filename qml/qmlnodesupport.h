@@ -56,11 +56,6 @@ Node *ancestorNode(QObject *object);
 /* Joins the node to the closest ancestor supervisor (a late node: createObject, Loader);
    warns (qmlWarning) and returns false when the ancestor is a Group or the supervisor refuses. */
 bool joinAncestor(Node *node);
-/* start()/stop()/restart() from QML: a child asks its supervisor (restartChild/terminateChild);
-   a root acts on itself through \a startRoot / \a stopRoot. */
-bool start(Node *node, bool (*startRoot)(Node *));
-bool stop(Node *node, bool (*stopRoot)(Node *));
-bool restart(Node *node, bool (*startRoot)(Node *), bool (*stopRoot)(Node *));
 /* A node given to a list property that cannot take it: warns and keeps it out. */
 void refuseNode(QObject *list, QObject *node, const char *why);
 } // namespace support

@@ -66,34 +66,16 @@ Backoff QmlStage::exponentialBackoff(int initialMs, int maximumMs, double multip
                                 jitter, std::chrono::milliseconds(resetAfterMs));
 }
 
-namespace {
-bool startRoot(Node *node)
-{
-    if (auto *supervisor = qobject_cast<Supervisor *>(node))
-        return supervisor->start();
-    if (auto *group = qobject_cast<Group *>(node))
-        return group->start();
-    return false;
-}
-bool stopRoot(Node *node)
-{
-    if (auto *supervisor = qobject_cast<Supervisor *>(node))
-        (void)supervisor->shutdown();
-    else if (auto *group = qobject_cast<Group *>(node))
-        (void)group->shutdown();
-    else
-        return false;
-    return true;
-}
-} // namespace
-
 bool QmlStage::start(Node *node) const
 {
     if (!node) {
         qmlWarning(this) << "Stage.start(): the node is null";
         return false;
     }
-    return support::start(node, &startRoot);
+    // The most derived start() (a QML Group first resolves its worker).
+    bool ok = false;
+    QMetaObject::invokeMethod(node, "start", Qt::DirectConnection, Q_RETURN_ARG(bool, ok));
+    return ok;
 }
 
 bool QmlStage::stop(Node *node) const
@@ -102,7 +84,7 @@ bool QmlStage::stop(Node *node) const
         qmlWarning(this) << "Stage.stop(): the node is null";
         return false;
     }
-    return support::stop(node, &stopRoot);
+    return node->stop();
 }
 
 bool QmlStage::restart(Node *node) const
@@ -111,7 +93,7 @@ bool QmlStage::restart(Node *node) const
         qmlWarning(this) << "Stage.restart(): the node is null";
         return false;
     }
-    return support::restart(node, &startRoot, &stopRoot);
+    return node->restart();
 }
 
 bool QmlStage::resize(Node *node, int size) const

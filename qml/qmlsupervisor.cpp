@@ -4,18 +4,6 @@
 
 namespace stage::qml {
 
-namespace {
-bool startRoot(Node *node)
-{
-    return static_cast<Supervisor *>(node)->Supervisor::start();
-}
-bool stopRoot(Node *node)
-{
-    (void)static_cast<Supervisor *>(node)->Supervisor::shutdown();
-    return true;
-}
-} // namespace
-
 QmlSupervisor::QmlSupervisor(QObject *parent) : Supervisor(parent)
 {
     connect(this, &Node::stateChanged, this, &QmlSupervisor::runningChanged);
@@ -136,9 +124,9 @@ void QmlSupervisor::setRunning(bool running)
     if (running == isRunning())
         return;
     if (running)
-        startRoot(this);
+        start();
     else
-        stopRoot(this);
+        stop();
 }
 
 void QmlSupervisor::setQmlMaxRestarts(int count)
@@ -159,28 +147,13 @@ void QmlSupervisor::setQmlRestartPeriod(int milliseconds)
     setRestartPeriod(milliseconds);
 }
 
-bool QmlSupervisor::start()
-{
-    return support::start(this, &startRoot);
-}
-
-bool QmlSupervisor::stop()
-{
-    return support::stop(this, &stopRoot);
-}
-
-bool QmlSupervisor::restart()
-{
-    return support::restart(this, &startRoot, &stopRoot);
-}
-
 void QmlSupervisor::shutdown()
 {
     if (supervisor()) {
         qmlWarning(this) << "shutdown() is for a root; this node's supervisor stops it with stop()";
         return;
     }
-    stopRoot(this);
+    (void)Supervisor::shutdown();
 }
 
 void QmlSupervisor::classBegin() {}
@@ -197,7 +170,7 @@ void QmlSupervisor::componentComplete()
         return;
     }
     if (m_wantRunning) {
-        startRoot(this);
+        start();
     } else if (!parent()) {
         // An Instantiator parents what it creates only after completing it: look again on the
         // next turn of the event loop, and join the supervisor above then.

@@ -47,13 +47,7 @@ public:
     QVariantList historyList() const { return support::history(this); }
     QString stateText() const { return support::stateText(state()); }
 
-    /* A root: starts it (also after a shutdown). A child: asks its supervisor to start it again. */
-    Q_INVOKABLE bool start();
-    /* A root: shuts it down (start() starts it again). A child: its supervisor stops it and does
-       not restart it (Supervisor::terminateChild). */
-    Q_INVOKABLE bool stop();
-    /* A child: its supervisor stops and starts it (Supervisor::restartChild). A root: stops, then starts. */
-    Q_INVOKABLE bool restart();
+    /* start(), stop() and restart() are Node's slots (a child goes through its supervisor). */
     /* Stops every child in reverse start order; a root only (a child: stop()). */
     Q_INVOKABLE void shutdown();
 

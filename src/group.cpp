@@ -680,15 +680,9 @@ bool Group::spawnWith(WorkerFactory factory)
     return true;
 }
 
-bool Group::start()
+bool Group::startRoot()
 {
     detail::SignalScope scope;
-    if (!d->checkThread("Group::start"))
-        return false;
-    if (supervisor()) {
-        qCWarning(lcGroup, "Group::start: the group is started by its supervisor; ignored");
-        return false;
-    }
     if (!d->factory) {
         qCWarning(lcGroup, "Group::start: the group has no factory (spawn() starts it the first time); ignored");
         return false;
@@ -700,6 +694,11 @@ bool Group::start()
     }
     d->startFromScratch();
     return true;
+}
+
+void Group::shutdownRoot()
+{
+    (void)shutdown();
 }
 
 void Group::startNode()

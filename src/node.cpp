@@ -6,6 +6,9 @@
 #include <QtCore/QEvent>
 #include <QtCore/QLoggingCategory>
 #include <QtCore/QMetaMethod>
+#include <QtCore/QThread>
+
+#include <memory>
 
 Q_LOGGING_CATEGORY(lcNode, "stage.node", QtInfoMsg)
 
@@ -27,6 +30,68 @@ void NodePrivate::settleStoppedWaiters()
 }
 
 Node::Node(QObject *parent) : QObject(parent), nd(std::make_unique<NodePrivate>()) {}
+
+namespace {
+QString nodeName(const Node *node)
+{
+    return node->objectName().isEmpty() ? QString::fromLatin1(node->metaObject()->className()) : node->objectName();
+}
+
+bool onOwnThread(const Node *node, const char *function)
+{
+    if (QThread::currentThread() == node->thread())
+        return true;
+    qCWarning(lcNode, "%s: called from a thread other than the node's; ignored", function);
+    return false;
+}
+} // namespace
+
+bool Node::start()
+{
+    if (!onOwnThread(this, "Node::start"))
+        return false;
+    if (Supervisor *above = supervisor()) {
+        if (isRunning()) {
+            qCWarning(lcNode, "Node::start: %s is running already; ignored", qPrintable(nodeName(this)));
+            return false;
+        }
+        return above->restartChild(this);
+    }
+    return startRoot();
+}
+
+bool Node::stop()
+{
+    if (!onOwnThread(this, "Node::stop"))
+        return false;
+    if (Supervisor *above = supervisor())
+        return above->terminateChild(this);
+    shutdownRoot();
+    return true;
+}
+
+bool Node::restart()
+{
+    if (!onOwnThread(this, "Node::restart"))
+        return false;
+    if (Supervisor *above = supervisor())
+        return above->restartChild(this);
+    if (!isRunning() && state() != State::Stopping)
+        return startRoot();
+    // A root: stop it, then start it again once it has stopped (once: the connection goes).
+    if (state() != State::Stopping)
+        shutdownRoot();
+    if (NodePrivate::isTerminal(state()))
+        return startRoot();
+    auto connection = std::make_shared<QMetaObject::Connection>();
+    *connection = connect(this, &Node::stateChanged, this, [this, connection](State entered) {
+        if (entered != State::Stopped && entered != State::Failed)
+            return;
+        disconnect(*connection);
+        startRoot();
+    });
+    return true;
+}
 
 Node::~Node()
 {

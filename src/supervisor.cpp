@@ -597,14 +597,8 @@ bool Supervisor::restartChild(Node *node)
     return true;
 }
 
-bool Supervisor::start()
+bool Supervisor::startRoot()
 {
-    if (!d->checkThread("Supervisor::start"))
-        return false;
-    if (supervisor()) {
-        qCWarning(lcSupervisor, "Supervisor::start: %s is started by its own supervisor; ignored", qPrintable(nameOf(this)));
-        return false;
-    }
     if (isRunning() || state() == State::Stopping) {
         qCWarning(lcSupervisor, "Supervisor::start: the supervisor is %s already; ignored",
                   state() == State::Stopping ? "stopping" : "running");
@@ -641,6 +635,11 @@ void Supervisor::stopNode(const QString &reason)
     detail::SignalScope scope;
     if (isRunning())
         d->beginStopAll(reason, /*failing=*/false);
+}
+
+void Supervisor::shutdownRoot()
+{
+    (void)shutdown();
 }
 
 detail::NodeStoppedAwaitable Supervisor::shutdown()

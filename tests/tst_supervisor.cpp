@@ -8,6 +8,7 @@
 
 #include <QtCore/QElapsedTimer>
 #include <QtCore/QPointer>
+#include <QtCore/QTimer>
 #include <QtCore/QLoggingCategory>
 #include <QtCore/QRegularExpression>
 #include <QtTest/QSignalSpy>
@@ -168,6 +169,7 @@ private Q_SLOTS:
     void restartChild_stopsAndStartsInOrder();
     void recentRestarts_isTheBudgetInUse();
     void groupStart_afterShutdown();
+    void nodeSlots_driveChildrenAndRoots();
     void backoff_delaysTheRestart();
     void childrenOnWorkerThreads();
     void supervisedGroup_withOwnRestartsAbsorbsFailures();
@@ -889,9 +891,45 @@ void tst_Supervisor::groupStart_afterShutdown()
     QVERIFY(!empty.start());
     Supervisor sv;
     auto *child = t.add(&sv, QStringLiteral("child"));
-    QTest::ignoreMessage(QtWarningMsg, "Group::start: the group is started by its supervisor; ignored");
+    // A child asks its supervisor, which must run.
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("Supervisor::restartChild: the supervisor .* is not running; ignored")));
     QVERIFY(!child->start());
     delete g;
+}
+
+void tst_Supervisor::nodeSlots_driveChildrenAndRoots()
+{
+    // start(), stop() and restart() are slots: a button's clicked() drives a node directly.
+    Tree t;
+    Supervisor sv;
+    auto *a = t.add(&sv, QStringLiteral("a"));
+    t.add(&sv, QStringLiteral("b"));
+    QTimer button; // any signal will do
+    QVERIFY(QMetaObject::invokeMethod(&sv, "start"));
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+    // A child: through its supervisor, not counted as restarts.
+    connect(&button, &QTimer::timeout, a, &Node::stop, Qt::SingleShotConnection);
+    emit button.timeout({});
+    QTRY_COMPARE_WITH_TIMEOUT(a->state(), State::Stopped, Timeout);
+    QVERIFY(QMetaObject::invokeMethod(a, "start"));
+    QTRY_COMPARE_WITH_TIMEOUT(a->state(), State::Running, Timeout);
+    QTest::ignoreMessage(QtWarningMsg, "Node::start: a is running already; ignored");
+    QVERIFY(!a->start());
+    QVERIFY(a->restart());
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 6, Timeout);
+    QCOMPARE(t.since(2), list({"stop a", "start a", "stop a", "start a"}));
+    QCOMPARE(sv.restarts(), 0);
+    // A root: restart() stops it in order, then starts it again in order.
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+    connect(&button, &QTimer::timeout, &sv, &Node::restart, Qt::SingleShotConnection);
+    emit button.timeout({});
+    QTRY_COMPARE_WITH_TIMEOUT(t.count(), 10, Timeout);
+    QCOMPARE(t.since(6), list({"stop b", "stop a", "start a", "start b"}));
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
+    QVERIFY(sv.stop()); // a root's stop() is its shutdown
+    QTRY_COMPARE_WITH_TIMEOUT(sv.state(), State::Stopped, Timeout);
+    QVERIFY(sv.restart()); // not running: starts
+    QTRY_VERIFY_WITH_TIMEOUT(allRunning(sv), Timeout);
 }
 
 void tst_Supervisor::backoff_delaysTheRestart()
@@ -1211,7 +1249,7 @@ void tst_Supervisor::misuse_data()
     QTest::newRow("start twice") << Misuse::StartTwice
                                  << QStringLiteral("Supervisor::start: the supervisor is running already; ignored");
     QTest::newRow("start a child supervisor")
-        << Misuse::StartChildSupervisor << QStringLiteral("Supervisor::start: sub is started by its own supervisor; ignored");
+        << Misuse::StartChildSupervisor << QStringLiteral("Node::start: sub is running already; ignored");
     QTest::newRow("maxRestarts -2")
         << Misuse::NegativeMaxRestarts
         << QStringLiteral("Supervisor::setMaxRestarts: the count must be >= 0 (or -1: unlimited), got -2; ignored");

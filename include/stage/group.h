@@ -133,13 +133,8 @@ public:
         return spawnWith(detail::toWorkerFactory(std::forward<F>(factory)));
     }
 
-    /*!
-        Starts again a group that has stopped (after shutdown(), or after giving up): size()
-        workers from its factory, from the event loop; the restart intensity starts afresh.
-        Returns false, with a warning, if the group has a supervisor (that one starts it), has no
-        factory yet (spawn() starts it the first time), runs already, or is stopping.
-    */
-    bool start();
+    /* start(), stop() and restart() are Node's slots: a root group that has stopped (after
+       shutdown() or giving up) starts size() workers from its factory again; see Node::start(). */
 
     /*!
         Asks every worker to stop and restarts none after that; finishes when every worker has
@@ -233,6 +228,8 @@ private:
     friend class GroupPrivate;
     void startNode() override;
     void stopNode(const QString &reason) override;
+    bool startRoot() override;
+    void shutdownRoot() override;
     bool spawnWith(WorkerFactory factory);
 
     template<typename T>

@@ -97,6 +97,31 @@ public:
     /*! Keeps at most \a limit transitions (>= 0; 0 keeps none). Negative: refused with a warning. */
     void setHistoryLimit(int limit);
 
+public Q_SLOTS:
+    /*!
+        Starts this node. A root (no supervisor) starts, also again after a shutdown or after
+        giving up (a supervisor starts its children in order; a group starts size() workers from
+        its factory). A child asks its supervisor to start it (Supervisor::restartChild()), which
+        must be running. False, with a warning, when refused: a child that runs already, a root
+        that runs or is stopping, a group without a factory, a call from another thread.
+        A slot: connect a button's clicked() to it, or call it from QML.
+    */
+    bool start();
+    /*!
+        Stops this node. A child is stopped by its supervisor and not restarted until start() or
+        restart() (Supervisor::terminateChild(), OTP's terminate_child). A root shuts down as with
+        Group::shutdown() / Supervisor::shutdown() (bounded by the shutdown timeouts); start()
+        starts it again. False, with a warning, from another thread.
+    */
+    bool stop();
+    /*!
+        Stops this node and starts it again. A child goes through its supervisor
+        (Supervisor::restartChild(): not counted against the restart intensity). A root that runs
+        stops, then starts once it has stopped; a root that does not run starts.
+        False, with a warning, when refused (as start()).
+    */
+    bool restart();
+
 Q_SIGNALS:
     /*! Every transition, with why it happened (empty for the ordinary ones). */
     void stateChanged(stage::Node::State state, const QString &reason);
@@ -133,6 +158,10 @@ private:
        its shutdownTimeout(), a supervisor child by child), ending in Stopped or Failed. */
     virtual void startNode() = 0;
     virtual void stopNode(const QString &reason) = 0;
+    /* start() and stop() of a root (the node has no supervisor): start with the misuse checks
+       (warnings name the class), shut down. */
+    virtual bool startRoot() = 0;
+    virtual void shutdownRoot() = 0;
 
     std::unique_ptr<NodePrivate> nd;
 };

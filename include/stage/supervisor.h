@@ -153,12 +153,8 @@ public:
     */
     bool restartChild(Node *node);
 
-    /*!
-        Starts the children in start order; also starts again a supervisor that has stopped (after
-        shutdown(), or after giving up). Returns false, with a warning, if the supervisor has a
-        supervisor of its own (that one starts it), runs already, or is stopping.
-    */
-    bool start();
+    /* start(), stop() and restart() are Node's slots: a root supervisor starts its children in
+       start order (also again after shutdown() or giving up); see Node::start(). */
     /*!
         Stops every child in reverse start order, each after the one started after it has ended,
         and restarts nothing after that. Finishes when every child has stopped; idempotent.
@@ -202,6 +198,8 @@ private:
     friend class Node;
     void startNode() override;
     void stopNode(const QString &reason) override;
+    bool startRoot() override;
+    void shutdownRoot() override;
 
     std::unique_ptr<SupervisorPrivate> d;
 };

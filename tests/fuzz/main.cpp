@@ -885,7 +885,7 @@ struct World
         case Act::Start:
             switch (r.kind) {
             case EmitterKind::Supervisor:
-                static_cast<Supervisor *>(e)->start(); // refused when supervised, running or shut down
+                static_cast<Supervisor *>(e)->start(); // a child asks its supervisor (restartChild); a root: refused when running or stopping
                 return true;
             case EmitterKind::Handle: {
                 // Not while tearing down: the teardown has asked every handle to stop.
