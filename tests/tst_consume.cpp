@@ -71,7 +71,7 @@ private Q_SLOTS:
         QTRY_COMPARE_WITH_TIMEOUT(seen.load(), 100, Timeout);
         QCOMPARE(offThread.load(), 0);
         // Destroyed on its thread: the consumer goes with it.
-        QMetaObject::invokeMethod(context, [context] { delete context; }, Qt::QueuedConnection);
+        QMetaObject::invokeMethod(thread.context(), [context] { delete context; }, Qt::QueuedConnection);
         QTRY_VERIFY_WITH_TIMEOUT(consumer.isNull(), Timeout);
     }
 
