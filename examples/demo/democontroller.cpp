@@ -273,6 +273,61 @@ QVariantMap DemoController::capabilities(const QString &name) const
             {QStringLiteral("watchdog"), group && group->heartbeatTimeout() > 0}};
 }
 
+bool DemoController::act(const QString &action, const QString &node)
+{
+    if (action == QLatin1String("throw"))
+        return injectThrow(node);
+    if (action == QLatin1String("hang"))
+        return injectHang(node);
+    if (action == QLatin1String("poison"))
+        return injectPoison(node);
+    if (action == QLatin1String("storm"))
+        return startStorm(node);
+    if (action == QLatin1String("stop"))
+        return stopNode(node);
+    if (action == QLatin1String("start"))
+        return startNode(node);
+    qWarning("DemoController::act: unknown action \"%s\"", qPrintable(action));
+    return false;
+}
+
+bool DemoController::playScenario(int seconds)
+{
+    struct Step
+    {
+        double at; // a fraction of the run
+        const char *action;
+        const char *node;
+    };
+    static const Step steps[] = {
+        {0.06, "throw", "fetcher"}, {0.12, "poison", "indexer"}, {0.18, "hang", "poller"},
+        {0.24, "throw", "indexer"}, {0.30, "poison", "fetcher"}, {0.36, "hang", "indexer"},
+        {0.44, "stop", "network"},  {0.54, "start", "network"},  {0.60, "storm", "devices"},
+        {0.70, "throw", "hasher"},
+    };
+    if (m_scenarioPlaying || seconds <= 0)
+        return false;
+    m_scenarioPlaying = true;
+    emit scenarioPlayingChanged();
+    const int count = int(std::size(steps));
+    for (int i = 0; i < count; ++i) {
+        const Step step = steps[i];
+        QTimer::singleShot(int(step.at * seconds * 1000), this, [this, step, i, count] {
+            const QString action = QString::fromLatin1(step.action), node = QString::fromLatin1(step.node);
+            setTarget(node); // the window shows which node the step aims at
+            const bool ok = act(action, node);
+            const QString text = QStringLiteral("scenario %1/%2: %3 %4").arg(i + 1).arg(count).arg(action, node);
+            setStatus(text);
+            emit scenarioStepped(text, ok);
+        });
+    }
+    QTimer::singleShot(seconds * 1000, this, [this] {
+        m_scenarioPlaying = false;
+        emit scenarioPlayingChanged();
+    });
+    return true;
+}
+
 bool DemoController::injectThrow(const QString &name)
 {
     auto *group = qobject_cast<stage::Group *>(findNode(name));

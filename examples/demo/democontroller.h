@@ -47,6 +47,7 @@ class DemoController : public QObject
     Q_PROPERTY(QString status READ status WRITE setStatus NOTIFY statusChanged)
     Q_PROPERTY(QString target READ target WRITE setTarget NOTIFY targetChanged)
     Q_PROPERTY(QVariantMap can READ can NOTIFY canChanged)
+    Q_PROPERTY(bool scenarioPlaying READ isScenarioPlaying NOTIFY scenarioPlayingChanged)
 
 public:
     explicit DemoController(DemoWorld *world, QObject *parent = nullptr);
@@ -102,6 +103,17 @@ public:
     Q_INVOKABLE bool stopNode(const QString &name);
     Q_INVOKABLE bool startNode(const QString &name);
 
+    /*
+        Plays the scripted scenario over \a seconds: every fault button once, at fixed fractions
+        of the run (throw fetcher, poison indexer, hang poller, throw indexer, poison fetcher,
+        hang indexer, stop network, start network, storm devices, throw hasher), each step aiming
+        the fault panel at its node first. Refused while a scenario plays.
+    */
+    Q_INVOKABLE bool playScenario(int seconds = 20);
+    bool isScenarioPlaying() const { return m_scenarioPlaying; }
+    /* Performs \a action ("throw", "hang", "poison", "storm", "stop", "start") on \a node. */
+    Q_INVOKABLE bool act(const QString &action, const QString &node);
+
     /* One mailbox's accounting. lost = sent - acknowledged - deadLettered - queued - held. */
     struct Account
     {
@@ -137,6 +149,9 @@ Q_SIGNALS:
     void statusChanged();
     void targetChanged();
     void canChanged();
+    void scenarioPlayingChanged();
+    /* A step of the scenario was played; \a ok is false if the action was refused. */
+    void scenarioStepped(const QString &text, bool ok);
 
 private:
     void watch(stage::Node *node);
@@ -155,6 +170,7 @@ private:
     QString m_status;
     QString m_target = QStringLiteral("indexer");
     QVariantMap m_can;
+    bool m_scenarioPlaying = false;
     void updateCan();
 
     QVariantMap m_work;

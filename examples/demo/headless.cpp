@@ -75,19 +75,12 @@ HeadlessRun::HeadlessRun(DemoController *controller, DemoWorld *world, QQuickWin
                          const Options &options, QObject *parent)
     : QObject(parent), m_controller(controller), m_world(world), m_window(window), m_options(options)
 {
-    // The scenario, at fractions of --seconds: every fault button once, the storm last.
-    m_steps = {
-        {0.06, QStringLiteral("throw"), QStringLiteral("fetcher")},
-        {0.12, QStringLiteral("poison"), QStringLiteral("indexer")},
-        {0.18, QStringLiteral("hang"), QStringLiteral("poller")},
-        {0.24, QStringLiteral("throw"), QStringLiteral("indexer")},
-        {0.30, QStringLiteral("poison"), QStringLiteral("fetcher")},
-        {0.36, QStringLiteral("hang"), QStringLiteral("indexer")},
-        {0.44, QStringLiteral("stop"), QStringLiteral("network")},
-        {0.52, QStringLiteral("start"), QStringLiteral("network")},
-        {0.60, QStringLiteral("storm"), QStringLiteral("devices")},
-        {0.68, QStringLiteral("throw"), QStringLiteral("hasher")},
-    };
+    connect(controller, &DemoController::scenarioStepped, this, [this](const QString &text, bool ok) {
+        out(QStringLiteral("[%1 s] %2%3")
+                .arg(m_controller->log()->elapsed() / 1000.0, 5, 'f', 1)
+                .arg(text, ok ? QString() : QStringLiteral(" (refused)")));
+        std::fflush(stdout);
+    });
 }
 
 void HeadlessRun::start()
@@ -98,34 +91,8 @@ void HeadlessRun::start()
             .arg(m_controller->folder())
             .arg(m_controller->serverPort()));
     std::fflush(stdout);
-    for (int i = 0; i < m_steps.size(); ++i)
-        QTimer::singleShot(int(m_steps[i].at * m_options.seconds * 1000), this, [this, i] { step(i); });
+    m_controller->playScenario(m_options.seconds);
     QTimer::singleShot(m_options.seconds * 1000, this, &HeadlessRun::drain);
-}
-
-void HeadlessRun::step(int index)
-{
-    const Step &s = m_steps[index];
-    bool ok = false;
-    m_controller->setTarget(s.node); // the window shows which node the scenario picked
-    if (s.action == QLatin1String("throw"))
-        ok = m_controller->injectThrow(s.node);
-    else if (s.action == QLatin1String("hang"))
-        ok = m_controller->injectHang(s.node);
-    else if (s.action == QLatin1String("poison"))
-        ok = m_controller->injectPoison(s.node);
-    else if (s.action == QLatin1String("storm"))
-        ok = m_controller->startStorm(s.node);
-    else if (s.action == QLatin1String("stop"))
-        ok = m_controller->stopNode(s.node);
-    else if (s.action == QLatin1String("start"))
-        ok = m_controller->startNode(s.node);
-    const QString text = QStringLiteral("scenario %1/%2: %3 %4").arg(index + 1).arg(m_steps.size()).arg(s.action, s.node);
-    m_controller->setStatus(text);
-    out(QStringLiteral("[%1 s] %2%3")
-            .arg(m_controller->log()->elapsed() / 1000.0, 5, 'f', 1)
-            .arg(text, ok ? QString() : QStringLiteral(" (refused)")));
-    std::fflush(stdout);
 }
 
 bool HeadlessRun::drained() const

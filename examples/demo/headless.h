@@ -21,8 +21,8 @@ struct ImageCheck
 ImageCheck checkImage(const QImage &image);
 
 /*
-    Plays the scenario: faults at fixed fractions of the run (throw, poison, watchdog hang,
-    foreign hang, stop and start of a subtree, a restart storm), then stops producing, waits
+    Plays the scenario (DemoController::playScenario(): faults at fixed fractions of the run),
+    then stops producing, waits
     until every mailbox is drained and the tree runs again, saves the screenshot, shuts the tree
     down, settles the accounts id by id, prints the summary and quits the application with 0, or
     1 if anything was lost, the tree did not recover, the storm did not escalate and recover, or
@@ -46,22 +46,14 @@ public:
     int exitCode() const { return m_exitCode; }
 
 private:
-    void step(int index);
     void drain();
     bool drained() const;
     void finish();
 
-    struct Step
-    {
-        double at; // fraction of the run
-        QString action;
-        QString node;
-    };
     DemoController *m_controller;
     DemoWorld *m_world;
     QQuickWindow *m_window;
     Options m_options;
-    QList<Step> m_steps;
     int m_exitCode = 1;
     qint64 m_drainStartedMs = 0;
 };

@@ -57,6 +57,13 @@ ColumnLayout {
             enabled: panel.can.start; onClicked: DemoController.startNode(panel.target)
         }
     }
+    DemoButton {
+        objectName: "scenarioButton"
+        Layout.fillWidth: true
+        text: DemoController.scenarioPlaying ? "Scenario playing…" : "Not sure? Play the scripted scenario (20 s)"
+        enabled: !DemoController.scenarioPlaying
+        onClicked: DemoController.playScenario(20)
+    }
     Text {
         Layout.fillWidth: true
         wrapMode: Text.WordWrap

@@ -145,8 +145,8 @@ Window {
                 }
             }
             ColumnLayout {
-                Layout.preferredWidth: 500
-                Layout.maximumWidth: 500
+                Layout.preferredWidth: 440
+                Layout.maximumWidth: 440
                 Layout.fillHeight: true
                 spacing: Theme.gap
 
@@ -180,8 +180,8 @@ Window {
                             Layout.fillWidth: true; Layout.fillHeight: true
                             label: "server misbehaved"
                             value: (window.work.serverDropped || 0) + (window.work.serverSlow || 0) + (window.work.serverGarbage || 0)
-                            detail: (window.work.serverDropped || 0) + " drops, " + (window.work.serverSlow || 0) + " slow, "
-                                    + (window.work.serverGarbage || 0) + " garbage"
+                            detail: (window.work.serverDropped || 0) + " drop · " + (window.work.serverSlow || 0) + " slow · "
+                                    + (window.work.serverGarbage || 0) + " bad"
                         }
                         StatTile {
                             Layout.fillWidth: true; Layout.fillHeight: true
@@ -192,7 +192,7 @@ Window {
                             objectName: "restarts"
                             Layout.fillWidth: true; Layout.fillHeight: true
                             label: "restarts"; value: window.work.restarts || 0
-                            detail: "workers and subtrees"
+                            detail: "workers, subtrees"
                             valueColor: Theme.restarting
                         }
                     }

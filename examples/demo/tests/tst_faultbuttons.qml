@@ -175,4 +175,19 @@ TestCase {
         tryCompare(DemoController, "lost", 0, 5000)
         tryVerify(() => findChild(win.contentItem, "lostBadge").children[0].text === "lost: 0", 5000)
     }
+
+    function test_zzz_scenarioButton_playsEveryFault() {
+        const restarts = DemoController.work.restarts
+        const button = findChild(win.contentItem, "scenarioButton")
+        verify(button.enabled)
+        mouseClick(button)
+        verify(DemoController.scenarioPlaying)
+        verify(!button.enabled)
+        tryVerify(() => DemoController.status.indexOf("scenario 1/10: throw fetcher") === 0, 5000)
+        tryVerify(() => DemoController.status.indexOf("scenario 10/10: throw hasher") === 0, 40000)
+        tryVerify(() => !DemoController.scenarioPlaying, 20000)
+        tryVerify(allRunning, 20000)
+        verify(DemoController.work.restarts > restarts)
+        tryCompare(DemoController, "lost", 0, 5000)
+    }
 }
