@@ -22,6 +22,11 @@ bool checkConsumeContext(const QObject *context)
     return true;
 }
 
+void warnConsumeReceiver()
+{
+    qCWarning(lcConsume, "stage::consume: the context is not an object of the callback's class; nothing consumes the mailbox");
+}
+
 Group *startConsumer(QObject *context, std::shared_ptr<ConsumeLink> link, WorkerFactory factory, MailboxBase *mailbox,
                      bool closed, int queued)
 {

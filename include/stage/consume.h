@@ -29,6 +29,7 @@ struct ConsumeState : ConsumeLink
 
 /* Warns and returns false for a null context, or one without a thread. */
 STAGE_EXPORT bool checkConsumeContext(const QObject *context);
+STAGE_EXPORT void warnConsumeReceiver();
 /*
     Creates the group, names it after \a context, ties its life to \a context (deleted, with
     \a link's flag cleared, when \a context is destroyed) and spawns \a factory on \a context's
@@ -37,6 +38,19 @@ STAGE_EXPORT bool checkConsumeContext(const QObject *context);
 */
 STAGE_EXPORT Group *startConsumer(QObject *context, std::shared_ptr<ConsumeLink> link, WorkerFactory factory,
                                   MailboxBase *mailbox, bool closed, int queued);
+
+template<typename M>
+struct MemberClass;
+template<typename R, typename C, typename... A>
+struct MemberClass<R (C::*)(A...)>
+{
+    using type = C;
+};
+template<typename R, typename C, typename... A>
+struct MemberClass<R (C::*)(A...) const>
+{
+    using type = C;
+};
 
 template<typename T, typename F>
 void invokeConsumer(F &callback, Delivery<T> &delivery)
@@ -88,7 +102,8 @@ QCoro::Task<> consumeLoop(Worker &worker, Mailbox<T> mailbox, std::shared_ptr<Co
     \endcode
 
     The callback takes the message (T &, const T &, or T by value for a copyable T), or its
-    stage::Delivery<T> & (to ack() early). Its return value is ignored.
+    stage::Delivery<T> & (to ack() early); or it is a member function of \a context's class, a
+    slot: consume(mailbox, controller, &Controller::onEvent). Its return value is ignored.
 
     What it returns: the consumer is an ordinary stage::Group whose factory runs a coroutine loop
     (receive, call \a callback, acknowledge), so it is a node like any other: state, statistics
@@ -120,21 +135,32 @@ QCoro::Task<> consumeLoop(Worker &worker, Mailbox<T> mailbox, std::shared_ptr<Co
     group stops (Transient: not restarted; give it RestartType::Transient under a supervisor too,
     or the supervisor restarts a Permanent child that ended). Deleting the mailbox's QObject side
     closes it.
-    Bad input: a null \a context, or one whose thread has finished: a warning under stage.consume,
-    and nullptr. A closed mailbox: a warning, and a consumer that drains what is left, then stops.
+    Bad input: a null \a context, one whose thread has finished, or a member function of a class
+    \a context is not: a warning under stage.consume, and nullptr. A closed mailbox: a warning, and a consumer that drains what is left, then stops.
 */
 template<typename T, typename F>
 Group *consume(const Mailbox<T> &mailbox, QObject *context, F &&callback)
 {
     if (!detail::checkConsumeContext(context))
         return nullptr;
-    using State = detail::ConsumeState<std::decay_t<F>>;
-    auto state = std::make_shared<State>(std::decay_t<F>(std::forward<F>(callback)));
-    WorkerFactory factory = [mailbox, state](Worker &worker) {
-        return detail::consumeLoop<T>(worker, mailbox, state);
-    };
-    MailboxBase *object = context->thread() == QThread::currentThread() ? mailbox.object() : nullptr;
-    return detail::startConsumer(context, state, std::move(factory), object, mailbox.isClosed(), mailbox.count());
+    if constexpr (std::is_member_function_pointer_v<std::decay_t<F>>) {
+        // A slot of the context: consume(mailbox, controller, &Controller::onEvent).
+        using Class = typename detail::MemberClass<std::decay_t<F>>::type;
+        auto *receiver = dynamic_cast<Class *>(context);
+        if (!receiver) {
+            detail::warnConsumeReceiver();
+            return nullptr;
+        }
+        return consume(mailbox, context, [receiver, slot = callback](T &message) { (receiver->*slot)(message); });
+    } else {
+        using State = detail::ConsumeState<std::decay_t<F>>;
+        auto state = std::make_shared<State>(std::decay_t<F>(std::forward<F>(callback)));
+        WorkerFactory factory = [mailbox, state](Worker &worker) {
+            return detail::consumeLoop<T>(worker, mailbox, state);
+        };
+        MailboxBase *object = context->thread() == QThread::currentThread() ? mailbox.object() : nullptr;
+        return detail::startConsumer(context, state, std::move(factory), object, mailbox.isClosed(), mailbox.count());
+    }
 }
 
 } // namespace stage
