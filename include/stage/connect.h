@@ -37,9 +37,9 @@ class STAGE_EXPORT FeedStatistics
 
 public:
     qint64 sent = 0;           //!< emissions queued in the mailbox
-    qint64 rejected = 0;       //!< emissions not queued: the mailbox was full (Reject, DropOldest after a few
-                               //!< rounds of producers racing for the room it made, or Block refused on a
-                               //!< thread with an event loop), or the map threw
+    qint64 rejected = 0;       //!< emissions not queued: the mailbox was full (Reject; Block refused on a
+                               //!< thread with an event loop; DropOldest after 1024 rounds lost to other
+                               //!< producers racing for the room it made), or the map threw
     qint64 dropped = 0;        //!< queued messages discarded, oldest first, to make room (DropOldest)
     qint64 rejectedClosed = 0; //!< emissions that found the mailbox closed (the first one ends the connection)
 
@@ -322,9 +322,10 @@ private:
     typename MailboxCore<T>::Push pushDroppingOldest(T &value)
     {
         using Push = typename MailboxCore<T>::Push;
-        // Other producers may take the room made here: a few rounds, then the emission is
-        // rejected (counted) rather than spinning.
-        for (int round = 0; round < 16; ++round) {
+        // Other producers may take the room made here (with four racing for it, a round is lost
+        // three times in four): up to 1024 rounds, then the emission is rejected (counted)
+        // rather than spinning on.
+        for (int round = 0; round < 1024; ++round) {
             const Push status = m_core->tryPush(value);
             if (status != Push::Full)
                 return status;
