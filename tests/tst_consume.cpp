@@ -17,6 +17,15 @@ struct Request
     friend void stageFailReplies(Request &r, const stage::DeadLettered &why) { r.reply.fail(why); }
 };
 
+class Sink : public QObject
+{
+    Q_OBJECT
+public:
+    QStringList seen;
+public Q_SLOTS:
+    void take(const QString &message) { seen.append(message); }
+};
+
 } // namespace
 
 class tst_Consume : public QObject
@@ -285,6 +294,23 @@ private Q_SLOTS:
         QCOMPARE(calls, 1);
         QCOMPARE(mailbox.statistics().acknowledged, 1);
         QCOMPARE(mailbox.statistics().redelivered, 0);
+    }
+
+    void consume_aSlotOfTheContext()
+    {
+        stage::Mailbox<QString> mailbox;
+        Sink sink;
+        stage::Group *consumer = stage::consume(mailbox, &sink, &Sink::take);
+        QVERIFY(consumer);
+        QCOMPARE(consumer->objectName(), QStringLiteral("consume: Sink"));
+        mailbox.trySend(QStringLiteral("a"));
+        mailbox.trySend(QStringLiteral("b"));
+        QTRY_COMPARE_WITH_TIMEOUT(sink.seen, (QStringList{QStringLiteral("a"), QStringLiteral("b")}), Timeout);
+
+        QObject notASink;
+        QTest::ignoreMessage(QtWarningMsg, "stage::consume: the context is not an object of the callback's class; "
+                                           "nothing consumes the mailbox");
+        QVERIFY(!stage::consume(mailbox, &notASink, &Sink::take));
     }
 
     void consume_badInput()

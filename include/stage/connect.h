@@ -407,9 +407,10 @@ FeedConnection connectFeed(const Sender *sender, Signal signal, const Mailbox<T>
     stage::connect(producer, &Producer::produced, samples, stage::Overflow::DropOldest);
     \endcode
 
-    Thread: the slot runs on the emitting thread, directly (a Qt::DirectConnection): it never
-    posts an event and, except under Overflow::Block, never waits. The consumer receives on its
-    own thread, as for any send. The feed (see SignalFeed) lives on the calling thread.
+    Thread: the slot runs on the emitting thread, directly (a Qt::DirectConnection), and only
+    queues: no event per emission (the feed's notifications are coalesced) and, except under
+    Overflow::Block, no waiting. The consumer receives on its own thread, as for any send. The
+    feed (see SignalFeed) lives on the calling thread.
     Overflow: a full bounded mailbox follows \a overflow (see SignalFeed::Overflow; default
     Reject). What is lost at this boundary is only what the policy counts: rejected emissions
     (SignalFeed::rejected()) and, under DropOldest, the messages it discarded
