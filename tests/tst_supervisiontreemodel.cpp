@@ -1145,7 +1145,18 @@ void tst_SupervisionTreeModel::churn_staysConsistentUnderTheTester()
         }
         return g;
     };
+    bool inOp = false;
     auto randomOp = [&] {
+        // One at a time: the slot below must not delete what an op in progress holds (a Stage
+        // call delivers the signals it queued, childExited() included, before it returns).
+        if (inOp)
+            return;
+        inOp = true;
+        struct Done
+        {
+            bool &flag;
+            ~Done() { flag = false; }
+        } done{inOp};
         const auto all = supervisors();
         Supervisor *s = all[size_t(pick(int(all.size())))];
         const QList<Node *> children = s->childNodes();
@@ -1199,7 +1210,8 @@ void tst_SupervisionTreeModel::churn_staysConsistentUnderTheTester()
             model.setRoot(&root);
         }
     };
-    // Some changes from inside a slot of the root, where Stage holds back what they emit.
+    // Some changes from inside a slot of the root (delivered from the event loop), where Stage
+    // holds back what they emit until the slot returns.
     connect(&root, &Supervisor::childExited, &model, [&](Node *, bool, const QString &) {
         if (chance(2))
             randomOp();
