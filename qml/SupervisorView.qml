@@ -65,7 +65,7 @@ Pane {
 
         function select(index) {
             currentIndex = index
-            currentNode = index && index.valid ? filtered.nodeAt(index) : null
+            currentNode = index && index.valid ? filtered.roleData(index, SupervisionTreeModel.NodeRole) : null
             refresh()
         }
         function refresh() {
