@@ -178,10 +178,9 @@ Window {
                         }
                         StatTile {
                             Layout.fillWidth: true; Layout.fillHeight: true
-                            label: "server misbehaved"
-                            value: (window.work.serverDropped || 0) + (window.work.serverSlow || 0) + (window.work.serverGarbage || 0)
-                            detail: (window.work.serverDropped || 0) + " drop · " + (window.work.serverSlow || 0) + " slow · "
-                                    + (window.work.serverGarbage || 0) + " bad"
+                            label: "server drops"
+                            value: window.work.serverDropped || 0
+                            detail: "slow " + (window.work.serverSlow || 0) + " · garbage " + (window.work.serverGarbage || 0)
                         }
                         StatTile {
                             Layout.fillWidth: true; Layout.fillHeight: true
