@@ -1,8 +1,12 @@
 // The mailbox workloads of ../shared/peers/WORKLOADS.md.
 //   W1  1 producer std::thread -> Mailbox<qint64>(1024) -> 1 consumer coroutine: 2,000,000 messages
-//   W2  4 producer threads, 500,000 each, same consumer
+//   W2  4 producer threads, 500,000 each, same consumer; msgs_per_s_signal: each producer emits a
+//       Qt signal that stage::connect (Overflow::Block) feeds into the mailbox
 //   W3  Add(a, b, reply) round trips between a client coroutine and a server worker (a Group on
-//       the same thread, Stage's default placement): 200,000 sequential, each reply checked
+//       the same thread, Stage's default placement): 200,000 sequential, each reply checked;
+//       us_per_roundtrip_future: the client is slot code (stage::request, then a QFuture::then
+//       continuation on the client's thread asks the next); _crossthread: the server on a thread
+//       of its own (a Group with threadCount 1)
 //   W7  1 producer thread, 200,000 numbered messages, Mailbox(1024), a consumer group whose worker
 //       throws the first time it holds each multiple of 1,000: every number processed exactly once
 #include "bench.h"
@@ -10,7 +14,13 @@
 #include <stage/stage.h>
 
 #include <QtCore/QElapsedTimer>
+#include <QtCore/QEventLoop>
+#include <QtCore/QObject>
+#include <QtCore/QThread>
+#include <QtCore/QTimer>
 
+#include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -61,6 +71,48 @@ double throughput(int producers)
     return kTotal / seconds;
 }
 
+// W2's producers as Qt code writes them: a QObject per producer thread emits a signal, and
+// stage::connect() turns each emission into a send (Block: the producer threads have no event loop).
+class Producer : public QObject
+{
+    Q_OBJECT
+Q_SIGNALS:
+    void produced(qint64 value);
+};
+
+double throughputSignal(int producers)
+{
+    constexpr qint64 kTotal = 2'000'000;
+    stage::Mailbox<qint64> mailbox(1024);
+    const qint64 share = kTotal / producers;
+    std::vector<std::unique_ptr<Producer>> senders;
+    for (int p = 0; p < producers; ++p) {
+        senders.push_back(std::make_unique<Producer>());
+        if (!stage::connect(senders.back().get(), &Producer::produced, mailbox, stage::Overflow::Block))
+            qFatal("W2 signal: stage::connect failed");
+    }
+    QElapsedTimer timer;
+    timer.start();
+    std::atomic<int> running{producers};
+    std::vector<std::thread> threads;
+    for (int p = 0; p < producers; ++p) {
+        threads.emplace_back([&, p] {
+            Producer *sender = senders[size_t(p)].get();
+            for (qint64 v = p * share; v < (p + 1) * share; ++v)
+                Q_EMIT sender->produced(v);
+            if (--running == 0)
+                mailbox.close();
+        });
+    }
+    const auto [sum, count] = stage::waitFor(sumAll(mailbox), std::chrono::minutes(5));
+    const double seconds = double(timer.nsecsElapsed()) / 1e9;
+    for (auto &t : threads)
+        t.join();
+    if (count != kTotal || sum != kTotal * (kTotal - 1) / 2)
+        qFatal("W2 signal: received %lld values summing to %lld", count, sum);
+    return kTotal / seconds;
+}
+
 // W3 ---------------------------------------------------------------------------------------------
 
 struct Add
@@ -102,6 +154,42 @@ double roundTripUs()
     const double us = double(timer.nsecsElapsed()) / 1e3 / kRounds;
     if (wrong)
         qFatal("W3: %d wrong replies", wrong);
+    stage::waitFor(server.shutdown());
+    return us;
+}
+
+// W3 from slot code: no coroutine on the client side. Each answer's continuation (on the client's
+// thread) checks it and asks the next question.
+double roundTripFutureUs(int serverThreads)
+{
+    constexpr int kRounds = 200'000;
+    stage::Mailbox<Add> requests(1024);
+    stage::Group server;
+    server.setThreadCount(serverThreads);
+    server.spawn([requests] { return adder(requests); });
+    QObject client;
+    QEventLoop loop;
+    int answered = 0;
+    int wrong = 0;
+    std::function<void(int)> ask = [&](int i) {
+        stage::request(requests, [i](stage::Reply<int> reply) { return Add{i, 1, std::move(reply)}; })
+            .then(&client, [&, i](int sum) {
+                if (sum != i + 1 || QThread::currentThread() != client.thread())
+                    ++wrong;
+                if (++answered < kRounds)
+                    ask(answered);
+                else
+                    loop.quit();
+            });
+    };
+    QElapsedTimer timer;
+    timer.start();
+    ask(0);
+    QTimer::singleShot(std::chrono::minutes(5), &loop, [&] { qFatal("W3 future: stuck after %d answers", answered); });
+    loop.exec();
+    const double us = double(timer.nsecsElapsed()) / 1e3 / kRounds;
+    if (wrong)
+        qFatal("W3 future: %d wrong replies", wrong);
     stage::waitFor(server.shutdown());
     return us;
 }
@@ -167,8 +255,15 @@ std::vector<bench::Figure> reliable()
 
 STAGE_BENCHMARK("W1", "1 producer thread -> Mailbox(1024) -> 1 consumer coroutine",
                 [] { return std::vector<bench::Figure>{{"stage", "msgs_per_s", throughput(1)}}; });
-STAGE_BENCHMARK("W2", "4 producer threads -> Mailbox(1024) -> 1 consumer coroutine",
-                [] { return std::vector<bench::Figure>{{"stage", "msgs_per_s", throughput(4)}}; });
-STAGE_BENCHMARK("W3", "Add(a, b, reply) round trips to a server worker",
-                [] { return std::vector<bench::Figure>{{"stage", "us_per_roundtrip", roundTripUs()}}; });
+STAGE_BENCHMARK("W2", "4 producer threads -> Mailbox(1024) -> 1 consumer coroutine (and through stage::connect)", [] {
+    return std::vector<bench::Figure>{{"stage", "msgs_per_s", throughput(4)},
+                                      {"stage", "msgs_per_s_signal", throughputSignal(4)}};
+});
+STAGE_BENCHMARK("W3", "Add(a, b, reply) round trips to a server worker (and from slot code through QFuture)", [] {
+    return std::vector<bench::Figure>{{"stage", "us_per_roundtrip", roundTripUs()},
+                                      {"stage", "us_per_roundtrip_future", roundTripFutureUs(0)},
+                                      {"stage", "us_per_roundtrip_future_crossthread", roundTripFutureUs(1)}};
+});
 STAGE_BENCHMARK("W7", "at-least-once delivery under faults", reliable);
+
+#include "w1_w7_mailbox.moc"
