@@ -460,8 +460,12 @@ private Q_SLOTS:
         QVERIFY(root.start());
         QTRY_COMPARE_WITH_TIMEOUT(root.state(), stage::Node::State::Running, Timeout);
         QFuture<void> future = stage::shutdownFuture(&root);
-        QVERIFY(spinUntil([&] { return future.isFinished(); }));
+        bool continued = false;
+        QFuture<int> next = stage::then(future, this, [&] { continued = true; return 1; });
+        QVERIFY(spinUntil([&] { return next.isFinished(); }));
         QVERIFY(!future.isCanceled());
+        QVERIFY(continued);
+        QCOMPARE(next.result(), 1);
         QCOMPARE(root.state(), stage::Node::State::Stopped);
         QCOMPARE(a->state(), stage::Node::State::Stopped);
         QCOMPARE(b->state(), stage::Node::State::Stopped);

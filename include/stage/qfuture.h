@@ -348,8 +348,11 @@ request(const Mailbox<T> &mailbox, F &&makeMessage, std::chrono::milliseconds ti
     inside the call (so then(context, ...) runs on context's thread, then() without a context on
     \a node's).
     The node goes away first: deleting it stops it, and the future finishes (normally).
-    Bad input: a null \a node, or a call from another thread: a warning under stage.future, and
-    a future that fails with stage::InvalidOperation (nothing is shut down).
+    Nothing is lost: as with the shutdown itself, a message a worker held goes back to its
+    mailbox; the future only reports the end.
+    Bad input: a null \a node, a node that is neither a Group nor a Supervisor, or a call from
+    another thread: a warning under stage.future, and a future that fails with
+    stage::InvalidOperation (nothing is shut down).
 */
 STAGE_EXPORT QFuture<void> shutdownFuture(Node *node,
                                           std::chrono::milliseconds timeout = std::chrono::milliseconds(-1));
@@ -362,7 +365,8 @@ STAGE_EXPORT QFuture<void> shutdownFuture(Node *node,
     Thread: call it on \a handle's thread; the future is finished there, from its event loop,
     never inside the call.
     The handle goes away first: ~WorkerHandle() does not wait for the run, so its end is never
-    reported: the future fails with stage::ObjectDestroyed.
+    reported: the future fails with stage::ObjectDestroyed. Nothing is lost: the exit is in the
+    future, or the exception says why it cannot be.
     Bad input: a null \a handle, one never started, or a call from another thread: a warning
     under stage.future, and a future that fails with stage::InvalidOperation.
 */
@@ -391,7 +395,11 @@ STAGE_EXPORT QFuture<WorkerExit> finishedFuture(WorkerHandle *handle);
     there (or is finished already when then() is called there, as Qt does), else queued to
     \a context's event loop. The returned future is finished on that thread, right after.
     The context goes away first: destroyed before \a future finishes, or before the queued call
-    is delivered: the continuation is destroyed uncalled and the returned future cancelled.
+    is delivered: the continuation is destroyed uncalled (on the thread that dropped it) and the
+    returned future cancelled; nothing leaks. Otherwise nothing is lost: the continuation's value
+    or exception is in the returned future. A \a future cancelled without an exception cancels
+    the returned future (a continuation taking the QFuture<T> is not called then either: Qt
+    skips it).
     Bad input: a null \a context: a warning under stage.future, and a cancelled future.
 */
 template<typename T, typename F>
