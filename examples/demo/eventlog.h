@@ -13,6 +13,7 @@ class EventLog : public QAbstractListModel
     QML_ELEMENT
     QML_UNCREATABLE("the demo's DemoController.eventLog")
     Q_PROPERTY(int count READ rowCount NOTIFY countChanged)
+    Q_PROPERTY(qint64 total READ total NOTIFY countChanged) // every entry ever added
 
 public:
     enum Role { TimeRole = Qt::UserRole + 1, NodeRole, KindRole, TextRole };

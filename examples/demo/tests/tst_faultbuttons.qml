@@ -28,6 +28,15 @@ TestCase {
                 return true
         return false
     }
+    // Whether an entry added after the log's total was \a since contains \a text.
+    function loggedSince(since, text) {
+        const log = DemoController.eventLog
+        const added = Math.min(log.total - since, log.rowCount())
+        for (let i = 0; i < added; ++i)
+            if (log.data(log.index(i, 0), Qt.DisplayRole).indexOf(text) >= 0)
+                return true
+        return false
+    }
     function allRunning() {
         for (const name of DemoController.nodeNames)
             if (node(name).state !== Node.Running)
@@ -55,8 +64,17 @@ TestCase {
     }
 
     function cleanupTestCase() {
+        // Exit while a worker hangs in a call a stop cannot interrupt: the shutdown reports it
+        // abandoned, the window (and the tree) goes, and Setup::cleanupTestCase() waits for the
+        // frame before the world goes.
+        const indexer = node("indexer")
+        const abandoned = indexer.statistics.abandoned
+        const since = DemoController.eventLog.total
+        verify(DemoController.injectHang("indexer"))
+        tryVerify(() => loggedSince(since, "hung, and no watchdog"), 10000)
         DemoController.tree.shutdown()
         tryCompare(DemoController.tree, "state", Node.Stopped, 20000)
+        compare(indexer.statistics.abandoned, abandoned + 1)
         win.destroy()
     }
 
