@@ -79,7 +79,10 @@ QCoro::Task<> awaitFinished(WorkerHandle *handle, QPromise<WorkerExit> promise)
 
 ContextLink::ContextLink(QObject *context) : m_context(context) {}
 
-ContextLink::~ContextLink() = default;
+ContextLink::~ContextLink()
+{
+    unwatch(); // a future destroyed unfinished drops its continuation, and this link, uncalled
+}
 
 std::shared_ptr<ContextLink> ContextLink::make(QObject *context)
 {
