@@ -30,11 +30,18 @@ Pane {
     readonly property Node currentNode: d.currentNode
     property alias filterText: filterField.text
 
-    /* Selects \a node in the tree (and shows it in the detail pane); false if it is not shown. */
+    /* Whether the detail pane of the selected node is shown (default true). */
+    property bool showDetails: true
+
+    /* Selects \a node in the tree (and shows it in the detail pane). False if it is not shown
+       yet: it is then selected as soon as its row appears. */
     function select(node) {
         const index = filtered.indexOf(node)
-        if (!index.valid)
+        if (!index.valid) {
+            d.pendingSelection = node
             return false
+        }
+        d.pendingSelection = null
         tree.selectionModel.setCurrentIndex(index, ItemSelectionModel.ClearAndSelect)
         return true
     }
@@ -59,6 +66,7 @@ Pane {
     QtObject {
         id: d
         property Node currentNode: null
+        property Node pendingSelection: null
         property var currentIndex: null
         // The selected row's details, refreshed from the model when it flushes.
         property var details: ({})
@@ -113,7 +121,11 @@ Pane {
         function onDataChanged() { d.refresh() }
         function onRowsRemoved() { d.refresh() }
         function onModelReset() { d.select(null) }
-        function onRowsInserted() { expandTimer.restart() }
+        function onRowsInserted() {
+            expandTimer.restart()
+            if (d.pendingSelection)
+                view.select(d.pendingSelection)
+        }
     }
 
     Timer {
@@ -280,7 +292,7 @@ Pane {
                         }
                         Text {
                             Layout.fillWidth: true
-                            Layout.minimumWidth: 80
+                            Layout.minimumWidth: 130
                             elide: Text.ElideRight
                             font.bold: rowItem.kind === "Supervisor"
                             text: (rowItem.name || rowItem.kind)
@@ -343,6 +355,7 @@ Pane {
             Pane {
                 id: detail
                 objectName: "detail"
+                visible: view.showDetails
                 SplitView.preferredWidth: 330
                 SplitView.minimumWidth: 260
                 padding: 10

@@ -10,6 +10,11 @@ namespace stage::qml {
 QmlGroup::QmlGroup(QObject *parent) : Group(parent)
 {
     connect(this, &Node::stateChanged, this, &QmlGroup::runningChanged);
+    // Added to a supervisor after it completed (a JS push onto a Supervisor's nodes): resolve then.
+    connect(this, &Node::supervisorChanged, this, [this](Supervisor *above) {
+        if (above && m_complete && !m_resolved && state() == State::Idle)
+            resolve();
+    });
     connect(this, &Group::sizeChanged, this, &QmlGroup::settingsChanged);
     connect(this, &Group::threadCountChanged, this, &QmlGroup::settingsChanged);
     connect(this, &Group::maxRestartsChanged, this, &QmlGroup::settingsChanged);

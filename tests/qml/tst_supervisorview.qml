@@ -110,6 +110,22 @@ TestCase {
         verify(failures.itemAt(0).text.indexOf("restarting after alpha failed") > 0, failures.itemAt(0).text)
     }
 
+    function test_selectBeforeTheRowsExist_selectsWhenTheyAppear() {
+        const s = createTemporaryObject(scene, test)
+        const g = lateGroup.createObject(null, { objectName: "late", arguments: { name: "late" } })
+        verify(!s.view.select(g)) // not in the tree yet
+        s.sub.nodes.push(g)
+        tryCompare(s.view, "currentNode", g, 5000)
+        tryCompare(g, "state", Node.Running, 5000) // a node pushed after completion starts too
+        s.view.showDetails = false
+        compare(findChild(s.view, "detail").visible, false)
+    }
+
+    Component {
+        id: lateGroup
+        Group { worker: "probe" }
+    }
+
     function test_keys_moveAndCollapse() {
         const s = createTemporaryObject(scene, test)
         tryCompare(s.tree, "state", Node.Running, 5000)
