@@ -105,75 +105,46 @@ void QmlGroup::setArguments(const QVariantMap &arguments)
 
 void QmlGroup::setRunning(bool running)
 {
-    if (!m_complete) {
+    if (!m_complete)
         m_wantRunning = running;
-        return;
-    }
-    if (supervisor()) {
-        qmlWarning(this) << "running is decided by the supervisor " << supervisor()->objectName()
-                         << " of this node; ignored (use start(), stop() or restart())";
-        return;
-    }
-    if (running == isRunning())
-        return;
-    if (!running)
-        stop();
     else
-        start();
+        support::setRunning(this, running);
 }
 
 void QmlGroup::setQmlSize(int size)
 {
-    if (size < 0) {
-        qmlWarning(this) << "size must be >= 0, got " << size << "; ignored";
-        return;
-    }
-    setSize(size);
+    if (support::accept(this, "size", size, 0, ">= 0"))
+        setSize(size);
 }
 
 void QmlGroup::setQmlThreadCount(int count)
 {
-    if (count < 0) {
-        qmlWarning(this) << "threadCount must be >= 0, got " << count << "; ignored";
-        return;
-    }
-    setThreadCount(count);
+    if (support::accept(this, "threadCount", count, 0, ">= 0"))
+        setThreadCount(count);
 }
 
 void QmlGroup::setQmlMaxRestarts(int count)
 {
-    if (count < -1) {
-        qmlWarning(this) << "maxRestarts must be >= 0 (or -1: unlimited), got " << count << "; ignored";
-        return;
-    }
-    setMaxRestarts(count);
+    if (support::accept(this, "maxRestarts", count, -1, ">= 0 (or -1: unlimited)"))
+        setMaxRestarts(count);
 }
 
 void QmlGroup::setQmlRestartPeriod(int milliseconds)
 {
-    if (milliseconds <= 0) {
-        qmlWarning(this) << "restartPeriod must be > 0 ms, got " << milliseconds << "; ignored";
-        return;
-    }
-    setRestartPeriod(milliseconds);
+    if (support::accept(this, "restartPeriod", milliseconds, 1, "> 0 ms"))
+        setRestartPeriod(milliseconds);
 }
 
 void QmlGroup::setQmlShutdownTimeout(int milliseconds)
 {
-    if (milliseconds < 0) {
-        qmlWarning(this) << "shutdownTimeout must be >= 0 ms, got " << milliseconds << "; ignored";
-        return;
-    }
-    setShutdownTimeout(milliseconds);
+    if (support::accept(this, "shutdownTimeout", milliseconds, 0, ">= 0 ms"))
+        setShutdownTimeout(milliseconds);
 }
 
 void QmlGroup::setQmlHeartbeatTimeout(int milliseconds)
 {
-    if (milliseconds < 0) {
-        qmlWarning(this) << "heartbeatTimeout must be >= 0 ms (0: no watchdog), got " << milliseconds << "; ignored";
-        return;
-    }
-    setHeartbeatTimeout(milliseconds);
+    if (support::accept(this, "heartbeatTimeout", milliseconds, 0, ">= 0 ms (0: no watchdog)"))
+        setHeartbeatTimeout(milliseconds);
 }
 
 bool QmlGroup::start()

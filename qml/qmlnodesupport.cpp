@@ -94,6 +94,25 @@ bool joinAncestor(Node *node)
     return true;
 }
 
+bool accept(const QObject *object, const char *name, int value, int minimum, const char *rule)
+{
+    if (value >= minimum)
+        return true;
+    qmlWarning(object) << name << " must be " << rule << ", got " << value << "; ignored";
+    return false;
+}
+
+void setRunning(Node *node, bool running)
+{
+    if (Supervisor *above = node->supervisor()) {
+        qmlWarning(node) << "running is decided by the supervisor " << above->objectName()
+                         << " of this node; ignored (use start(), stop() or restart())";
+        return;
+    }
+    if (running != node->isRunning())
+        QMetaObject::invokeMethod(node, running ? "start" : "stop", Qt::DirectConnection);
+}
+
 void refuseNode(QObject *list, QObject *node, const char *why)
 {
     qmlWarning(node) << why << " (in " << list->metaObject()->className() << " " << list->objectName()

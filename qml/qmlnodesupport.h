@@ -56,6 +56,12 @@ Node *ancestorNode(QObject *object);
 /* Joins the node to the closest ancestor supervisor (a late node: createObject, Loader);
    warns (qmlWarning) and returns false when the ancestor is a Group or the supervisor refuses. */
 bool joinAncestor(Node *node);
+/* \a value if it is at least \a minimum; otherwise a qmlWarning ("<name> must be <rule>, got V;
+   ignored") and false. */
+bool accept(const QObject *object, const char *name, int value, int minimum, const char *rule);
+/* `running` written from QML once complete: a root starts or stops (its most derived start() and
+   stop()); a supervised node warns and ignores it. */
+void setRunning(Node *node, bool running);
 /* A node given to a list property that cannot take it: warns and keeps it out. */
 void refuseNode(QObject *list, QObject *node, const char *why);
 } // namespace support

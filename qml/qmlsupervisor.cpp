@@ -112,39 +112,22 @@ void QmlSupervisor::removeLastNode(QQmlListProperty<QObject> *list)
 
 void QmlSupervisor::setRunning(bool running)
 {
-    if (!m_complete) {
+    if (!m_complete)
         m_wantRunning = running;
-        return;
-    }
-    if (supervisor()) {
-        qmlWarning(this) << "running is decided by the supervisor " << supervisor()->objectName()
-                         << " of this node; ignored (use start(), stop() or restart())";
-        return;
-    }
-    if (running == isRunning())
-        return;
-    if (running)
-        start();
     else
-        stop();
+        support::setRunning(this, running);
 }
 
 void QmlSupervisor::setQmlMaxRestarts(int count)
 {
-    if (count < -1) {
-        qmlWarning(this) << "maxRestarts must be >= 0 (or -1: unlimited), got " << count << "; ignored";
-        return;
-    }
-    setMaxRestarts(count);
+    if (support::accept(this, "maxRestarts", count, -1, ">= 0 (or -1: unlimited)"))
+        setMaxRestarts(count);
 }
 
 void QmlSupervisor::setQmlRestartPeriod(int milliseconds)
 {
-    if (milliseconds <= 0) {
-        qmlWarning(this) << "restartPeriod must be > 0 ms, got " << milliseconds << "; ignored";
-        return;
-    }
-    setRestartPeriod(milliseconds);
+    if (support::accept(this, "restartPeriod", milliseconds, 1, "> 0 ms"))
+        setRestartPeriod(milliseconds);
 }
 
 void QmlSupervisor::shutdown()
