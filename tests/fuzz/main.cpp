@@ -885,7 +885,11 @@ struct World
         case Act::Start:
             switch (r.kind) {
             case EmitterKind::Supervisor:
-                static_cast<Supervisor *>(e)->start(); // a child asks its supervisor (restartChild); a root: refused when running or stopping
+                // A child asks its supervisor (restartChild); a root starts, also again after its
+                // shutdown: not while tearing down (the teardown has shut every root down).
+                if (tearingDown)
+                    return false;
+                static_cast<Supervisor *>(e)->start();
                 return true;
             case EmitterKind::Handle: {
                 // Not while tearing down: the teardown has asked every handle to stop.
@@ -908,7 +912,7 @@ struct World
                 Supervisor *root = group->supervisor();
                 while (root && root->supervisor())
                     root = root->supervisor();
-                if (!usable(root))
+                if (!usable(root) || tearingDown)
                     return false;
                 root->start();
                 return true;
