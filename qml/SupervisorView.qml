@@ -187,7 +187,7 @@ Pane {
                     spacing: 8
                     Repeater {
                         model: [[qsTr("State"), 84], [qsTr("Node"), -1], [qsTr("Running"), 70], [qsTr("Restarts"), 86],
-                                [qsTr("Budget"), 50], [qsTr("1 min"), 60], [qsTr("Mailbox"), 100]]
+                                [qsTr("Budget"), 50], [qsTr("1 min"), 60], [qsTr("Mailbox"), 64]]
                         delegate: Text {
                             required property var modelData
                             Layout.preferredWidth: modelData[1] > 0 ? modelData[1] : -1
@@ -292,7 +292,7 @@ Pane {
                         }
                         Text {
                             Layout.fillWidth: true
-                            Layout.minimumWidth: 130
+                            Layout.minimumWidth: 110
                             elide: Text.ElideRight
                             font.bold: rowItem.kind === "Supervisor"
                             text: (rowItem.name || rowItem.kind)
@@ -340,10 +340,12 @@ Pane {
                             values: rowItem.restartSparkline
                         }
                         Text {
-                            Layout.preferredWidth: 100
+                            Layout.preferredWidth: 64
                             font.pixelSize: 12
+                            elide: Text.ElideRight
                             color: rowItem.deadLetters > 0 ? "#b91c1c" : "#374151"
-                            text: rowItem.hasMailbox ? qsTr("\u2709 %1 \u00B7 dead %2").arg(rowItem.mailboxDepth).arg(rowItem.deadLetters) : ""
+                            // depth and dead letters (the detail pane spells them out)
+                            text: rowItem.hasMailbox ? qsTr("\u2709%1 \u2620%2").arg(rowItem.mailboxDepth).arg(rowItem.deadLetters) : ""
                         }
                     }
                 }
