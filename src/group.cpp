@@ -213,6 +213,7 @@ void GroupPrivate::workerEnded(const std::shared_ptr<detail::WorkerCore> &core, 
         abandonedCores.erase(std::remove(abandonedCores.begin(), abandonedCores.end(), core), abandonedCores.end());
         qCInfo(lcGroup, "Group: abandoned worker %llu (generation %d) ended after all: %s", exit.id, exit.generation,
                qPrintable(exit.reason));
+        markDirty(); // lingering()
         return;
     }
     Q_ASSERT(slot->core == core);
@@ -568,10 +569,28 @@ public:
         core->listener = nullptr;
         qCInfo(lcGroup, "Group: abandoned worker %llu (generation %d) ended after all: %s", exit.id, exit.generation,
                qPrintable(exit.reason));
-        if (--alive > 0)
-            return;
+        if (--alive == 0)
+            release();
+    }
+    // The group's thread ended before the report came (an application quitting right as the
+    // worker ended): the worker has ended all the same.
+    void workerEndDropped(const std::shared_ptr<detail::WorkerCore> &core, WorkerExit exit) override
+    {
+        workerEnded(core, std::move(exit));
+    }
+
+private:
+    void release()
+    {
         for (QThread *thread : threads) {
             thread->quit();
+            if (thread == QThread::currentThread()) {
+                // Dropped on this very thread (its group's thread had ended already): it cannot
+                // join itself; it ends with the process.
+                qCInfo(lcGroup, "Group: worker thread %s outlives its group's thread; leaked",
+                       qPrintable(thread->objectName()));
+                continue;
+            }
             thread->wait();
             delete thread;
         }
@@ -971,6 +990,11 @@ qint64 Group::cancelled() const
 qint64 Group::abandoned() const
 {
     return d->stats.abandoned;
+}
+
+int Group::lingering() const
+{
+    return int(d->abandonedCores.size());
 }
 
 qint64 Group::restarted() const

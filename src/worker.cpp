@@ -338,6 +338,12 @@ public:
             m_core->listener->workerEnded(m_core, std::move(m_exit));
         delete this;
     }
+    void drop() noexcept override
+    {
+        if (m_core->listener)
+            m_core->listener->workerEndDropped(m_core, std::move(m_exit));
+        delete this;
+    }
 
 private:
     std::shared_ptr<WorkerCore> m_core;

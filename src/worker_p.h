@@ -32,6 +32,14 @@ class WorkerListener
 {
 public:
     virtual void workerEnded(const std::shared_ptr<WorkerCore> &core, WorkerExit exit) = 0;
+    /* The report of \a core's end could not be delivered: the listener's thread ended first (its
+       executor dropped the job, at that thread's end or, if it had ended already, on the
+       worker's thread). Called on whichever thread dropped it. Nothing by default. */
+    virtual void workerEndDropped(const std::shared_ptr<WorkerCore> &core, WorkerExit exit)
+    {
+        Q_UNUSED(core);
+        Q_UNUSED(exit);
+    }
 
 protected:
     ~WorkerListener() = default;

@@ -1458,9 +1458,11 @@ void tst_Group::shutdown_workerIgnoringCancellationIsAbandoned()
     QCOMPARE(g->state(), State::Stopped);
     QCOMPARE(g->abandoned(), 1);
     QCOMPARE(g->running(), 0);
+    QCOMPARE(g->lingering(), 1); // abandoned, not ended
     QVERIFY(consistentTotals(*g));
     QCOMPARE(int(rec.exits.size()), 1);
     QCOMPARE(rec.exits[0].kind, Kind::Abandoned);
+    QSignalSpy statistics(g.get(), &Group::statisticsChanged);
     QVERIFY2(rec.exits[0].reason.contains(QStringLiteral("100 ms")), qPrintable(rec.exits[0].reason));
     if (how == RawWait::QCoroSignal)
         QCOMPARE(s.destroyed.load(), 0); // the frame is still alive
@@ -1474,7 +1476,9 @@ void tst_Group::shutdown_workerIgnoringCancellationIsAbandoned()
     QCOMPARE(s.log.events(), QStringList{QStringLiteral("raw wait over")});
     QVERIFY(stagetest::roundTrip(QThread::currentThread()));
     if (g) {
-        // The late end is not counted a second time.
+        // The late end is not counted a second time; it is no longer lingering, and says so.
+        QTRY_COMPARE_WITH_TIMEOUT(g->lingering(), 0, Timeout);
+        QTRY_VERIFY_WITH_TIMEOUT(statistics.count() > 0, Timeout);
         QCOMPARE(g->abandoned(), 1);
         QCOMPARE(g->cancelled(), 0);
         QVERIFY(consistentTotals(*g));

@@ -110,6 +110,7 @@ class STAGE_EXPORT Group : public stage::Node // qualified: moc records the base
     Q_PROPERTY(qint64 failed READ failed NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 cancelled READ cancelled NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 abandoned READ abandoned NOTIFY statisticsChanged)
+    Q_PROPERTY(int lingering READ lingering NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 restarted READ restarted NOTIFY statisticsChanged)
     Q_PROPERTY(qint64 iterations READ iterations NOTIFY statisticsChanged)
     Q_MOC_INCLUDE(<stage/mailbox.h>)
@@ -207,6 +208,11 @@ public:
     qint64 failed() const;
     qint64 cancelled() const;
     qint64 abandoned() const;
+    /*! Abandoned runs that have not ended yet: each still occupies the thread it runs on (a
+        call a stop cannot interrupt). Its late end is logged and lowers this count
+        (statisticsChanged()). Before quitting an application, wait for it to reach 0 if the
+        process must end cleanly (a thread still busy at exit is leaked, not joined). */
+    int lingering() const;
     qint64 restarted() const;
     qint64 iterations() const;
 
