@@ -1,6 +1,7 @@
 #pragma once
 
 // Stage for Qt: everything at once.
+#include <stage/actor.h>
 #include <stage/connect.h>
 #include <stage/consume.h>
 #include <stage/errors.h>

@@ -1,0 +1,200 @@
+#include <stage/actor.h>
+
+#include <QtCore/QMetaObject>
+#include <QtCore/QThread>
+
+#include <cxxabi.h>
+
+#include <cstdlib>
+#include <string>
+
+Q_LOGGING_CATEGORY(lcStageActor, "stage.actor", QtInfoMsg)
+
+namespace stage {
+
+const QLoggingCategory &lcActor()
+{
+    return lcStageActor();
+}
+
+namespace detail {
+
+ActorShared::ActorShared() = default;
+ActorShared::~ActorShared() = default;
+
+QString ActorShared::name() const
+{
+    std::lock_guard lock(m_mutex);
+    return m_name;
+}
+
+void ActorShared::setName(const QString &name)
+{
+    std::lock_guard lock(m_mutex);
+    m_name = name;
+}
+
+void ActorShared::setNode(ActorBase *node, QObject *object)
+{
+    std::lock_guard lock(m_mutex);
+    m_node = node;
+    m_object = object;
+}
+
+QThread *ActorShared::nodeThread() const
+{
+    std::lock_guard lock(m_mutex);
+    return m_object ? m_object->thread() : nullptr;
+}
+
+void ActorShared::noteExpired() noexcept
+{
+    m_expiredAsks.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard lock(m_mutex);
+    if (m_node) {
+        // The node's statistics are notified on its own thread (markDirty() is not thread-safe);
+        // a call queued to a node deleted meanwhile is dropped with it.
+        ActorBase *node = m_node;
+        QMetaObject::invokeMethod(node, [node] { node->noteStatistics(); }, Qt::QueuedConnection);
+    }
+}
+
+AskExpired::AskExpired() : BrokenReply("stage::Actor: the ask was dropped unprocessed: its caller's timeout had passed")
+{}
+
+QString actorTypeName(const std::type_info &type)
+{
+    int status = 0;
+    char *demangled = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
+    QString name = status == 0 && demangled ? QString::fromUtf8(demangled) : QString::fromUtf8(type.name());
+    std::free(demangled);
+    return name;
+}
+
+namespace {
+QString displayName(const ActorShared *shared)
+{
+    const QString name = shared ? shared->name() : QString();
+    return name.isEmpty() ? QStringLiteral("(unnamed actor)") : QLatin1Char('\'') + name + QLatin1Char('\'');
+}
+} // namespace
+
+std::exception_ptr askRefusal(const ActorShared *shared, std::chrono::milliseconds timeout, const char *function,
+                              const std::type_info &message, bool blocking)
+{
+    if (!shared) {
+        return std::make_exception_ptr(InvalidOperation(
+            std::string("stage::") + function + ": the reference is null (default-constructed); nothing was sent"));
+    }
+    if (timeout.count() == 0) {
+        return std::make_exception_ptr(InvalidOperation(
+            std::string("stage::") + function + ": the timeout must be positive (negative: the actor's askTimeout()), "
+            "got 0 ms; nothing was sent"));
+    }
+    Worker *running = shared->worker.load(std::memory_order_acquire);
+    if (running && Worker::current() == running) {
+        return std::make_exception_ptr(InvalidOperation(
+            std::string("stage::") + function + ": actor " + displayName(shared).toStdString() + " asked itself ("
+            + actorTypeName(message).toStdString()
+            + ") from its own handler, which would wait for its own answer; nothing was sent (tell() it instead)"));
+    }
+    if (blocking && (shared->nodeThread() == QThread::currentThread()
+                     || shared->homeThread.load(std::memory_order_acquire) == QThread::currentThread())) {
+        return std::make_exception_ptr(InvalidOperation(
+            std::string("stage::") + function + ": called on the thread of actor " + displayName(shared).toStdString()
+            + ", which would wait for itself; nothing was sent (use ask() or askFuture())"));
+    }
+    return nullptr;
+}
+
+void rethrowAskError(std::exception_ptr error, const ActorShared *shared, const std::type_info &message,
+                     std::chrono::milliseconds timeout)
+{
+    try {
+        std::rethrow_exception(error);
+    } catch (const TimeoutError &) {
+    } catch (const AskExpired &) {
+    }
+    // Only timeouts get here.
+    const QString what = QStringLiteral("stage::Actor: actor %1 did not answer %2 within %3 ms")
+                             .arg(displayName(shared), actorTypeName(message))
+                             .arg(timeout.count());
+    qCDebug(lcStageActor, "%s", qPrintable(what));
+    throw TimeoutError(what.toStdString());
+}
+
+void warnNullActorRef(const char *function)
+{
+    qCWarning(lcStageActor, "stage::%s: the reference is null (default-constructed); the message is dropped", function);
+}
+
+void warnUnanswered(const ActorShared *shared, const std::type_info &message)
+{
+    qCWarning(lcStageActor,
+              "stage::Actor: the handler of %s in actor %s returned without answering its stage::Reply or taking it; "
+              "the caller gets stage::BrokenReply",
+              qPrintable(actorTypeName(message)), qPrintable(displayName(shared)));
+}
+
+} // namespace detail
+
+ActorBase::ActorBase(QObject *parent) : Group(parent), m_shared(std::make_shared<detail::ActorShared>())
+{
+    m_shared->setNode(this, this);
+    m_shared->homeThread.store(thread(), std::memory_order_release);
+    connect(this, &QObject::objectNameChanged, this, [this](const QString &name) { m_shared->setName(name); });
+    // A group of one: a size set through the meta-object (QML) is put back too.
+    connect(this, &Group::sizeChanged, this, [this](int size) {
+        if (size != 1) {
+            qCWarning(lcStageActor, "Actor::setSize: an actor has exactly one worker, got %d; set back to 1", size);
+            Group::setSize(1);
+        }
+    });
+}
+
+ActorBase::~ActorBase()
+{
+    m_shared->setNode(nullptr, nullptr);
+}
+
+int ActorBase::askTimeout() const
+{
+    return int(m_shared->askTimeoutMs.load(std::memory_order_relaxed));
+}
+
+void ActorBase::setAskTimeout(int milliseconds)
+{
+    if (milliseconds < 1) {
+        qCWarning(lcStageActor, "Actor::setAskTimeout: the timeout must be >= 1 ms, got %d; ignored", milliseconds);
+        return;
+    }
+    if (m_shared->askTimeoutMs.exchange(milliseconds, std::memory_order_relaxed) == milliseconds)
+        return;
+    Q_EMIT askTimeoutChanged(milliseconds);
+}
+
+qint64 ActorBase::expiredAsks() const
+{
+    return m_shared->expiredAsks();
+}
+
+void ActorBase::setSize(int size)
+{
+    if (size != 1) {
+        qCWarning(lcStageActor, "Actor::setSize: an actor has exactly one worker, got %d; ignored", size);
+        return;
+    }
+    Group::setSize(1);
+}
+
+bool ActorBase::spawnRun(WorkerFactory factory)
+{
+    return Group::spawn(std::move(factory));
+}
+
+void ActorBase::noteStatistics()
+{
+    markDirty();
+}
+
+} // namespace stage

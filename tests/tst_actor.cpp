@@ -1,0 +1,743 @@
+// Tests of stage::Actor<P> / stage::ActorRef<P> (degree 3): typed asks and tells, a reference
+// that survives restarts, nothing lost (a throwing handler's ask answered by the restarted actor,
+// a poison message dead-lettered to its caller), timeouts (the caller's and the actor's default)
+// that name the actor, self-asks refused, deferred replies across actors and threads, and asks
+// from another QThread, from slot code (askFuture) and from a std::thread (askBlocking).
+//
+// Coroutines record what they saw; the test functions compare outside them.
+
+#include "testutil.h"
+
+#include <stage/actor.h>
+
+#include <QtCore/QElapsedTimer>
+#include <QtCore/QPointer>
+#include <QtTest/QSignalSpy>
+#include <QtTest/QTest>
+
+#include <atomic>
+#include <map>
+#include <stdexcept>
+#include <thread>
+
+using namespace stagetest;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Add
+{
+    int a = 0;
+    int b = 0;
+};
+struct Total
+{};
+struct Reset
+{};
+struct Poison
+{};
+struct FailOnce
+{
+    int id = 0;
+};
+struct Slow
+{
+    int ms = 0;
+    int id = 0;
+};
+struct AskSelf
+{
+    bool future = false;
+};
+using Calc = stage::Protocol<int(Add), int(Total), void(Reset), int(Poison), int(FailOnce), int(Slow), QString(AskSelf)>;
+
+/* What the actor's handlers saw (any thread). */
+struct CalcProbe
+{
+    std::atomic<int> inits{0};
+    std::atomic<int> slowEntered{0};
+    std::atomic<int> slowFinished{0};
+    std::atomic<int> cancelled{0};
+    std::atomic<int> adds{0};
+    std::atomic<QThread *> handlerThread{nullptr};
+    EventLog log; // "add <a>", "slow <id>", ...
+    QMutex failedMutex;
+    QSet<int> failed; // FailOnce ids that have thrown once
+    stage::ActorRef<Calc> self;
+};
+
+/* Spawns the calculator on \a actor, its state an int total. */
+void spawnCalc(stage::Actor<Calc> &actor, CalcProbe *probe)
+{
+    probe->self = actor.ref();
+    actor.spawn(
+        [probe] {
+            probe->inits.fetch_add(1);
+            return 0;
+        },
+        [probe](int &total, const Add &m) {
+            probe->handlerThread = QThread::currentThread();
+            probe->adds.fetch_add(1);
+            probe->log.add(QStringLiteral("add %1").arg(m.a));
+            total += m.a + m.b;
+            return m.a + m.b;
+        },
+        [](int &total, const Total &) { return total; },
+        [](int &total, const Reset &) { total = 0; },
+        [](int &, const Poison &) -> int { throw std::runtime_error("poison pill"); },
+        [probe](int &, const FailOnce &m) {
+            {
+                QMutexLocker lock(&probe->failedMutex);
+                if (!probe->failed.contains(m.id)) {
+                    probe->failed.insert(m.id);
+                    throw std::runtime_error("failing once on " + std::to_string(m.id));
+                }
+            }
+            probe->log.add(QStringLiteral("failonce %1").arg(m.id));
+            return m.id;
+        },
+        [probe](int &, const Slow &m) -> QCoro::Task<int> {
+            probe->slowEntered.fetch_add(1);
+            probe->log.add(QStringLiteral("slow %1 entered").arg(m.id));
+            try {
+                co_await stage::sleep(std::chrono::milliseconds(m.ms));
+            } catch (const stage::Cancelled &) {
+                probe->cancelled.fetch_add(1);
+                throw;
+            }
+            probe->slowFinished.fetch_add(1);
+            probe->log.add(QStringLiteral("slow %1").arg(m.id));
+            co_return m.id;
+        },
+        [probe](int &, const AskSelf &m) -> QCoro::Task<QString> {
+            QElapsedTimer timer;
+            timer.start();
+            try {
+                if (m.future)
+                    co_await stage::future(probe->self.askFuture(Total{}));
+                else
+                    co_await probe->self.ask(Total{});
+                co_return QStringLiteral("answered");
+            } catch (const stage::InvalidOperation &e) {
+                co_return QStringLiteral("invalid after %1 ms: %2").arg(timer.elapsed()).arg(QString::fromUtf8(e.what()));
+            } catch (const std::exception &e) {
+                co_return QStringLiteral("other: %1").arg(QString::fromUtf8(e.what()));
+            }
+        });
+}
+
+/* The kind of an ask's exception. */
+QString kindOf(std::exception_ptr error, QString *what = nullptr)
+{
+    try {
+        std::rethrow_exception(error);
+    } catch (const stage::DeadLettered &e) {
+        if (what)
+            *what = QString::fromUtf8(e.what());
+        return QStringLiteral("deadLettered");
+    } catch (const stage::BrokenReply &e) {
+        if (what)
+            *what = QString::fromUtf8(e.what());
+        return QStringLiteral("broken");
+    } catch (const stage::TimeoutError &e) {
+        if (what)
+            *what = QString::fromUtf8(e.what());
+        return QStringLiteral("timeout");
+    } catch (const stage::InvalidOperation &e) {
+        if (what)
+            *what = QString::fromUtf8(e.what());
+        return QStringLiteral("invalid");
+    } catch (const stage::MailboxClosed &e) {
+        if (what)
+            *what = QString::fromUtf8(e.what());
+        return QStringLiteral("closed");
+    } catch (const std::exception &e) {
+        if (what)
+            *what = QString::fromUtf8(e.what());
+        return QStringLiteral("other");
+    }
+}
+
+/* How one ask ended. */
+struct Outcome
+{
+    std::atomic<int> ends{0}; // must end exactly once
+    int value = -1;
+    QString kind; // "" for a value
+    QString what;
+    QThread *thread = nullptr;
+};
+
+template<typename M>
+QCoro::Task<> recordAsk(stage::ActorRef<Calc> ref, M message, Outcome *out,
+                        std::chrono::milliseconds timeout = std::chrono::milliseconds(-1))
+{
+    try {
+        out->value = co_await ref.ask(std::move(message), timeout);
+    } catch (...) {
+        out->kind = kindOf(std::current_exception(), &out->what);
+    }
+    out->thread = QThread::currentThread();
+    out->ends.fetch_add(1);
+}
+
+/* Runs \a f on \a thread (its event loop) and waits, spinning this thread's loop. */
+template<typename F>
+bool runOn(QThread *thread, F f)
+{
+    std::atomic<bool> done{false};
+    QMetaObject::invokeMethod(thread->eventDispatcher(), [&] { f(); done = true; }, Qt::QueuedConnection);
+    return spinUntil([&] { return done.load(); });
+}
+
+// ---- two actors for the deferred reply ----
+
+struct Double
+{
+    int x = 0;
+};
+using Doubler = stage::Protocol<int(Double)>;
+
+struct Fetch
+{
+    int x = 0;
+};
+struct Ping
+{};
+using Front = stage::Protocol<int(Fetch), int(Ping)>;
+
+QCoro::Task<> answerLater(stage::ActorRef<Doubler> doubler, int x, stage::Reply<int> reply, EventLog *log)
+{
+    try {
+        const int doubled = co_await doubler.ask(Double{x});
+        log->add(QStringLiteral("doubled"));
+        reply.send(doubled);
+    } catch (const std::exception &) {
+        // the reply breaks when destroyed unanswered: the caller sees stage::BrokenReply
+    }
+}
+
+} // namespace
+
+class tst_Actor : public QObject
+{
+    Q_OBJECT
+
+private Q_SLOTS:
+    void ask_answersWithTheHandlersValue()
+    {
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        actor.setObjectName(QStringLiteral("calc"));
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        QCOMPARE(ref.name(), QStringLiteral("calc"));
+        QCOMPARE(stage::waitFor(ref.ask(Add{1, 2}), 10s), 3);
+        QCOMPARE(stage::waitFor(ref.ask(Add{10, 20}), 10s), 30);
+        QCOMPARE(stage::waitFor(ref.ask(Total{}), 10s), 33);
+        stage::waitFor(ref.ask(Reset{}), 10s); // a void reply: completes once handled
+        QCOMPARE(stage::waitFor(ref.ask(Total{}), 10s), 0);
+        QCOMPARE(probe.inits.load(), 1);
+        QCOMPARE(probe.handlerThread.load(), QThread::currentThread());
+        QCOMPARE(actor.size(), 1);
+        QVERIFY(qobject_cast<stage::Group *>(&actor)); // a node: a group of one
+    }
+
+    void tell_isQueuedAndReturnsAStatus()
+    {
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        for (int i = 1; i <= 10; ++i)
+            QCOMPARE(ref.tell(Add{i, 0}), stage::SendStatus::Sent);
+        QCOMPARE(stage::waitFor(ref.ask(Total{}), 10s), 55); // FIFO: the tells came first
+        QCOMPARE(probe.adds.load(), 10);
+
+        // A bounded mailbox: Full when full, never blocks.
+        stage::Actor<Calc> bounded(2);
+        auto boundedRef = bounded.ref();
+        QCOMPARE(boundedRef.tell(Add{1, 0}), stage::SendStatus::Sent);
+        QCOMPARE(boundedRef.tell(Add{2, 0}), stage::SendStatus::Sent);
+        QCOMPARE(boundedRef.tell(Add{3, 0}), stage::SendStatus::Full);
+        QCOMPARE(boundedRef.count(), 2);
+    }
+
+    void restart_afterAFailureAnswersEveryQueuedAskOnce()
+    {
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        actor.setBackoff(stage::Backoff::none());
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        QCOMPARE(stage::waitFor(ref.ask(Add{100, 0}), 10s), 100); // state 100, then lost by the restart
+        constexpr int kAsks = 40;
+        std::vector<std::unique_ptr<Outcome>> outcomes;
+        Outcome failing;
+        recordAsk(ref, FailOnce{7}, &failing); // thrown on once, while the 40 below are queued
+        for (int i = 0; i < kAsks; ++i) {
+            outcomes.push_back(std::make_unique<Outcome>());
+            recordAsk(ref, Add{i, 1}, outcomes.back().get());
+        }
+        QTRY_VERIFY_WITH_TIMEOUT(failing.ends.load() == 1 && outcomes.back()->ends.load() == 1, Timeout);
+        QCOMPARE(failing.kind, QString());
+        QCOMPARE(failing.value, 7); // answered by the restarted actor
+        for (int i = 0; i < kAsks; ++i) {
+            QCOMPARE(outcomes[i]->ends.load(), 1);
+            QCOMPARE(outcomes[i]->kind, QString());
+            QCOMPARE(outcomes[i]->value, i + 1);
+        }
+        QCOMPARE(probe.inits.load(), 2); // state rebuilt by init
+        QCOMPARE(actor.failed(), 1);
+        QCOMPARE(stage::waitFor(ref.ask(Total{}), 10s), kAsks * (kAsks + 1) / 2); // 100 was lost
+        // Each Add handled once, in order, after the retried FailOnce.
+        QStringList expected{QStringLiteral("add 100"), QStringLiteral("failonce 7")};
+        for (int i = 0; i < kAsks; ++i)
+            expected << QStringLiteral("add %1").arg(i);
+        QCOMPARE(probe.log.events(), expected);
+        QVERIFY(roundTrip(QThread::currentThread()));
+        QCOMPARE(failing.ends.load(), 1);
+    }
+
+    void restart_whileAHandlerRunsAnswersItAndTheQueuedOnesOnce()
+    {
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        actor.setBackoff(stage::Backoff::none());
+        actor.setThreadCount(1); // the handlers on a thread of their own
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        Outcome slow;
+        recordAsk(ref, Slow{300, 1}, &slow);
+        std::vector<std::unique_ptr<Outcome>> outcomes;
+        for (int i = 0; i < 20; ++i) {
+            outcomes.push_back(std::make_unique<Outcome>());
+            recordAsk(ref, Add{i, 0}, outcomes.back().get());
+        }
+        QTRY_COMPARE_WITH_TIMEOUT(probe.slowEntered.load(), 1, Timeout);
+        QSignalSpy stopped(&actor, &stage::Node::stateChanged);
+        QVERIFY(actor.restart()); // not queued behind the 20 asks: the running handler is interrupted
+        QTRY_VERIFY_WITH_TIMEOUT(slow.ends.load() == 1 && outcomes.back()->ends.load() == 1, Timeout);
+        QCOMPARE(probe.cancelled.load(), 1);   // the first run's handler was stopped...
+        QCOMPARE(probe.slowEntered.load(), 2); // ...and its message handled again by the new run
+        QCOMPARE(probe.slowFinished.load(), 1);
+        QCOMPARE(slow.kind, QString());
+        QCOMPARE(slow.value, 1);
+        for (int i = 0; i < 20; ++i) {
+            QCOMPARE(outcomes[i]->ends.load(), 1);
+            QCOMPARE(outcomes[i]->value, i);
+        }
+        QCOMPARE(probe.inits.load(), 2);
+        QCOMPARE(probe.adds.load(), 20); // none twice
+        QCOMPARE(actor.ref(), ref);      // the same address
+        // A stop is not a failure: nothing counted against the message.
+        QCOMPARE(actor.deadLetterCount(), 0);
+    }
+
+    void poisonMessage_failsItsCallerWithDeadLetteredAndLaterAsksAreServed()
+    {
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        actor.setObjectName(QStringLiteral("calc"));
+        actor.setBackoff(stage::Backoff::none());
+        actor.setMaxRedeliveries(2);
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        Outcome poison;
+        Outcome after;
+        recordAsk(ref, Poison{}, &poison);
+        recordAsk(ref, Add{2, 3}, &after);
+        QTRY_VERIFY_WITH_TIMEOUT(poison.ends.load() == 1 && after.ends.load() == 1, Timeout);
+        QCOMPARE(poison.kind, QStringLiteral("deadLettered"));
+        QVERIFY2(poison.what.contains(QStringLiteral("poison pill")), qPrintable(poison.what));
+        QVERIFY2(poison.what.contains(QStringLiteral("3 failed deliveries")), qPrintable(poison.what));
+        QCOMPARE(after.kind, QString());
+        QCOMPARE(after.value, 5);
+        QCOMPARE(actor.deadLetterCount(), 1);
+        QCOMPARE(probe.inits.load(), 4); // three failures, three restarts
+        auto letters = actor.takeDeadLetters();
+        QCOMPARE(int(letters.size()), 1);
+        QCOMPARE(letters.front().reason, QStringLiteral("poison pill"));
+        QVERIFY((std::holds_alternative<stage::detail::ActorLetter<Poison, int>>(letters.front().value.letter)));
+        // A dead-lettered tell: no caller to fail; the actor serves on.
+        QCOMPARE(ref.tell(Poison{}), stage::SendStatus::Sent);
+        QCOMPARE(stage::waitFor(ref.ask(Add{1, 1}), 10s), 2);
+        QCOMPARE(actor.deadLetterCount(), 1);
+    }
+
+    void timeout_callersAndDefaultNameTheActorAndAreDroppedUnprocessed()
+    {
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        actor.setObjectName(QStringLiteral("calc"));
+        QSignalSpy timeoutChanged(&actor, &stage::ActorBase::askTimeoutChanged);
+        actor.setAskTimeout(150);
+        QCOMPARE(actor.askTimeout(), 150);
+        QCOMPARE(timeoutChanged.count(), 1);
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        Outcome slow;
+        Outcome callers;
+        Outcome byDefault;
+        recordAsk(ref, Slow{800, 1}, &slow, 10s);
+        QElapsedTimer timer;
+        timer.start();
+        recordAsk(ref, Add{1, 0}, &callers, 60ms);
+        recordAsk(ref, Add{2, 0}, &byDefault);
+        QTRY_VERIFY_WITH_TIMEOUT(callers.ends.load() == 1 && byDefault.ends.load() == 1, Timeout);
+        const qint64 elapsed = timer.elapsed();
+        QCOMPARE(callers.kind, QStringLiteral("timeout"));
+        QCOMPARE(callers.what, QStringLiteral("stage::Actor: actor 'calc' did not answer (anonymous namespace)::Add within 60 ms"));
+        QCOMPARE(byDefault.kind, QStringLiteral("timeout"));
+        QVERIFY2(byDefault.what.endsWith(QStringLiteral("within 150 ms")), qPrintable(byDefault.what));
+        QVERIFY2(elapsed < 790, qPrintable(QString::number(elapsed))); // not held up by the slow handler
+        QTRY_COMPARE_WITH_TIMEOUT(slow.ends.load(), 1, Timeout);
+        QCOMPARE(slow.value, 1);
+        QTRY_COMPARE_WITH_TIMEOUT(actor.expiredAsks(), qint64(2), Timeout);
+        QCOMPARE(probe.adds.load(), 0); // dropped when dequeued, not processed
+        QCOMPARE(stage::waitFor(ref.ask(Total{}), 10s), 0);
+    }
+
+    void selfAsk_failsFastWithInvalidOperation_data()
+    {
+        QTest::addColumn<bool>("future");
+        QTest::newRow("ask") << false;
+        QTest::newRow("askFuture") << true;
+    }
+    void selfAsk_failsFastWithInvalidOperation()
+    {
+        QFETCH(bool, future);
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        actor.setObjectName(QStringLiteral("calc"));
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        QElapsedTimer timer;
+        timer.start();
+        const QString result = stage::waitFor(ref.ask(AskSelf{future}, 10s), 20s);
+        QVERIFY2(result.startsWith(QStringLiteral("invalid after ")), qPrintable(result));
+        QVERIFY2(result.contains(QStringLiteral("actor 'calc' asked itself")), qPrintable(result));
+        QVERIFY2(timer.elapsed() < 2000, qPrintable(QString::number(timer.elapsed()))); // not the 5 s timeout
+        QCOMPARE(stage::waitFor(ref.ask(Add{1, 2}), 10s), 3); // still serving
+    }
+
+    void deferredReply_acrossTwoActorsOnDifferentThreads()
+    {
+        EventLog log;
+        stage::Actor<Doubler> doubler;
+        doubler.setThreadCount(1);
+        doubler.spawn([] { return 0; },
+                      [&log](int &, const Double &m) -> QCoro::Task<int> {
+                          co_await stage::sleep(200ms); // long enough for the front to serve a ping
+                          log.add(QStringLiteral("double"));
+                          co_return 2 * m.x;
+                      });
+        stage::Actor<Front> front;
+        front.setThreadCount(1);
+        auto doublerRef = doubler.ref();
+        std::atomic<QThread *> frontThread{nullptr};
+        std::atomic<QThread *> doublerThread{nullptr};
+        front.spawn([] { return 0; },
+                    [&, doublerRef](int &, Fetch &m, stage::Reply<int> &reply) {
+                        frontThread = QThread::currentThread();
+                        log.add(QStringLiteral("fetch"));
+                        // noreply: the handler returns at once; the answer comes later.
+                        answerLater(doublerRef, m.x, std::move(reply), &log);
+                    },
+                    [&log](int &pings, const Ping &) {
+                        log.add(QStringLiteral("ping"));
+                        return ++pings;
+                    });
+        auto frontRef = front.ref();
+        Outcome fetched;
+        Outcome pinged;
+        // Fetch first, then Ping: the ping is answered while the fetch waits for the doubler.
+        auto fetchTask = [](stage::ActorRef<Front> ref, Outcome *out) -> QCoro::Task<> {
+            try {
+                out->value = co_await ref.ask(Fetch{21});
+            } catch (...) {
+                out->kind = kindOf(std::current_exception(), &out->what);
+            }
+            out->ends.fetch_add(1);
+        };
+        auto pingTask = [](stage::ActorRef<Front> ref, Outcome *out) -> QCoro::Task<> {
+            try {
+                out->value = co_await ref.ask(Ping{});
+            } catch (...) {
+                out->kind = kindOf(std::current_exception(), &out->what);
+            }
+            out->ends.fetch_add(1);
+        };
+        fetchTask(frontRef, &fetched);
+        pingTask(frontRef, &pinged);
+        QTRY_VERIFY_WITH_TIMEOUT(fetched.ends.load() == 1 && pinged.ends.load() == 1, Timeout);
+        QCOMPARE(fetched.kind, QString());
+        QCOMPARE(fetched.value, 42);
+        QCOMPARE(pinged.value, 1);
+        QCOMPARE(log.events(),
+                 (QStringList{QStringLiteral("fetch"), QStringLiteral("ping"), QStringLiteral("double"),
+                              QStringLiteral("doubled")}));
+        QVERIFY(frontThread.load() != QThread::currentThread());
+        Q_UNUSED(doublerThread);
+    }
+
+    void ask_fromAnotherThread()
+    {
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        ScopedThread caller(QStringLiteral("caller"));
+        constexpr int kAsks = 200;
+        std::vector<std::unique_ptr<Outcome>> outcomes;
+        for (int i = 0; i < kAsks; ++i)
+            outcomes.push_back(std::make_unique<Outcome>());
+        QVERIFY(runOn(caller.get(), [&] {
+            for (int i = 0; i < kAsks; ++i)
+                recordAsk(ref, Add{i, i}, outcomes[i].get());
+        }));
+        QTRY_VERIFY_WITH_TIMEOUT(outcomes.back()->ends.load() == 1, Timeout);
+        for (int i = 0; i < kAsks; ++i) {
+            QCOMPARE(outcomes[i]->ends.load(), 1);
+            QCOMPARE(outcomes[i]->value, 2 * i);
+            QCOMPARE(outcomes[i]->thread, caller.get()); // resumed on the caller's thread
+        }
+        QCOMPARE(probe.handlerThread.load(), QThread::currentThread());
+    }
+
+    void askFuture_continuationRunsOnTheContextThread_data()
+    {
+        QTest::addColumn<bool>("contextElsewhere");
+        QTest::addColumn<int>("actorThreads");
+        QTest::newRow("context here, actor here") << false << 0;
+        QTest::newRow("context here, actor on its thread") << false << 1;
+        QTest::newRow("context elsewhere, actor on its thread") << true << 1;
+    }
+    void askFuture_continuationRunsOnTheContextThread()
+    {
+        QFETCH(bool, contextElsewhere);
+        QFETCH(int, actorThreads);
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        actor.setThreadCount(actorThreads);
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        ScopedThread contextThread(QStringLiteral("context"));
+        QObject here;
+        auto *elsewhere = new QObject;
+        elsewhere->moveToThread(contextThread.get());
+        QObject *context = contextElsewhere ? elsewhere : &here;
+        std::atomic<int> calls{0};
+        std::atomic<int> value{0};
+        std::atomic<QThread *> ranOn{nullptr};
+        QFuture<int> future = ref.askFuture(Add{40, 2});
+        QVERIFY(!future.isFinished()); // never inside the call
+        auto continued = stage::then(future, context, [&](int v) {
+            value = v;
+            ranOn = QThread::currentThread();
+            calls.fetch_add(1);
+        });
+        QVERIFY(spinUntil([&] { return calls.load() == 1 && continued.isFinished(); }));
+        QCOMPARE(value.load(), 42);
+        QCOMPARE(ranOn.load(), context->thread());
+        // A void reply, and Qt's own then(context, ...).
+        QFuture<void> reset = ref.askFuture(Reset{});
+        std::atomic<int> resets{0};
+        auto afterReset = reset.then(&here, [&] { resets.fetch_add(1); });
+        QVERIFY(spinUntil([&] { return afterReset.isFinished(); }));
+        QCOMPARE(resets.load(), 1);
+        QCOMPARE(stage::waitFor(ref.ask(Total{}), 10s), 0);
+        elsewhere->deleteLater();
+        QVERIFY(roundTrip(contextThread.get()));
+    }
+
+    void askFuture_failuresAreTyped()
+    {
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        actor.setObjectName(QStringLiteral("calc"));
+        actor.setBackoff(stage::Backoff::none());
+        actor.setMaxRedeliveries(0);
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        auto failureOf = [](auto future) {
+            QString what;
+            QString kind;
+            if (!spinUntil([&] { return future.isFinished(); }))
+                return QStringLiteral("unfinished");
+            try {
+                future.waitForFinished();
+                return QStringLiteral("value");
+            } catch (...) {
+                kind = kindOf(std::current_exception(), &what);
+            }
+            return kind + QStringLiteral(": ") + what;
+        };
+        QString poisoned = failureOf(ref.askFuture(Poison{}));
+        QVERIFY2(poisoned.startsWith(QStringLiteral("deadLettered: ")) && poisoned.contains(QStringLiteral("poison pill")),
+                 qPrintable(poisoned));
+        // A timeout names the actor, the message and the duration, as ask()'s does.
+        ref.tell(Slow{500, 1});
+        QString timedOut = failureOf(ref.askFuture(Add{1, 1}, 50ms));
+        QCOMPARE(timedOut, QStringLiteral("timeout: stage::Actor: actor 'calc' did not answer (anonymous namespace)::Add within 50 ms"));
+        QString zero = failureOf(ref.askFuture(Add{1, 1}, 0ms));
+        QVERIFY2(zero.startsWith(QStringLiteral("invalid: stage::ActorRef::askFuture: the timeout must be positive")),
+                 qPrintable(zero));
+        QString null = failureOf(stage::ActorRef<Calc>().askFuture(Add{1, 1}));
+        QVERIFY2(null.startsWith(QStringLiteral("invalid: stage::ActorRef::askFuture: the reference is null")),
+                 qPrintable(null));
+        QTRY_COMPARE_WITH_TIMEOUT(actor.expiredAsks(), qint64(1), Timeout);
+    }
+
+    void askBlocking_fromAStdThread()
+    {
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        actor.setObjectName(QStringLiteral("calc"));
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        constexpr int kAsks = 200;
+        std::atomic<int> right{0};
+        std::atomic<int> wrong{0};
+        QString timeoutWhat;
+        std::atomic<bool> finished{false};
+        std::thread caller([&] {
+            for (int i = 0; i < kAsks; ++i) {
+                try {
+                    if (ref.askBlocking(Add{i, 1}) == i + 1)
+                        right.fetch_add(1);
+                    else
+                        wrong.fetch_add(1);
+                } catch (...) {
+                    wrong.fetch_add(1);
+                }
+            }
+            ref.tell(Slow{400, 9});
+            try {
+                ref.askBlocking(Add{0, 0}, 50ms);
+            } catch (const stage::TimeoutError &e) {
+                timeoutWhat = QString::fromUtf8(e.what());
+            }
+            finished = true;
+        });
+        QVERIFY(spinUntil([&] { return finished.load(); }));
+        caller.join();
+        QCOMPARE(right.load(), kAsks);
+        QCOMPARE(wrong.load(), 0);
+        QCOMPARE(timeoutWhat, QStringLiteral("stage::Actor: actor 'calc' did not answer (anonymous namespace)::Add within 50 ms"));
+        // On the actor's own thread it would wait for itself.
+        QString what;
+        try {
+            ref.askBlocking(Total{});
+        } catch (...) {
+            QCOMPARE(kindOf(std::current_exception(), &what), QStringLiteral("invalid"));
+        }
+        QVERIFY2(what.contains(QStringLiteral("called on the thread of actor 'calc'")), qPrintable(what));
+    }
+
+    void badInput_isRefusedThroughTheDocumentedChannel()
+    {
+        // A null reference.
+        stage::ActorRef<Calc> null;
+        QVERIFY(null.isNull());
+        QTest::ignoreMessage(QtWarningMsg,
+                             "stage::ActorRef::tell: the reference is null (default-constructed); the message is dropped");
+        QCOMPARE(null.tell(Add{1, 1}), stage::SendStatus::Closed);
+        QString what;
+        try {
+            stage::waitFor(null.ask(Add{1, 1}), 10s);
+        } catch (...) {
+            QCOMPARE(kindOf(std::current_exception(), &what), QStringLiteral("invalid"));
+        }
+        QVERIFY2(what.startsWith(QStringLiteral("stage::ActorRef::ask: the reference is null")), qPrintable(what));
+        try {
+            null.askBlocking(Add{1, 1});
+        } catch (...) {
+            QCOMPARE(kindOf(std::current_exception(), &what), QStringLiteral("invalid"));
+        }
+        QVERIFY2(what.startsWith(QStringLiteral("stage::ActorRef::askBlocking: the reference is null")), qPrintable(what));
+
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        // A zero timeout.
+        try {
+            stage::waitFor(ref.ask(Add{1, 1}, 0ms), 10s);
+        } catch (...) {
+            QCOMPARE(kindOf(std::current_exception(), &what), QStringLiteral("invalid"));
+        }
+        QVERIFY2(what.contains(QStringLiteral("the timeout must be positive")), qPrintable(what));
+        // Setters.
+        QTest::ignoreMessage(QtWarningMsg, "Actor::setAskTimeout: the timeout must be >= 1 ms, got 0; ignored");
+        actor.setAskTimeout(0);
+        QCOMPARE(actor.askTimeout(), 5000);
+        QTest::ignoreMessage(QtWarningMsg, "Actor::setSize: an actor has exactly one worker, got 3; ignored");
+        actor.setSize(3);
+        QCOMPARE(actor.size(), 1);
+        QTest::ignoreMessage(QtWarningMsg, "Actor::setSize: an actor has exactly one worker, got 2; set back to 1");
+        QVERIFY(actor.setProperty("size", 2)); // through the meta-object (QML)
+        QCOMPARE(actor.size(), 1);
+        QTest::ignoreMessage(QtWarningMsg,
+                             "Group::spawn: the group already has a factory (one factory per group); ignored");
+        QVERIFY(!actor.spawn([] { return 0; }, [](int &, const Add &) { return 0; }, [](int &, const Total &) { return 0; },
+                             [](int &, const Reset &) {}, [](int &, const Poison &) { return 0; },
+                             [](int &, const FailOnce &) { return 0; }, [](int &, const Slow &) { return 0; },
+                             [](int &, const AskSelf &) { return QString(); }));
+        QCOMPARE(stage::waitFor(ref.ask(Add{1, 1}), 10s), 2); // unharmed
+    }
+
+    void destroyedActor_failsQueuedAsksAtOnceAndRefusesLaterOnes()
+    {
+        CalcProbe probe;
+        auto *actor = new stage::Actor<Calc>;
+        actor->setShutdownTimeout(2000);
+        spawnCalc(*actor, &probe);
+        auto ref = actor->ref();
+        Outcome slow;
+        Outcome queued;
+        recordAsk(ref, Slow{5000, 1}, &slow, 20s);
+        recordAsk(ref, Add{1, 1}, &queued, 20s);
+        QTRY_COMPARE_WITH_TIMEOUT(probe.slowEntered.load(), 1, Timeout);
+        QElapsedTimer timer;
+        timer.start();
+        delete actor;
+        QTRY_VERIFY_WITH_TIMEOUT(slow.ends.load() == 1 && queued.ends.load() == 1, Timeout);
+        QVERIFY2(timer.elapsed() < 3000, qPrintable(QString::number(timer.elapsed()))); // not their timeouts
+        QCOMPARE(slow.kind, QStringLiteral("broken"));
+        QCOMPARE(queued.kind, QStringLiteral("broken"));
+        QCOMPARE(ref.tell(Add{1, 1}), stage::SendStatus::Closed);
+        Outcome later;
+        recordAsk(ref, Add{1, 1}, &later);
+        QTRY_COMPARE_WITH_TIMEOUT(later.ends.load(), 1, Timeout);
+        QCOMPARE(later.kind, QStringLiteral("closed"));
+    }
+
+    void supervised_restartedBySupervisorKeepsItsAddress()
+    {
+        CalcProbe probe;
+        stage::Supervisor supervisor;
+        supervisor.setBackoff(stage::Backoff::none());
+        supervisor.setMaxRestarts(10);
+        auto *actor = new stage::Actor<Calc>;
+        actor->setObjectName(QStringLiteral("calc"));
+        QVERIFY(supervisor.addChild(actor));
+        spawnCalc(*actor, &probe);
+        QVERIFY(supervisor.start());
+        auto ref = actor->ref();
+        QCOMPARE(stage::waitFor(ref.ask(Add{1, 2}), 10s), 3);
+        Outcome failing;
+        recordAsk(ref, FailOnce{1}, &failing);
+        QTRY_COMPARE_WITH_TIMEOUT(failing.ends.load(), 1, Timeout);
+        QCOMPARE(failing.value, 1); // answered by the incarnation the supervisor started
+        QCOMPARE(probe.inits.load(), 2);
+        QCOMPARE(supervisor.restarts(), qint64(1));
+        QCOMPARE(stage::waitFor(ref.ask(Total{}), 10s), 0); // fresh state
+        QCOMPARE(actor->statistics().failed, qint64(1));
+        QVERIFY(actor->statistics().isConsistent());
+        stage::waitFor(supervisor.shutdown());
+    }
+};
+
+QTEST_GUILESS_MAIN(tst_Actor)
+#include "tst_actor.moc"
