@@ -20,6 +20,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <ctime>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -247,6 +248,31 @@ STAGE_EXPORT std::exception_ptr askRefusal(const ActorShared *shared, std::chron
                                                const std::type_info &message, std::chrono::milliseconds timeout);
 STAGE_EXPORT void warnNullActorRef(const char *function);
 STAGE_EXPORT void warnUnanswered(const ActorShared *shared, const std::type_info &message);
+
+/* The cheap look before askRefusal(): false when the ask can certainly be made. */
+inline bool mayRefuse(const ActorShared *shared, std::chrono::milliseconds timeout) noexcept
+{
+    if (!shared || timeout.count() == 0)
+        return true;
+    Worker *running = shared->worker.load(std::memory_order_acquire);
+    return running && Worker::current() == running;
+}
+
+/*
+    Now, from the coarse monotonic clock (the same clock as steady_clock's, a few ms behind it,
+    several times cheaper to read): the actor's look at an ask's deadline, once per message. Being
+    behind, it never finds a deadline passed before it has.
+*/
+inline ActorClock::time_point coarseNow() noexcept
+{
+#if defined(CLOCK_MONOTONIC_COARSE)
+    timespec now;
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &now) == 0)
+        return ActorClock::time_point(std::chrono::duration_cast<ActorClock::duration>(
+            std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec)));
+#endif
+    return ActorClock::now();
+}
 
 /* Makes the remaining time of an ask, rounded up, never negative. */
 inline std::chrono::milliseconds remainingUntil(ActorClock::time_point deadline)
@@ -491,7 +517,7 @@ std::optional<QCoro::Task<>> dispatchLetter(State &state, typename ProtocolTrait
 {
     std::optional<QCoro::Task<>> task;
     const std::size_t index = letters.index();
-    ((index == I ? (task = handleLetter<P, I>(state, letters, handlers, shared), true) : false) || ...);
+    (void)((index == I ? (task = handleLetter<P, I>(state, letters, handlers, shared), true) : false) || ...);
     return task;
 }
 
@@ -514,7 +540,7 @@ QCoro::Task<> actorRun(Worker &worker, Mailbox<ActorEnvelope<P>> mailbox, std::s
             co_return; // the actor was destroyed: nothing more will come
         }
         ActorEnvelope<P> &envelope = **delivery;
-        if (envelope.deadline != ActorClock::time_point::max() && ActorClock::now() >= envelope.deadline) {
+        if (envelope.deadline != ActorClock::time_point::max() && coarseNow() >= envelope.deadline) {
             // Its caller has timed out: dropped unprocessed (acknowledged), counted.
             std::visit([](auto &letter) {
                 if (letter.reply)
@@ -680,8 +706,9 @@ public:
                       "stage::ActorRef::ask: the actor does not handle this message type (it is not in its "
                       "stage::Protocol)");
         using R = typename detail::ActorReplyOf<P, M>::type;
-        std::exception_ptr refused =
-            detail::askRefusal(m_shared.get(), timeout, "ActorRef::ask", typeid(M), false);
+        std::exception_ptr refused;
+        if (detail::mayRefuse(m_shared.get(), timeout))
+            refused = detail::askRefusal(m_shared.get(), timeout, "ActorRef::ask", typeid(M), false);
         return runAsk<M, R>(m_mailbox ? *m_mailbox : Mailbox<Envelope>(), m_shared, std::move(message), timeout,
                             std::move(refused));
     }
@@ -711,8 +738,9 @@ public:
                       "its stage::Protocol)");
         using R = typename detail::ActorReplyOf<P, M>::type;
         using S = detail::ActorStored<R>;
-        std::exception_ptr refused =
-            detail::askRefusal(m_shared.get(), timeout, "ActorRef::askFuture", typeid(M), false);
+        std::exception_ptr refused;
+        if (detail::mayRefuse(m_shared.get(), timeout))
+            refused = detail::askRefusal(m_shared.get(), timeout, "ActorRef::askFuture", typeid(M), false);
         const std::chrono::milliseconds effective =
             m_shared ? m_shared->effectiveTimeout(timeout) : std::chrono::milliseconds(1);
         const auto deadline = detail::deadlineAfter(effective);
@@ -797,14 +825,18 @@ private:
         auto replyPair = makeReply<S>();
         ReplyReceiver<S> answer = std::move(replyPair.second);
         Envelope envelope = Envelope::template make<M, R>(std::move(message), std::move(replyPair.first), deadline);
-        co_await mailbox.send(std::move(envelope)); // no suspension while there is room
+        std::chrono::milliseconds wait = effective;
+        if (mailbox.trySend(std::move(envelope)) != SendStatus::Sent) { // moved from only when Sent
+            co_await mailbox.send(std::move(envelope)); // full: waits for room; closed: MailboxClosed
+            wait = detail::remainingUntil(deadline);
+        }
         std::exception_ptr error;
         try {
             if constexpr (std::is_void_v<R>) {
-                co_await answer.wait(detail::remainingUntil(deadline));
+                co_await answer.wait(wait);
                 co_return;
             } else {
-                co_return co_await answer.wait(detail::remainingUntil(deadline));
+                co_return co_await answer.wait(wait);
             }
         } catch (const Cancelled &) {
             throw;
