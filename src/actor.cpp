@@ -59,6 +59,30 @@ void ActorShared::noteExpired() noexcept
     }
 }
 
+QMetaObject::Connection ActorShared::connectDown(QObject *context, std::function<void(const QString &)> callback)
+{
+    std::lock_guard lock(m_mutex); // the node cannot be destroyed meanwhile (~ActorBase takes it)
+    if (!m_node)
+        return {};
+    return QObject::connect(m_node, &ActorBase::down, context, std::move(callback));
+}
+
+QMetaObject::Connection monitorActor(ActorShared *shared, QObject *context, std::function<void(const QString &)> callback)
+{
+    if (!shared) {
+        qCWarning(lcStageActor, "stage::monitor: the reference is null (default-constructed); nothing is monitored");
+        return {};
+    }
+    if (!context) {
+        qCWarning(lcStageActor, "stage::monitor: the context is null; nothing is monitored");
+        return {};
+    }
+    QMetaObject::Connection connection = shared->connectDown(context, std::move(callback));
+    if (!connection)
+        qCWarning(lcStageActor, "stage::monitor: the actor has been destroyed; nothing is monitored");
+    return connection;
+}
+
 AskExpired::AskExpired() : BrokenReply("stage::Actor: the ask was dropped unprocessed: its caller's timeout had passed")
 {}
 
@@ -143,6 +167,11 @@ ActorBase::ActorBase(QObject *parent) : Group(parent), m_shared(std::make_shared
     m_shared->setNode(this, this);
     m_shared->homeThread.store(thread(), std::memory_order_release);
     connect(this, &QObject::objectNameChanged, this, [this](const QString &name) { m_shared->setName(name); });
+    // Once per failed run, with its reason, before the restart is decided.
+    connect(this, &Group::workerFinished, this, [this](const WorkerExit &exit) {
+        if (exit.isFailure())
+            Q_EMIT down(exit.reason);
+    });
     // A group of one: a size set through the meta-object (QML) is put back too.
     connect(this, &Group::sizeChanged, this, [this](int size) {
         if (size != 1) {
@@ -154,6 +183,10 @@ ActorBase::ActorBase(QObject *parent) : Group(parent), m_shared(std::make_shared
 
 ActorBase::~ActorBase()
 {
+    // The group stops its worker after this (~Group): its end must not reach the lambdas above,
+    // whose object is half destroyed by then.
+    disconnect(this, nullptr, this, nullptr);
+    Q_EMIT down(QStringLiteral("destroyed"));
     m_shared->setNode(nullptr, nullptr);
 }
 

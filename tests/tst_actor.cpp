@@ -737,6 +737,57 @@ private Q_SLOTS:
         QVERIFY(actor->statistics().isConsistent());
         stage::waitFor(supervisor.shutdown());
     }
+
+    void monitor_firesOncePerFailureWithTheReason()
+    {
+        CalcProbe probe;
+        auto *actor = new stage::Actor<Calc>;
+        actor->setBackoff(stage::Backoff::none());
+        spawnCalc(*actor, &probe);
+        auto ref = actor->ref();
+        ScopedThread watcherThread(QStringLiteral("watcher"));
+        QObject here;
+        auto *elsewhere = new QObject;
+        elsewhere->moveToThread(watcherThread.get());
+        EventLog seenHere;
+        EventLog seenElsewhere;
+        std::atomic<QThread *> elsewhereRanOn{nullptr};
+        QVERIFY(stage::monitor(ref, &here, [&](const QString &reason) { seenHere.add(reason); }));
+        QVERIFY(stage::monitor(ref, elsewhere, [&](const QString &reason) {
+            elsewhereRanOn = QThread::currentThread();
+            seenElsewhere.add(reason);
+        }));
+        QSignalSpy down(actor, &stage::ActorBase::down);
+        QCOMPARE(stage::waitFor(ref.ask(Add{1, 1}), 10s), 2); // no failure, no down
+        QCOMPARE(stage::waitFor(ref.ask(FailOnce{1}), 10s), 1);
+        QCOMPARE(stage::waitFor(ref.ask(FailOnce{2}), 10s), 2);
+        QTRY_COMPARE_WITH_TIMEOUT(seenElsewhere.events().size(), 2, Timeout);
+        const QStringList expected{QStringLiteral("failing once on 1"), QStringLiteral("failing once on 2")};
+        QCOMPARE(seenHere.events(), expected);
+        QCOMPARE(seenElsewhere.events(), expected);
+        QCOMPARE(elsewhereRanOn.load(), watcherThread.get());
+        QCOMPARE(down.count(), 2);
+        // A restart asked for is not a failure.
+        QVERIFY(actor->restart());
+        QCOMPARE(stage::waitFor(ref.ask(Total{}), 10s), 0);
+        QVERIFY(roundTrip(watcherThread.get()));
+        QCOMPARE(seenHere.events().size(), 2);
+        // Destroyed: one last down.
+        delete actor;
+        QCOMPARE(seenHere.events().size(), 3);
+        QCOMPARE(seenHere.events().last(), QStringLiteral("destroyed"));
+        QTRY_COMPARE_WITH_TIMEOUT(seenElsewhere.events().size(), 3, Timeout);
+        // Bad input.
+        QTest::ignoreMessage(QtWarningMsg, "stage::monitor: the actor has been destroyed; nothing is monitored");
+        QVERIFY(!stage::monitor(ref, &here, [](const QString &) {}));
+        QTest::ignoreMessage(QtWarningMsg, "stage::monitor: the reference is null (default-constructed); nothing is monitored");
+        QVERIFY(!stage::monitor(stage::ActorRef<Calc>(), &here, [](const QString &) {}));
+        stage::Actor<Calc> alive;
+        QTest::ignoreMessage(QtWarningMsg, "stage::monitor: the context is null; nothing is monitored");
+        QVERIFY(!stage::monitor(alive.ref(), nullptr, [](const QString &) {}));
+        elsewhere->deleteLater();
+        QVERIFY(roundTrip(watcherThread.get()));
+    }
 };
 
 QTEST_GUILESS_MAIN(tst_Actor)

@@ -200,6 +200,8 @@ public:
     }
     /* The actor's QObject thread, or null once it is gone. */
     QThread *nodeThread() const;
+    /* Connects the actor's down() to \a callback on \a context; invalid if the actor is gone. */
+    QMetaObject::Connection connectDown(QObject *context, std::function<void(const QString &)> callback);
 
     std::chrono::milliseconds askTimeout() const noexcept
     {
@@ -273,6 +275,17 @@ inline ActorClock::time_point coarseNow() noexcept
 #endif
     return ActorClock::now();
 }
+
+STAGE_EXPORT QMetaObject::Connection monitorActor(ActorShared *shared, QObject *context,
+                                                 std::function<void(const QString &)> callback);
+struct ActorRefAccess
+{
+    template<typename Ref>
+    static ActorShared *shared(const Ref &ref) noexcept
+    {
+        return ref.m_shared.get();
+    }
+};
 
 /* Makes the remaining time of an ask, rounded up, never negative. */
 inline std::chrono::milliseconds remainingUntil(ActorClock::time_point deadline)
@@ -809,6 +822,7 @@ public:
 private:
     template<typename>
     friend class Actor;
+    friend struct detail::ActorRefAccess;
     ActorRef(Mailbox<Envelope> mailbox, std::shared_ptr<detail::ActorShared> shared)
         : m_mailbox(std::move(mailbox)), m_shared(std::move(shared))
     {}
@@ -884,6 +898,14 @@ public:
 
 Q_SIGNALS:
     void askTimeoutChanged(int milliseconds);
+    /*!
+        The actor went down: emitted once per failed run (a handler or init threw, or the run was
+        abandoned), with the failure's reason (the exception's what()), before the restart is
+        decided; and once with "destroyed" when the actor is destroyed. Not for a stop or a
+        restart asked for (they lose nothing: see stopped() and stateChanged()).
+        Thread: the actor's QObject thread. See stage::monitor() to watch it through a reference.
+    */
+    void down(const QString &reason);
 
 protected:
     explicit ActorBase(QObject *parent = nullptr);
@@ -1034,5 +1056,32 @@ private:
 
     Mailbox<Envelope> m_mailbox;
 };
+
+/*!
+    Monitors the actor behind \a ref: \a callback(reason) runs on \a context's thread each time
+    the actor goes down (ActorBase::down(): once per failed run, with the failure's what(), and
+    once with "destroyed"). The reference survives restarts, and so does the monitor: one
+    connection for the actor's whole life.
+
+    \code
+    stage::monitor(adder, this, [this](const QString &reason) { log(reason); });
+    \endcode
+
+    Thread: call it from any thread; \a callback runs on \a context's thread (queued there when
+    the actor lives on another thread). Returns the connection (QObject::disconnect() ends the
+    monitor; so does destroying \a context or the actor).
+    What is lost: nothing is replayed: a failure before the call is not reported. A queued call
+    whose context is destroyed meanwhile is dropped.
+    Bad input: a null \a ref, a null \a context, or an actor destroyed already: a warning under
+    stage.actor and an invalid connection.
+*/
+template<typename P, typename F>
+QMetaObject::Connection monitor(const ActorRef<P> &ref, QObject *context, F &&callback)
+{
+    static_assert(std::is_invocable_v<std::decay_t<F> &, const QString &>,
+                  "stage::monitor: the callback takes the reason (const QString &)");
+    return detail::monitorActor(detail::ActorRefAccess::shared(ref), context,
+                                std::function<void(const QString &)>(std::forward<F>(callback)));
+}
 
 } // namespace stage
