@@ -1,0 +1,338 @@
+#pragma once
+
+// Stage::Process: crash isolation. A ProcessGroup's workers are child processes (the app's own
+// binary run again), fed from a mailbox that stays in the parent. Link Stage::Process to use it.
+
+#include <stage/group.h>
+#include <stage/mailbox.h>
+
+#include <QtCore/QByteArray>
+#include <QtCore/QDataStream>
+#include <QtCore/QIODevice>
+#include <QtCore/QString>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+
+#if defined(STAGE_STATIC)
+#  define STAGE_PROCESS_EXPORT
+#elif defined(STAGE_BUILDING_PROCESS)
+#  define STAGE_PROCESS_EXPORT Q_DECL_EXPORT
+#else
+#  define STAGE_PROCESS_EXPORT Q_DECL_IMPORT
+#endif
+
+namespace stage {
+
+/*! Log category of process groups and child processes: \c stage.process. */
+STAGE_PROCESS_EXPORT const QLoggingCategory &lcProcess();
+
+/*!
+    Thrown in a child process by the typed entry points (registerProcessEntry<T>()) when a
+    message cannot be decoded as T. Like any exception escaping an entry point, it fails the
+    child: the parent reports "entry point threw: ..." and redelivers what the child held.
+*/
+class STAGE_PROCESS_EXPORT ProcessMessageError : public std::runtime_error
+{
+public:
+    using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+
+template<typename T>
+concept ProcessSerializable = std::is_same_v<T, QByteArray>
+    || requires(QDataStream &stream, const T &in, T &out) {
+           stream << in;
+           stream >> out;
+       };
+
+template<typename T>
+QByteArray encodeProcessMessage(const T &value)
+{
+    if constexpr (std::is_same_v<T, QByteArray>) {
+        return value;
+    } else {
+        QByteArray bytes;
+        QDataStream stream(&bytes, QIODevice::WriteOnly);
+        stream << value;
+        return bytes;
+    }
+}
+
+template<typename T>
+T decodeProcessMessage(const QByteArray &bytes)
+{
+    if constexpr (std::is_same_v<T, QByteArray>) {
+        return bytes;
+    } else {
+        T value{};
+        QDataStream stream(bytes);
+        stream >> value;
+        if (stream.status() != QDataStream::Ok || !stream.atEnd())
+            throw ProcessMessageError("stage::ProcessGroup: the message does not decode as its type");
+        return value;
+    }
+}
+
+/* One message a child holds: the parent's delivery, encoded. Not API. */
+class STAGE_PROCESS_EXPORT HeldMessage
+{
+public:
+    virtual ~HeldMessage();
+    /* Acknowledges the delivery (the child said it processed it). */
+    virtual void ack() = 0;
+    /* Consumers that failed while holding it before (a crashed, killed or hung child). */
+    virtual int failures() const = 0;
+    virtual int previousDeliveries() const = 0;
+    QByteArray payload;
+};
+
+/* The mailbox side of a ProcessGroup, type-erased. Not API. */
+class STAGE_PROCESS_EXPORT MessageSource
+{
+public:
+    virtual ~MessageSource();
+    /* The next message if one is queued now (a Delivery taken by the calling worker). */
+    virtual std::unique_ptr<HeldMessage> tryTake() = 0;
+    /* Closed and nothing left to take. */
+    virtual bool isDrained() const = 0;
+    virtual MailboxBase *object() const = 0;
+};
+
+template<typename T>
+class HeldDelivery final : public HeldMessage
+{
+public:
+    explicit HeldDelivery(Delivery<T> &&delivery) : m_delivery(std::move(delivery))
+    {
+        payload = encodeProcessMessage<T>(*m_delivery);
+    }
+    // Destroyed while the worker that took it unwinds: the Delivery puts the message back (a
+    // failure of that worker counts against it; a stop does not). Destroyed otherwise only
+    // after ack().
+    void ack() override { m_delivery.ack(); }
+    int failures() const override { return m_delivery.failures(); }
+    int previousDeliveries() const override { return m_delivery.previousDeliveries(); }
+
+private:
+    Delivery<T> m_delivery;
+};
+
+template<typename T>
+class MailboxSource final : public MessageSource
+{
+public:
+    explicit MailboxSource(Mailbox<T> mailbox) : m_mailbox(std::move(mailbox)) {}
+    std::unique_ptr<HeldMessage> tryTake() override
+    {
+        auto delivery = m_mailbox.tryReceive();
+        if (!delivery)
+            return nullptr;
+        return std::make_unique<HeldDelivery<T>>(std::move(*delivery));
+    }
+    bool isDrained() const override { return m_mailbox.isClosed() && m_mailbox.count() == 0; }
+    MailboxBase *object() const override { return m_mailbox.object(); }
+
+private:
+    Mailbox<T> m_mailbox;
+};
+
+} // namespace detail
+
+/*!
+    The body of a child process for one message, run on the child's main thread, from its event
+    loop. Returning normally acknowledges the message (the parent hears it after the handler
+    returns); throwing fails the child (it reports the exception's what() and exits), and the
+    parent redelivers what the child held. A crash (a signal, abort(), running out of memory)
+    fails the child the same way, with "killed by signal N" as the reason.
+*/
+using ProcessHandler = std::function<void(const QByteArray &message)>;
+
+/*!
+    Registers \a handler as the entry point \a name, in every process of the app (the parent
+    checks names in ProcessGroup::spawn(); the child runs the handler). Call it before
+    runChildProcess() at the top of main(), or from a static initializer.
+    Thread: any, before the first ProcessGroup starts. Returns false, with a warning, for an
+    empty name, an empty handler or a name registered already.
+*/
+STAGE_PROCESS_EXPORT bool registerProcessEntry(const QString &name, ProcessHandler handler);
+
+/*!
+    As above for messages of type \a T (a stage::Mailbox<T> feeds the group): each message is
+    decoded from its QDataStream form and handed to \a handler as \c const T &. A message that
+    does not decode fails the child (ProcessMessageError).
+*/
+template<typename T, typename F>
+bool registerProcessEntry(const QString &name, F handler)
+{
+    static_assert(detail::ProcessSerializable<T>,
+                  "stage::registerProcessEntry<T>: T needs QDataStream operators << and >> (or be QByteArray)");
+    return registerProcessEntry(name, ProcessHandler([h = std::move(handler)](const QByteArray &bytes) {
+                                    const T value = detail::decodeProcessMessage<T>(bytes);
+                                    h(value);
+                                }));
+}
+
+/*! True if \a name was registered with registerProcessEntry(). Thread: any. */
+STAGE_PROCESS_EXPORT bool isProcessEntryRegistered(const QString &name);
+
+/*!
+    Call this first in main(): \code if (auto code = stage::runChildProcess(argc, argv)) return *code; \endcode
+
+    In the parent (no \c --stage-process=<entry> argument) it returns std::nullopt at once and
+    does nothing else. In a child started by a ProcessGroup it runs the entry point: it makes
+    sure the child dies with its parent (Linux: PR_SET_PDEATHSIG, then a check that the parent
+    is still the one that started it), creates the QCoreApplication, connects to the parent,
+    presents its secret, and handles messages until the parent asks it to stop or goes away. It
+    returns the process's exit code: 0 after a stop or when the parent went away, 70 after the
+    entry point threw, 127 for an unknown entry point, 2 when started by hand (no parent, no
+    secret). Thread: the main thread, before any QCoreApplication exists.
+*/
+STAGE_PROCESS_EXPORT std::optional<int> runChildProcess(int &argc, char **argv);
+
+class ProcessGroupShared;
+
+/*!
+    A group whose workers are child processes: code that may crash (a codec, a renderer, a
+    device SDK) runs in its own process, and a segfault fails one worker instead of the app.
+
+    \code
+    // main.cpp
+    int main(int argc, char **argv)
+    {
+        stage::registerProcessEntry<Page>(QStringLiteral("render"), [](const Page &page) {
+            renderWithThirdPartyLibrary(page); // may segfault
+        });
+        if (auto code = stage::runChildProcess(argc, argv)) // in a child: runs "render", exits
+            return *code;
+        QApplication app(argc, argv);
+        stage::Mailbox<Page> pages(256);
+        stage::ProcessGroup renderers;
+        renderers.setSize(2);
+        renderers.setHeartbeatTimeout(5000);
+        renderers.spawn(QStringLiteral("render"), pages); // 2 child processes
+        ...
+    }
+    \endcode
+
+    A ProcessGroup is a stage::Group (a Node: state, statistics, restart type, backoff, restart
+    intensity, shutdownTimeout, a supervisor's child, shown in SupervisionTreeModel) in which
+    each worker run is one child process: the app's own binary
+    (QCoreApplication::applicationFilePath()) run again with \c --stage-process=<entry>.
+    A child that crashes, exits, drops its connection, hangs or never connects ends its worker
+    run as a failure whose reason says how ("killed by signal 11", "exit code 3", "missed
+    heartbeat (...)", "did not connect within 10000 ms", "protocol error: ..."), and the group
+    restarts it (a new process) by its policy, or gives up and escalates like any group.
+
+    Delivery: the mailbox stays in the parent and is the source of truth. The group takes
+    messages from it and sends each to a child over a local socket; a message is acknowledged
+    only when the child says it processed it. Whatever a child held when it failed goes back to
+    the front of the mailbox, counted as a failure of the message; after more than
+    Mailbox::maxRedeliveries() failures it goes to the dead letters with the child's reason.
+    A message that failed before is sent alone to a child holding nothing else, so one poison
+    message cannot take the messages around it to the dead letters. At-least-once: a message a
+    child processed but had not acknowledged when it died is processed again.
+    What is lost: nothing in the mailbox. A message held at a stop (shutdown, resize, a
+    supervisor's restart) goes back uncounted, and the child that held it may still have
+    processed it (a duplicate).
+
+    Detection: a crash (a signal, an exit, the connection dropped: the reason waits for the exit
+    status, at most shutdownTimeout()); a hang: with heartbeatTimeout() > 0 the child sends a
+    heartbeat from its own event loop every heartbeatTimeout()/4 ms, and a child that sends
+    nothing (no heartbeat, no acknowledgement) for heartbeatTimeout() ms is failed ("missed
+    heartbeat"), sent SIGTERM, and SIGKILL after shutdownTimeout(); a child that has not
+    connected and presented its secret within connectTimeout() ms is failed and killed.
+    Children die with the parent (PR_SET_PDEATHSIG, set between fork and exec and again in the
+    child; note that Linux sends it when the thread that started the child ends, so keep a
+    ProcessGroup on a thread that lives as long as it).
+
+    Stopping: a stopped worker (shutdown(), a resize, a supervisor) asks its child to exit (it
+    finishes the message it is handling) and kills it if it has not exited shutdownTimeout() ms
+    later. The group's stopped() may come before its last child has exited; processCount()
+    falls to 0 when it has. Destroying the group waits (blocking, at most shutdownTimeout())
+    for every child and kills the rest: no child is left behind.
+
+    Security: the socket is a QLocalServer with owner-only access (UserAccessOption) under an
+    unguessable name (128 random bits), in $XDG_RUNTIME_DIR if set. Each child gets a 256-bit
+    secret in its environment (not in argv) and must present it first; on Linux its pid is
+    checked too (SO_PEERCRED). A connection that does not is dropped and logged (a warning under
+    stage.process), counted in refusedConnections(), and gets nothing. Every frame from a child
+    is checked (length at most maxFrameSize(), a known type, the exact size of that type, an
+    acknowledgement of something it holds) before anything is decoded; a child breaking the
+    protocol is failed ("protocol error: ...") and killed, never the parent.
+
+    Defaults (besides Group's): maxInFlight 1, connectTimeout 10000 ms, maxFrameSize 16 MiB,
+    heartbeatTimeout 0 (no hang detection).
+
+    Thread: like Group, used from its own thread; children are started from it. Errors: misuse
+    (an unregistered entry point, spawn twice) is refused with a warning and returns false.
+*/
+class STAGE_PROCESS_EXPORT ProcessGroup : public stage::Group
+{
+    Q_OBJECT
+    Q_PROPERTY(QString entryPoint READ entryPoint CONSTANT)
+    Q_PROPERTY(int maxInFlight READ maxInFlight WRITE setMaxInFlight NOTIFY maxInFlightChanged)
+    Q_PROPERTY(int connectTimeout READ connectTimeout WRITE setConnectTimeout NOTIFY connectTimeoutChanged)
+    Q_PROPERTY(int maxFrameSize READ maxFrameSize WRITE setMaxFrameSize NOTIFY maxFrameSizeChanged)
+    Q_PROPERTY(int processCount READ processCount NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 refusedConnections READ refusedConnections NOTIFY statisticsChanged)
+    Q_PROPERTY(qint64 processedMessages READ processedMessages NOTIFY statisticsChanged)
+
+public:
+    explicit ProcessGroup(QObject *parent = nullptr);
+    /*! Shuts the group down, then waits (blocking) at most shutdownTimeout() for its children and kills the rest. */
+    ~ProcessGroup() override;
+
+    /*!
+        Starts size() children running entry point \a entryPoint, fed from \a mailbox (T with
+        QDataStream operators, or QByteArray: anything else does not compile). Returns false,
+        with a warning, for an entry point not registered in this process, a second spawn(), or
+        after shutdown (as Group::spawn()). Under a supervisor that does not run yet, the group
+        waits to be started. Thread: the group's.
+    */
+    template<typename T>
+    bool spawn(const QString &entryPoint, const Mailbox<T> &mailbox)
+    {
+        static_assert(detail::ProcessSerializable<T>,
+                      "stage::ProcessGroup::spawn: T needs QDataStream operators << and >> (or be QByteArray)");
+        return spawnSource(entryPoint, std::make_shared<detail::MailboxSource<T>>(mailbox), mailbox.object());
+    }
+
+    QString entryPoint() const;
+    /*! Messages a child may hold unacknowledged (>= 1; default 1). Raise it for throughput. */
+    int maxInFlight() const;
+    void setMaxInFlight(int count);
+    /*! How long a child has to connect and present its secret, in ms (> 0; default 10000). */
+    int connectTimeout() const;
+    void setConnectTimeout(int milliseconds);
+    /*! The largest frame a child may send, in bytes (>= 1024; default 16 MiB). */
+    int maxFrameSize() const;
+    void setMaxFrameSize(int bytes);
+
+    /*! Child processes alive now, including those asked to exit that have not yet. */
+    int processCount() const;
+    /*! Connections dropped because they did not present a child's secret. */
+    qint64 refusedConnections() const;
+    /*! Messages the children acknowledged. */
+    qint64 processedMessages() const;
+    /*! The local server's full name (diagnostics); empty before the first spawn(). */
+    QString serverName() const;
+
+Q_SIGNALS:
+    void maxInFlightChanged(int count);
+    void connectTimeoutChanged(int milliseconds);
+    void maxFrameSizeChanged(int bytes);
+
+private:
+    friend class ProcessGroupShared;
+    bool spawnSource(const QString &entryPoint, std::shared_ptr<detail::MessageSource> source, MailboxBase *object);
+    void noteStatistics();
+
+    std::shared_ptr<ProcessGroupShared> s;
+};
+
+} // namespace stage

@@ -1,0 +1,265 @@
+// The child side of a ProcessGroup: the entry-point registry and runChildProcess().
+
+#include "processprotocol_p.h"
+
+#include <stage/processgroup.h>
+
+#include <QtCore/QCoreApplication>
+#include <QtCore/QHash>
+#include <QtCore/QMutex>
+#include <QtCore/QPointer>
+#include <QtCore/QTimer>
+#include <QtNetwork/QLocalSocket>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#ifdef Q_OS_LINUX
+#  include <signal.h>
+#  include <sys/prctl.h>
+#endif
+#include <unistd.h>
+
+Q_LOGGING_CATEGORY(lcStageProcess, "stage.process", QtInfoMsg)
+
+namespace stage {
+
+const QLoggingCategory &lcProcess()
+{
+    return lcStageProcess();
+}
+
+namespace detail {
+HeldMessage::~HeldMessage() = default;
+MessageSource::~MessageSource() = default;
+} // namespace detail
+
+namespace {
+
+struct Registry
+{
+    QMutex mutex;
+    QHash<QString, ProcessHandler> entries;
+};
+
+Registry &registry()
+{
+    static Registry r;
+    return r;
+}
+
+QPointer<QLocalSocket> g_channel;
+
+using namespace detail::process;
+
+/* The child's loop: frames in, handler calls, acknowledgements out. */
+class ChildRuntime : public QObject
+{
+public:
+    ChildRuntime(ProcessHandler handler, QLocalSocket *socket, int heartbeatMs)
+        : m_handler(std::move(handler)), m_socket(socket)
+    {
+        connect(m_socket, &QLocalSocket::readyRead, this, &ChildRuntime::readFrames);
+        connect(m_socket, &QLocalSocket::disconnected, this, [this] { finish(ExitStopped); });
+        if (heartbeatMs > 0) {
+            m_heartbeat.setInterval(std::max(10, heartbeatMs / 4));
+            connect(&m_heartbeat, &QTimer::timeout, this, [this] {
+                QByteArray out;
+                appendEmpty(out, Frame::Heartbeat);
+                m_socket->write(out);
+                m_socket->flush();
+            });
+            m_heartbeat.start();
+        }
+    }
+
+    int exitCode = ExitStopped;
+
+private:
+    void finish(int code)
+    {
+        if (m_finished)
+            return;
+        m_finished = true;
+        exitCode = code;
+        m_heartbeat.stop();
+        QCoreApplication::exit(code);
+    }
+
+    void readFrames()
+    {
+        if (m_finished)
+            return;
+        m_input += m_socket->readAll();
+        qsizetype pos = 0;
+        quint64 lastDone = 0;
+        while (!m_finished && m_input.size() - pos >= kHeaderSize + 1) {
+            const quint32 length = qFromBigEndian<quint32>(m_input.constData() + pos);
+            if (length < 1 || length > kChildMaxFrame) {
+                std::fprintf(stderr, "stage: child: bad frame length %u from the parent\n", length);
+                finish(ExitUsage);
+                return;
+            }
+            if (m_input.size() - pos < kHeaderSize + qsizetype(length))
+                break;
+            const char *body = m_input.constData() + pos + kHeaderSize + 1;
+            const auto type = Frame(quint8(m_input.at(pos + kHeaderSize)));
+            const qsizetype bodySize = qsizetype(length) - 1;
+            pos += kHeaderSize + length;
+            if (type == Frame::Stop) {
+                finish(ExitStopped);
+                break;
+            }
+            if (type != Frame::Deliver || bodySize < 12) {
+                std::fprintf(stderr, "stage: child: bad frame from the parent\n");
+                finish(ExitUsage);
+                return;
+            }
+            const quint64 id = qFromBigEndian<quint64>(body);
+            const QByteArray payload(body + 12, bodySize - 12);
+            try {
+                m_handler(payload);
+            } catch (const std::exception &e) {
+                fail(QString::fromUtf8(e.what()));
+                return;
+            } catch (...) {
+                fail(QStringLiteral("an exception not derived from std::exception"));
+                return;
+            }
+            lastDone = id;
+        }
+        m_input.remove(0, pos);
+        if (lastDone) {
+            // One acknowledgement for every message of this read: each one up to lastDone.
+            QByteArray out;
+            appendAck(out, lastDone);
+            m_socket->write(out);
+            m_socket->flush();
+        }
+    }
+
+    void fail(const QString &reason)
+    {
+        QByteArray out;
+        const QByteArray text = reason.toUtf8().left(kMaxReason);
+        appendHeader(out, quint32(1 + text.size()), Frame::Failed);
+        out.append(text);
+        m_socket->write(out);
+        m_socket->flush();
+        m_socket->waitForBytesWritten(1000);
+        finish(ExitEntryThrew);
+    }
+
+    ProcessHandler m_handler;
+    QLocalSocket *m_socket;
+    QTimer m_heartbeat;
+    QByteArray m_input;
+    bool m_finished = false;
+};
+
+} // namespace
+
+QLocalSocket *detail::processChannel()
+{
+    return g_channel.data();
+}
+
+bool registerProcessEntry(const QString &name, ProcessHandler handler)
+{
+    if (name.isEmpty() || !handler) {
+        qCWarning(lcStageProcess, "stage::registerProcessEntry: an empty name or handler; ignored");
+        return false;
+    }
+    Registry &r = registry();
+    QMutexLocker lock(&r.mutex);
+    if (r.entries.contains(name)) {
+        qCWarning(lcStageProcess, "stage::registerProcessEntry: %s is registered already; ignored", qPrintable(name));
+        return false;
+    }
+    r.entries.insert(name, std::move(handler));
+    return true;
+}
+
+bool isProcessEntryRegistered(const QString &name)
+{
+    Registry &r = registry();
+    QMutexLocker lock(&r.mutex);
+    return r.entries.contains(name);
+}
+
+std::optional<int> runChildProcess(int &argc, char **argv)
+{
+    const size_t prefix = std::strlen(kArgument);
+    QString entry;
+    bool found = false;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strncmp(argv[i], kArgument, prefix) == 0) {
+            entry = QString::fromLocal8Bit(argv[i] + prefix);
+            found = true;
+            break;
+        }
+    }
+    if (!found)
+        return std::nullopt;
+
+#ifdef Q_OS_LINUX
+    // Die with the parent; set again here (the parent sets it between fork and exec too), then
+    // check that the parent did not die before: we would have been reparented already.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+    const QByteArray parent = qgetenv(kEnvParent);
+    const QByteArray server = qgetenv(kEnvServer);
+    const QByteArray secretHex = qgetenv(kEnvSecret);
+    const int heartbeatMs = qEnvironmentVariableIntValue(kEnvHeartbeat);
+    // Nothing the entry point starts inherits them.
+    qunsetenv(kEnvSecret);
+    qunsetenv(kEnvServer);
+    qunsetenv(kEnvParent);
+    qunsetenv(kEnvHeartbeat);
+    if (parent.isEmpty() || server.isEmpty() || secretHex.size() != 2 * kSecretSize) {
+        std::fprintf(stderr, "stage: %s is started by a stage::ProcessGroup, not by hand\n", kArgument);
+        return ExitUsage;
+    }
+    if (qint64(::getppid()) != parent.toLongLong()) {
+        std::fprintf(stderr, "stage: child: the parent process is gone\n");
+        return ExitStopped;
+    }
+    ProcessHandler handler;
+    {
+        Registry &r = registry();
+        QMutexLocker lock(&r.mutex);
+        handler = r.entries.value(entry);
+    }
+    if (!handler) {
+        std::fprintf(stderr, "stage: child: unknown entry point \"%s\"\n", qPrintable(entry));
+        return ExitUnknownEntry;
+    }
+
+    std::optional<QCoreApplication> app;
+    if (!QCoreApplication::instance())
+        app.emplace(argc, argv);
+
+    QLocalSocket socket;
+    socket.connectToServer(QString::fromLocal8Bit(server));
+    if (!socket.waitForConnected(10000)) {
+        std::fprintf(stderr, "stage: child: cannot connect to the parent: %s\n",
+                     qPrintable(socket.errorString()));
+        return ExitStopped;
+    }
+    g_channel = &socket;
+    QByteArray hello;
+    appendHello(hello, QByteArray::fromHex(secretHex));
+    socket.write(hello);
+    socket.flush();
+    int code;
+    {
+        ChildRuntime runtime(std::move(handler), &socket, heartbeatMs);
+        code = QCoreApplication::exec();
+        socket.flush();
+    }
+    g_channel = nullptr;
+    return code;
+}
+
+} // namespace stage

@@ -1,0 +1,760 @@
+// The parent side of a ProcessGroup: the local server, one ChildLink per child process, and the
+// worker coroutine that feeds a child from the mailbox (one Group worker run per child process).
+
+#include "processprotocol_p.h"
+
+#include <stage/errors.h>
+#include <stage/processgroup.h>
+#include <stage/signal.h>
+
+#include <QtCore/QCoreApplication>
+#include <QtCore/QDeadlineTimer>
+#include <QtCore/QDir>
+#include <QtCore/QElapsedTimer>
+#include <QtCore/QFileInfo>
+#include <QtCore/QPointer>
+#include <QtCore/QProcess>
+#include <QtCore/QRandomGenerator>
+#include <QtCore/QSet>
+#include <QtCore/QThread>
+#include <QtCore/QTimer>
+#include <QtNetwork/QLocalServer>
+#include <QtNetwork/QLocalSocket>
+
+#include <deque>
+#include <stdexcept>
+
+#ifdef Q_OS_LINUX
+#  include <signal.h>
+#  include <sys/prctl.h>
+#  include <sys/socket.h>
+#endif
+#include <unistd.h>
+
+namespace stage {
+
+using namespace detail::process;
+
+namespace {
+
+/* How a child process ended its worker run; the worker's failure reason (what()). */
+class ChildFailed : public std::runtime_error
+{
+public:
+    using std::runtime_error::runtime_error;
+};
+
+QByteArray randomBytes(int n)
+{
+    QByteArray bytes(n, Qt::Uninitialized);
+    QRandomGenerator::system()->fillRange(reinterpret_cast<quint32 *>(bytes.data()), n / 4);
+    return bytes;
+}
+
+} // namespace
+
+class ChildLink;
+
+class ProcessGroupShared : public QObject
+{
+public:
+    explicit ProcessGroupShared(ProcessGroup *group) : q(group) {}
+    ~ProcessGroupShared() override;
+
+    bool listen();
+    ChildLink *createLink();
+    void acceptConnections();
+    void readHello(QLocalSocket *socket);
+    void refuse(QLocalSocket *socket, const QString &why);
+    void noteStatistics()
+    {
+        if (q)
+            q->noteStatistics();
+    }
+    /* Blocking: asks every child to exit, waits at most \a budget ms, kills the rest. */
+    void reapAll(int budgetMs);
+
+    ProcessGroup *q;
+    QString entry;
+    std::shared_ptr<detail::MessageSource> source;
+    QPointer<MailboxBase> mailboxObject;
+    QLocalServer *server = nullptr;
+    QSet<ChildLink *> links; // every link alive (QObject children of this)
+    int maxInFlight = 1;
+    int connectTimeout = 10000;
+    int maxFrameSize = 16 * 1024 * 1024;
+    qint64 refused = 0;
+    qint64 processed = 0;
+};
+
+/*
+    One child process and its connection, for one worker run. Signals changed() whenever there
+    is something for the worker to look at: a connection, acknowledgements, a death, a tick
+    (which keeps the group's watchdog fed), a change of the mailbox.
+*/
+class ChildLink : public QObject
+{
+    Q_OBJECT
+
+public:
+    enum class Retire { Ask, Terminate, Kill };
+
+    ChildLink(ProcessGroupShared *shared, int heartbeatMs, int shutdownMs)
+        : QObject(shared), m_shared(shared), m_heartbeatMs(heartbeatMs), m_shutdownMs(shutdownMs),
+          m_connectMs(shared->connectTimeout), m_maxFrame(shared->maxFrameSize), m_secret(randomBytes(kSecretSize))
+    {
+        shared->links.insert(this);
+        m_tick.setInterval(m_heartbeatMs > 0 ? std::clamp(m_heartbeatMs / 4, 5, 250) : 250);
+        connect(&m_tick, &QTimer::timeout, this, &ChildLink::onTick);
+    }
+
+    ~ChildLink() override
+    {
+        m_shared->links.remove(this);
+        if (m_process && m_process->state() != QProcess::NotRunning) {
+            m_process->disconnect(this);
+            m_process->kill();
+            m_process->waitForFinished(1000);
+        }
+    }
+
+    void launch()
+    {
+        m_process = new QProcess(this);
+        m_process->setProgram(QCoreApplication::applicationFilePath());
+        m_process->setArguments({QString::fromLatin1(kArgument) + m_shared->entry});
+        m_process->setProcessChannelMode(QProcess::ForwardedChannels);
+        m_process->setInputChannelMode(QProcess::ForwardedInputChannel);
+        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+        env.insert(QString::fromLatin1(kEnvServer), m_shared->server->fullServerName());
+        env.insert(QString::fromLatin1(kEnvSecret), QString::fromLatin1(m_secret.toHex()));
+        env.insert(QString::fromLatin1(kEnvParent), QString::number(QCoreApplication::applicationPid()));
+        env.insert(QString::fromLatin1(kEnvHeartbeat), QString::number(m_heartbeatMs));
+        m_process->setProcessEnvironment(env);
+#ifdef Q_OS_LINUX
+        // Between fork and exec: async-signal-safe. The child dies with the thread that forked it.
+        m_process->setChildProcessModifier([] { ::prctl(PR_SET_PDEATHSIG, SIGKILL); });
+#endif
+        connect(m_process, &QProcess::finished, this, &ChildLink::onFinished);
+        connect(m_process, &QProcess::errorOccurred, this, [this](QProcess::ProcessError error) {
+            if (error == QProcess::FailedToStart)
+                die(QStringLiteral("failed to start: %1").arg(m_process->errorString()), Retire::Kill);
+        });
+        m_sinceLaunch.start();
+        m_tick.start();
+        m_process->start();
+        m_shared->noteStatistics();
+    }
+
+    qint64 pid() const { return m_process ? m_process->processId() : 0; }
+    bool isRunning() const { return m_process && m_process->state() != QProcess::NotRunning; }
+    bool isAwaitingHello() const { return !m_socket && !m_dead && !m_retired; }
+    const QByteArray &secret() const { return m_secret; }
+    bool isConnected() const { return m_socket && !m_dead; }
+    bool isDead() const { return m_dead; }
+    QString reason() const { return m_reason; }
+    quint64 acked() const { return m_acked; }
+
+    void attach(QLocalSocket *socket)
+    {
+        m_socket = socket;
+        socket->setParent(this);
+        m_sinceLife.start();
+        if (m_heartbeatMs <= 0)
+            m_tick.stop();
+        connect(socket, &QLocalSocket::readyRead, this, &ChildLink::onRead);
+        connect(socket, &QLocalSocket::disconnected, this, &ChildLink::onDisconnected);
+        qCDebug(lcProcess, "ProcessGroup: child %lld connected", pid());
+        onRead();
+        Q_EMIT changed();
+    }
+
+    void send(const QByteArray &frames, quint64 lastId)
+    {
+        m_sentUpTo = lastId;
+        m_socket->write(frames);
+    }
+
+    /* The worker run ended: the link is the group's until its process has exited. */
+    void retire(Retire how)
+    {
+        m_retired = true;
+        m_tick.stop();
+        if (m_dead && int(m_deathMode) > int(how))
+            how = m_deathMode;
+        if (!isRunning()) {
+            deleteLater();
+            return;
+        }
+        switch (how) {
+        case Retire::Ask:
+            if (m_socket && m_socket->state() == QLocalSocket::ConnectedState) {
+                QByteArray out;
+                appendEmpty(out, Frame::Stop);
+                m_socket->write(out);
+                m_socket->flush();
+            } else {
+                m_process->terminate();
+            }
+            break;
+        case Retire::Terminate:
+            if (m_socket)
+                m_socket->abort();
+            m_process->terminate();
+            break;
+        case Retire::Kill:
+            if (m_socket)
+                m_socket->abort();
+            m_process->kill();
+            return;
+        }
+        // Ask (or terminate), wait shutdownTimeout, then kill.
+        QTimer::singleShot(std::max(m_shutdownMs, 1), this, [this] {
+            if (isRunning()) {
+                qCWarning(lcProcess, "ProcessGroup: child %lld did not exit within %d ms; killed", pid(), m_shutdownMs);
+                m_process->kill();
+            }
+        });
+    }
+
+    /* ~ProcessGroup: no signals from here on; the process is asked to exit (a Stop frame). */
+    void beginReap()
+    {
+        m_reaping = true;
+        m_tick.stop();
+        if (!isRunning())
+            return;
+        if (m_socket && m_socket->state() == QLocalSocket::ConnectedState) {
+            QByteArray out;
+            appendEmpty(out, Frame::Stop);
+            m_socket->write(out);
+            m_socket->flush();
+        } else {
+            m_process->terminate();
+        }
+    }
+    void finishReap(const QDeadlineTimer &deadline)
+    {
+        if (!isRunning())
+            return;
+        m_process->disconnect(this);
+        if (!m_process->waitForFinished(int(std::max<qint64>(deadline.remainingTime(), 0)))) {
+            qCWarning(lcProcess, "ProcessGroup: child %lld did not exit in time; killed", pid());
+            m_process->kill();
+            m_process->waitForFinished(1000);
+        }
+    }
+
+Q_SIGNALS:
+    void changed();
+
+private:
+    void die(const QString &reason, Retire mode)
+    {
+        if (m_dead || m_reaping)
+            return;
+        m_dead = true;
+        m_reason = reason;
+        m_deathMode = mode;
+        if (m_retired) {
+            retire(mode);
+            return;
+        }
+        Q_EMIT changed();
+    }
+
+    void protocolError(const QString &what)
+    {
+        qCWarning(lcProcess, "ProcessGroup: child %lld broke the protocol (%s); killed", pid(), qPrintable(what));
+        die(QStringLiteral("protocol error: %1").arg(what), Retire::Kill);
+        if (m_socket)
+            m_socket->abort();
+        if (isRunning())
+            m_process->kill();
+    }
+
+    void onRead()
+    {
+        if (!m_socket || m_dead || m_retired)
+            return;
+        m_input += m_socket->readAll();
+        qsizetype pos = 0;
+        bool any = false;
+        while (m_input.size() - pos >= kHeaderSize) {
+            const quint32 length = qFromBigEndian<quint32>(m_input.constData() + pos);
+            if (length < 1 || qint64(length) > m_maxFrame) {
+                protocolError(QStringLiteral("a frame of %1 bytes (the limit is %2)").arg(length).arg(m_maxFrame));
+                return;
+            }
+            if (m_input.size() - pos < kHeaderSize + qsizetype(length))
+                break;
+            const auto type = Frame(quint8(m_input.at(pos + kHeaderSize)));
+            const char *body = m_input.constData() + pos + kHeaderSize + 1;
+            const qsizetype bodySize = qsizetype(length) - 1;
+            pos += kHeaderSize + length;
+            any = true;
+            switch (type) {
+            case Frame::Ack: {
+                if (length != kAckLength) {
+                    protocolError(QStringLiteral("an acknowledgement of %1 bytes").arg(length));
+                    return;
+                }
+                const quint64 id = qFromBigEndian<quint64>(body);
+                if (id <= m_acked || id > m_sentUpTo) {
+                    protocolError(QStringLiteral("an acknowledgement of message %1, which it does not hold").arg(id));
+                    return;
+                }
+                m_acked = id;
+                break;
+            }
+            case Frame::Heartbeat:
+                if (length != 1) {
+                    protocolError(QStringLiteral("a heartbeat of %1 bytes").arg(length));
+                    return;
+                }
+                break;
+            case Frame::Failed: {
+                if (bodySize > kMaxReason) {
+                    protocolError(QStringLiteral("a failure report of %1 bytes").arg(bodySize));
+                    return;
+                }
+                const QString text = QString::fromUtf8(body, bodySize).left(1000);
+                die(QStringLiteral("entry point threw: %1").arg(text), Retire::Terminate);
+                return;
+            }
+            default:
+                protocolError(QStringLiteral("a frame of unknown type %1").arg(int(type)));
+                return;
+            }
+        }
+        m_input.remove(0, pos);
+        if (any) {
+            m_sinceLife.restart();
+            Q_EMIT changed();
+        }
+    }
+
+    void onDisconnected()
+    {
+        if (m_dead || m_retired)
+            return;
+        // The exit status says more than the dropped connection: wait for it (onFinished), at
+        // most shutdownTimeout (onTick).
+        m_socketGone = true;
+        m_sinceSocketGone.start();
+        m_tick.start();
+        if (!isRunning())
+            onFinished(m_process->exitCode(), m_process->exitStatus());
+    }
+
+    void onFinished(int code, QProcess::ExitStatus status)
+    {
+        m_tick.stop();
+        if (m_socket && !m_dead && !m_retired) {
+            // What it wrote before it died still counts (acknowledgements, its failure report):
+            // the process is gone, so the rest of the stream and its end are there already (a
+            // bounded wait, in case a process it started holds the connection open).
+            if (m_socket->state() == QLocalSocket::ConnectedState)
+                m_socket->waitForDisconnected(50);
+            onRead();
+        }
+        QString reason;
+        if (status == QProcess::CrashExit)
+            reason = QStringLiteral("killed by signal %1").arg(code);
+        else if (code == ExitUnknownEntry)
+            reason = QStringLiteral("exit code %1 (unknown entry point)").arg(code);
+        else
+            reason = QStringLiteral("exit code %1").arg(code);
+        qCDebug(lcProcess, "ProcessGroup: child %lld ended: %s", qint64(m_process->processId()), qPrintable(reason));
+        m_shared->noteStatistics();
+        if (m_retired) {
+            deleteLater();
+            return;
+        }
+        die(reason, Retire::Ask);
+    }
+
+    void onTick()
+    {
+        if (m_dead || m_retired)
+            return;
+        if (m_socketGone) {
+            if (m_sinceSocketGone.elapsed() > m_shutdownMs)
+                die(QStringLiteral("closed its connection"), Retire::Kill);
+            return;
+        }
+        if (!m_socket) {
+            if (m_sinceLaunch.elapsed() > m_connectMs) {
+                qCWarning(lcProcess, "ProcessGroup: child %lld did not connect within %d ms; killed", pid(), m_connectMs);
+                die(QStringLiteral("did not connect within %1 ms").arg(m_connectMs), Retire::Kill);
+                return;
+            }
+        } else if (m_heartbeatMs > 0 && m_sinceLife.elapsed() > m_heartbeatMs) {
+            // onRead() first: what is buffered counts as a sign of life.
+            onRead();
+            if (m_dead || m_sinceLife.elapsed() <= m_heartbeatMs)
+                return;
+            qCWarning(lcProcess, "ProcessGroup: child %lld missed its heartbeat (%d ms); terminating it", pid(),
+                      m_heartbeatMs);
+            die(QStringLiteral("missed heartbeat (no sign of life for %1 ms)").arg(m_heartbeatMs), Retire::Terminate);
+            return;
+        }
+        Q_EMIT changed(); // the worker feeds the group's watchdog
+    }
+
+    ProcessGroupShared *m_shared;
+    QProcess *m_process = nullptr;
+    QLocalSocket *m_socket = nullptr;
+    const int m_heartbeatMs;
+    const int m_shutdownMs;
+    const int m_connectMs;
+    const int m_maxFrame;
+    const QByteArray m_secret;
+    QByteArray m_input;
+    QTimer m_tick;
+    QElapsedTimer m_sinceLaunch;
+    QElapsedTimer m_sinceLife;
+    QElapsedTimer m_sinceSocketGone;
+    quint64 m_acked = 0;
+    quint64 m_sentUpTo = 0;
+    QString m_reason;
+    Retire m_deathMode = Retire::Ask;
+    bool m_dead = false;
+    bool m_retired = false;
+    bool m_reaping = false;
+    bool m_socketGone = false;
+};
+
+// ProcessGroupShared
+
+ProcessGroupShared::~ProcessGroupShared()
+{
+    // Each link kills a process still running (nothing normally), while links is alive.
+    const auto all = links.values();
+    qDeleteAll(all);
+    delete server;
+}
+
+bool ProcessGroupShared::listen()
+{
+    if (server)
+        return true;
+    server = new QLocalServer;
+    server->setSocketOptions(QLocalServer::UserAccessOption);
+    QString name = QStringLiteral("stage-%1-%2")
+                       .arg(QCoreApplication::applicationPid())
+                       .arg(QString::fromLatin1(randomBytes(16).toHex()));
+    const QByteArray runtimeDir = qgetenv("XDG_RUNTIME_DIR");
+    if (!runtimeDir.isEmpty() && QFileInfo(QString::fromLocal8Bit(runtimeDir)).isWritable())
+        name = QDir(QString::fromLocal8Bit(runtimeDir)).filePath(name);
+    if (!server->listen(name)) {
+        qCWarning(lcProcess, "ProcessGroup: cannot listen on %s: %s", qPrintable(name), qPrintable(server->errorString()));
+        delete server;
+        server = nullptr;
+        return false;
+    }
+    QObject::connect(server, &QLocalServer::newConnection, this, [this] { acceptConnections(); });
+    return true;
+}
+
+ChildLink *ProcessGroupShared::createLink()
+{
+    auto *link = new ChildLink(this, q ? q->heartbeatTimeout() : 0, q ? q->shutdownTimeout() : 5000);
+    if (MailboxBase *object = mailboxObject.data())
+        QObject::connect(object, &MailboxBase::statisticsChanged, link, &ChildLink::changed);
+    link->launch();
+    return link;
+}
+
+void ProcessGroupShared::acceptConnections()
+{
+    while (QLocalSocket *socket = server->nextPendingConnection()) {
+        socket->setParent(this);
+        QObject::connect(socket, &QLocalSocket::readyRead, this, [this, socket] { readHello(socket); });
+        QObject::connect(socket, &QLocalSocket::disconnected, socket, &QObject::deleteLater);
+        QTimer::singleShot(connectTimeout, socket, [this, socket] {
+            if (socket->parent() == this)
+                refuse(socket, QStringLiteral("no hello within %1 ms").arg(connectTimeout));
+        });
+        readHello(socket);
+    }
+}
+
+void ProcessGroupShared::readHello(QLocalSocket *socket)
+{
+    if (socket->parent() != this)
+        return; // handed over or refused already
+    const QByteArray head = socket->peek(kHeaderSize + kHelloLength);
+    if (head.size() >= kHeaderSize + 1) {
+        const quint32 length = qFromBigEndian<quint32>(head.constData());
+        if (length != kHelloLength || Frame(quint8(head.at(kHeaderSize))) != Frame::Hello) {
+            refuse(socket, QStringLiteral("its first frame is not a hello"));
+            return;
+        }
+    }
+    if (head.size() < kHeaderSize + qsizetype(kHelloLength))
+        return;
+    if (std::memcmp(head.constData() + kHeaderSize + 1, kMagic, 4) != 0) {
+        refuse(socket, QStringLiteral("a hello of another protocol"));
+        return;
+    }
+    const char *secret = head.constData() + kHeaderSize + 1 + 4;
+    ChildLink *match = nullptr;
+    for (ChildLink *link : std::as_const(links)) {
+        // Every candidate is compared in full: the time taken does not tell which came close.
+        if (link->isAwaitingHello() && sameSecret(secret, link->secret()))
+            match = link;
+    }
+    if (!match) {
+        refuse(socket, QStringLiteral("it did not present a child's secret"));
+        return;
+    }
+#ifdef Q_OS_LINUX
+    ucred peer{};
+    socklen_t size = sizeof peer;
+    if (::getsockopt(int(socket->socketDescriptor()), SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0
+        || qint64(peer.pid) != match->pid()) {
+        refuse(socket, QStringLiteral("it presented a child's secret from process %1, not the child").arg(peer.pid));
+        return;
+    }
+#endif
+    socket->read(kHeaderSize + kHelloLength);
+    socket->disconnect(this);
+    QObject::disconnect(socket, &QLocalSocket::disconnected, socket, &QObject::deleteLater);
+    match->attach(socket);
+}
+
+void ProcessGroupShared::refuse(QLocalSocket *socket, const QString &why)
+{
+    qCWarning(lcProcess, "ProcessGroup: refused a connection: %s", qPrintable(why));
+    ++refused;
+    noteStatistics();
+    socket->disconnect(this);
+    socket->setParent(nullptr);
+    socket->abort();
+    socket->deleteLater();
+}
+
+void ProcessGroupShared::reapAll(int budgetMs)
+{
+    const QDeadlineTimer deadline(budgetMs);
+    const auto all = links.values();
+    for (ChildLink *link : all)
+        link->beginReap();
+    for (ChildLink *link : all)
+        link->finishReap(deadline);
+}
+
+namespace {
+
+struct InFlight
+{
+    quint64 id;
+    std::unique_ptr<detail::HeldMessage> message;
+};
+
+/* One worker run: one child process, fed from the mailbox until it fails or is stopped. */
+QCoro::Task<> runChild(Worker &worker, std::shared_ptr<ProcessGroupShared> shared)
+{
+    ChildLink *link = shared->createLink();
+    struct RetireOnExit
+    {
+        ChildLink *link;
+        ChildLink::Retire how = ChildLink::Retire::Ask;
+        ~RetireOnExit() { link->retire(how); }
+    } retireOnExit{link};
+    // Destroyed before retireOnExit: while this run unwinds after a failure, each message goes
+    // back to the mailbox counted against it (a stop: uncounted), with this run's reason.
+    std::deque<InFlight> held;
+    std::unique_ptr<detail::HeldMessage> alone; // failed before: sent when the child holds nothing
+    bool isolating = false;                     // the one message held is such a message
+    quint64 nextId = 0;
+    const int window = std::max(1, shared->maxInFlight);
+    try {
+        for (;;) {
+            worker.heartbeat();
+            const quint64 acked = link->acked();
+            while (!held.empty() && held.front().id <= acked) {
+                held.front().message->ack();
+                held.pop_front();
+                ++shared->processed;
+            }
+            if (held.empty())
+                isolating = false;
+            if (link->isDead())
+                throw ChildFailed(link->reason().toStdString());
+            if (link->isConnected()) {
+                QByteArray out;
+                for (;;) {
+                    if (alone) {
+                        if (!held.empty())
+                            break;
+                        appendDeliver(out, ++nextId, quint32(alone->previousDeliveries()), alone->payload);
+                        held.push_back(InFlight{nextId, std::move(alone)});
+                        isolating = true;
+                        break;
+                    }
+                    if (isolating || int(held.size()) >= window)
+                        break;
+                    auto message = shared->source->tryTake();
+                    if (!message)
+                        break;
+                    if (message->failures() > 0) {
+                        alone = std::move(message);
+                        continue;
+                    }
+                    appendDeliver(out, ++nextId, quint32(message->previousDeliveries()), message->payload);
+                    held.push_back(InFlight{nextId, std::move(message)});
+                }
+                if (!out.isEmpty()) {
+                    link->send(out, nextId);
+                    shared->noteStatistics();
+                }
+                if (held.empty() && !alone && shared->source->isDrained())
+                    co_return; // closed and drained: the child is asked to exit
+            }
+            co_await stage::signal(link, &ChildLink::changed);
+        }
+    } catch (const Cancelled &) {
+        // Stopped as faulty by the group's watchdog (this thread was starved): terminate.
+        if (detail::isStoppedAsFaulty(detail::currentWorker()))
+            retireOnExit.how = ChildLink::Retire::Terminate;
+        throw;
+    }
+}
+
+} // namespace
+
+// ProcessGroup
+
+ProcessGroup::ProcessGroup(QObject *parent) : Group(parent), s(std::make_shared<ProcessGroupShared>(this)) {}
+
+ProcessGroup::~ProcessGroup()
+{
+    // The processes first, while nothing runs their links' signals: asked to exit, waited for
+    // (at most shutdownTimeout in all), killed. Then ~Group stops the workers, whose messages
+    // go back to the mailbox uncounted.
+    s->reapAll(shutdownTimeout());
+    s->q = nullptr;
+    delete s->server;
+    s->server = nullptr;
+}
+
+bool ProcessGroup::spawnSource(const QString &entryPoint, std::shared_ptr<detail::MessageSource> source,
+                               MailboxBase *object)
+{
+    if (QThread::currentThread() != thread()) {
+        qCWarning(lcProcess, "ProcessGroup::spawn: called from a thread other than the group's; ignored");
+        return false;
+    }
+    if (!isProcessEntryRegistered(entryPoint)) {
+        qCWarning(lcProcess, "ProcessGroup::spawn: no entry point \"%s\" is registered (stage::registerProcessEntry()); ignored",
+                  qPrintable(entryPoint));
+        return false;
+    }
+    if (s->source) {
+        qCWarning(lcProcess, "ProcessGroup::spawn: the group already has an entry point; ignored");
+        return false;
+    }
+    if (!s->listen())
+        return false;
+    s->entry = entryPoint;
+    s->source = std::move(source);
+    s->mailboxObject = object;
+    setMailbox(object);
+    auto shared = s;
+    const bool ok = Group::spawn([shared](Worker &worker) { return runChild(worker, shared); });
+    if (!ok) {
+        s->source.reset();
+        s->entry.clear();
+    }
+    return ok;
+}
+
+void ProcessGroup::noteStatistics()
+{
+    markDirty();
+}
+
+QString ProcessGroup::entryPoint() const
+{
+    return s->entry;
+}
+
+int ProcessGroup::maxInFlight() const
+{
+    return s->maxInFlight;
+}
+
+void ProcessGroup::setMaxInFlight(int count)
+{
+    if (count < 1) {
+        qCWarning(lcProcess, "ProcessGroup::setMaxInFlight: the count must be >= 1, got %d; ignored", count);
+        return;
+    }
+    if (s->maxInFlight == count)
+        return;
+    s->maxInFlight = count;
+    Q_EMIT maxInFlightChanged(count);
+}
+
+int ProcessGroup::connectTimeout() const
+{
+    return s->connectTimeout;
+}
+
+void ProcessGroup::setConnectTimeout(int milliseconds)
+{
+    if (milliseconds <= 0) {
+        qCWarning(lcProcess, "ProcessGroup::setConnectTimeout: the timeout must be > 0 ms, got %d; ignored", milliseconds);
+        return;
+    }
+    if (s->connectTimeout == milliseconds)
+        return;
+    s->connectTimeout = milliseconds;
+    Q_EMIT connectTimeoutChanged(milliseconds);
+}
+
+int ProcessGroup::maxFrameSize() const
+{
+    return s->maxFrameSize;
+}
+
+void ProcessGroup::setMaxFrameSize(int bytes)
+{
+    if (bytes < 1024) {
+        qCWarning(lcProcess, "ProcessGroup::setMaxFrameSize: the size must be >= 1024 bytes, got %d; ignored", bytes);
+        return;
+    }
+    if (s->maxFrameSize == bytes)
+        return;
+    s->maxFrameSize = bytes;
+    Q_EMIT maxFrameSizeChanged(bytes);
+}
+
+int ProcessGroup::processCount() const
+{
+    int n = 0;
+    for (ChildLink *link : std::as_const(s->links))
+        n += link->isRunning() ? 1 : 0;
+    return n;
+}
+
+qint64 ProcessGroup::refusedConnections() const
+{
+    return s->refused;
+}
+
+qint64 ProcessGroup::processedMessages() const
+{
+    return s->processed;
+}
+
+QString ProcessGroup::serverName() const
+{
+    return s->server ? s->server->fullServerName() : QString();
+}
+
+} // namespace stage
+
+#include "processgroup.moc"
