@@ -388,6 +388,13 @@ void Waiter::suspend(std::coroutine_handle<> handle, bool listenToStop)
         m_worker->listenForStop(this);
 }
 
+void Waiter::bindHome()
+{
+    Q_ASSERT(!m_handle && !m_home);
+    m_home = Executor::current();
+    m_home->ref();
+}
+
 void Waiter::publish(Outcome outcome) noexcept
 {
     Q_ASSERT(isClaimed() && m_home);
@@ -430,9 +437,11 @@ void Waiter::run() noexcept
         deref();
         return;
     }
-    {
+    if (m_handle) {
         CurrentWorkerScope scope(m_worker);
         m_handle.resume();
+    } else {
+        fire();
     }
     deref();
 }

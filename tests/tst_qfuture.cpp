@@ -423,6 +423,42 @@ private Q_SLOTS:
         QCOMPARE(ranOn, QThread::currentThread()); // without a context: the calling thread, not the replier's
     }
 
+    void toFuture_lateReplyAfterTheTimeoutIsIgnored()
+    {
+        auto [reply, answer] = stage::makeReply<int>();
+        QFuture<int> future = stage::toFuture(std::move(answer), 10ms);
+        QVERIFY(spinUntil([&] { return future.isFinished(); }));
+        QVERIFY(reply.send(3)); // the reply is still pending for the replier: it takes the value
+        bool timedOut = false;
+        try {
+            future.waitForFinished();
+        } catch (const stage::TimeoutError &e) {
+            timedOut = QString::fromUtf8(e.what()).contains(QStringLiteral("10 ms"));
+        }
+        QVERIFY(timedOut);
+        QCOMPARE(future.resultCount(), 0);
+    }
+
+    void toFuture_callingThreadEndsFirst_futureCancelled()
+    {
+        // The thread that asked ends before the answer: its future can never be finished there,
+        // so it is cancelled (not left hanging), and nothing leaks (ASan).
+        auto [reply, answer] = stage::makeReply<int>();
+        QFuture<int> future;
+        QThread asker;
+        QObject::connect(&asker, &QThread::started, &asker, [&, a = std::move(answer)]() mutable {
+            future = stage::toFuture(std::move(a));
+            QThread::currentThread()->quit(); // its event loop ends at once
+        }, Qt::DirectConnection);
+        asker.start();
+        QVERIFY(asker.wait(10000));
+        QVERIFY(future.isStarted());
+        reply.send(9); // the asker is gone: the settle is dropped with its executor
+        QVERIFY(spinUntil([&] { return future.isFinished(); }));
+        QVERIFY(future.isCanceled());
+        QCOMPARE(future.resultCount(), 0);
+    }
+
     void shutdownFuture_group()
     {
         stage::Group group;

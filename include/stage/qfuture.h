@@ -72,20 +72,65 @@ QCoro::Task<> settleLater(QPromise<T> promise, std::exception_ptr error)
     promise.finish();
 }
 
+/*
+    A reply awaited without a coroutine: listed on the reply's state like a coroutine's waiter,
+    it settles \a promise on the thread that called start(), from that thread's executor (never
+    inside the call, never on the replier's thread): with the value, the reply's failure
+    (BrokenReply, DeadLettered, ...) or, after \a timeout (negative: none), TimeoutError. If that
+    thread ends first, the promise is destroyed unfinished: the future is cancelled.
+*/
 template<typename T>
-QCoro::Task<> awaitReply(ReplyReceiver<T> answer, std::chrono::milliseconds timeout, QPromise<T> promise)
+class ReplyPromise final : public TimedWaiter
 {
-    std::optional<T> value;
-    std::exception_ptr error;
-    try {
-        value.emplace(co_await answer.wait(timeout));
-    } catch (...) {
-        error = std::current_exception();
+public:
+    static void start(std::shared_ptr<ReplyState<T>> state, QPromise<T> promise, std::chrono::milliseconds timeout)
+    {
+        auto *waiter = new ReplyPromise(std::move(state), std::move(promise), timeout);
+        waiter->bindHome();
+        bool listed = false;
+        {
+            std::lock_guard lock(waiter->m_state->mutex);
+            if (waiter->m_state->status == ReplyState<T>::Status::Pending && !waiter->m_state->waiter) {
+                waiter->ref(); // the state's
+                waiter->m_state->waiter = waiter;
+                listed = true;
+            }
+        }
+        if (!listed) { // settled already (or awaited elsewhere: take() says so)
+            if (waiter->claim())
+                waiter->publish(Outcome::Value);
+        } else if (timeout.count() >= 0) {
+            waiter->armTimeout(timeout);
+        }
+        waiter->deref();
     }
-    if (FutureStart::isInside()) // still inside the call: settle from the event loop
-        co_await stage::sleep(std::chrono::milliseconds(0));
-    settle(promise, value, error);
-}
+
+private:
+    ReplyPromise(std::shared_ptr<ReplyState<T>> state, QPromise<T> promise, std::chrono::milliseconds timeout)
+        : m_state(std::move(state)), m_promise(std::move(promise)), m_timeout(timeout)
+    {}
+
+    void disarm() noexcept override
+    {
+        TimedWaiter::disarm();
+        m_state->detach(this);
+    }
+    void fire() noexcept override
+    {
+        try {
+            if (outcome() == Outcome::TimedOut)
+                throwReplyTimeout(m_timeout);
+            m_promise.addResult(m_state->take());
+        } catch (...) {
+            m_promise.setException(std::current_exception());
+        }
+        m_promise.finish();
+    }
+
+    std::shared_ptr<ReplyState<T>> m_state;
+    QPromise<T> m_promise;
+    std::chrono::milliseconds m_timeout;
+};
 
 template<typename R, typename T>
 QCoro::Task<> runRequest(Mailbox<T> mailbox, T message, ReplyReceiver<R> answer, std::chrono::milliseconds timeout,
@@ -270,7 +315,9 @@ void runContinuation(F &f, const QFuture<T> &parent, QPromise<U> &promise)
     without a context on the calling thread. The reply may come from any thread, before or after
     then() is attached.
     The replier goes away first: a Reply destroyed unanswered fails the future with
-    stage::BrokenReply. The context of a then() goes away first: see stage::then().
+    stage::BrokenReply. The calling thread ends first: the future can no longer be finished
+    there and is cancelled (a reply sent later is dropped with it). The context of a then() goes
+    away first: see stage::then().
     Nothing is lost: the value is in the future, or the exception is.
     Cancellation: cancelling the future does not withdraw anything; the reply is still taken.
 */
@@ -280,8 +327,8 @@ QFuture<T> toFuture(ReplyReceiver<T> answer, std::chrono::milliseconds timeout =
     QPromise<T> promise;
     QFuture<T> future = promise.future();
     promise.start();
-    detail::FutureStart start;
-    detail::awaitReply<T>(std::move(answer), timeout, std::move(promise));
+    detail::FutureStart start; // no worker's waiter
+    detail::ReplyPromise<T>::start(detail::ReplyAccess::stateOf(answer), std::move(promise), timeout);
     return future;
 }
 
@@ -312,8 +359,8 @@ QFuture<T> toFuture(ReplyReceiver<T> answer, std::chrono::milliseconds timeout =
     whatever thread.
     The mailbox goes away first: a closed mailbox fails the future with stage::MailboxClosed (if
     the request was not queued yet) or, if it was queued and the mailbox is later destroyed with
-    it, its Reply breaks: stage::BrokenReply. The context of a then() goes away first: see
-    stage::then().
+    it, its Reply breaks: stage::BrokenReply. The calling thread ends before the answer: the
+    future is cancelled. The context of a then() goes away first: see stage::then().
     Nothing is lost at this boundary: the request is queued (at-least-once from there: a consumer
     that fails holding it causes a redelivery, not a broken reply), or the future says why not.
 */
@@ -334,7 +381,17 @@ request(const Mailbox<T> &mailbox, F &&makeMessage, std::chrono::milliseconds ti
         detail::settleLater(std::move(promise), std::current_exception());
         return future;
     }
-    detail::runRequest<Result, T>(mailbox, std::move(*message), std::move(answer), timeout, std::move(promise));
+    switch (mailbox.trySend(std::move(*message))) {
+    case SendStatus::Sent: // the usual case: no coroutine
+        detail::ReplyPromise<Result>::start(detail::ReplyAccess::stateOf(answer), std::move(promise), timeout);
+        break;
+    case SendStatus::Closed: // the message (and its Reply) is ours still: dropped unsent
+        detail::settleLater(std::move(promise), detail::mailboxClosedError("stage::request"));
+        break;
+    case SendStatus::Full: // waits for room, as Mailbox::send() does
+        detail::runRequest<Result, T>(mailbox, std::move(*message), std::move(answer), timeout, std::move(promise));
+        break;
+    }
     return future;
 }
 

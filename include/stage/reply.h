@@ -21,6 +21,8 @@ class ReplyReceiver;
 
 namespace detail {
 
+struct ReplyAccess;
+
 STAGE_EXPORT void warnReplyTwice();
 [[noreturn]] STAGE_EXPORT void throwBrokenReply();
 [[noreturn]] STAGE_EXPORT void throwReplyTimeout(std::chrono::milliseconds timeout);
@@ -42,18 +44,47 @@ public:
         void disarm() noexcept override
         {
             TimedWaiter::disarm();
-            std::lock_guard lock(state->mutex);
-            if (state->waiter == this) {
-                state->waiter = nullptr;
-                deref();
-            }
+            state->detach(this);
         }
     };
+
+    /* Home thread, from a waiter's disarm(): forgets \a waiter if it is still the one listed. */
+    void detach(TimedWaiter *listed) noexcept
+    {
+        std::lock_guard lock(mutex);
+        if (waiter == listed) {
+            waiter = nullptr;
+            listed->deref();
+        }
+    }
+
+    /* Receiver side, once settled: the value (Ready becomes Taken), or what an await throws. */
+    T take()
+    {
+        std::exception_ptr failure;
+        {
+            std::lock_guard lock(mutex);
+            switch (status) {
+            case Status::Ready:
+                status = Status::Taken;
+                return std::move(*value);
+            case Status::Broken:
+                throwBrokenReply();
+            case Status::Failed: // stays Failed: every later await throws it too
+                failure = error;
+                break;
+            case Status::Taken:
+            case Status::Pending: // awaited twice at once
+                throwReplyTaken();
+            }
+        }
+        std::rethrow_exception(failure);
+    }
 
     /* Sender side: Ready with a value, or Broken. False if already settled. */
     bool settle(std::optional<T> &&value)
     {
-        ReplyWaiter *wake = nullptr;
+        TimedWaiter *wake = nullptr;
         {
             std::lock_guard lock(mutex);
             if (status != Status::Pending)
@@ -73,7 +104,7 @@ public:
     /* Sender side: Failed with \a failure, which every await then throws. False if already settled. */
     bool fail(std::exception_ptr failure)
     {
-        ReplyWaiter *wake = nullptr;
+        TimedWaiter *wake = nullptr;
         {
             std::lock_guard lock(mutex);
             if (status != Status::Pending)
@@ -90,10 +121,10 @@ public:
     Status status = Status::Pending;
     std::optional<T> value;
     std::exception_ptr error;      // Failed
-    ReplyWaiter *waiter = nullptr; // holds a reference
+    TimedWaiter *waiter = nullptr; // holds a reference
 
 private:
-    static void wakeUp(ReplyWaiter *wake) noexcept
+    static void wakeUp(TimedWaiter *wake) noexcept
     {
         if (wake) {
             if (wake->claim())
@@ -151,24 +182,7 @@ public:
             if (m_waiter->outcome() == Waiter::Outcome::TimedOut)
                 throwReplyTimeout(m_timeout);
         }
-        std::exception_ptr failure;
-        {
-            std::lock_guard lock(m_state->mutex);
-            switch (m_state->status) {
-            case State::Status::Ready:
-                m_state->status = State::Status::Taken;
-                return std::move(*m_state->value);
-            case State::Status::Broken:
-                throwBrokenReply();
-            case State::Status::Failed: // stays Failed: every later await throws it too
-                failure = m_state->error;
-                break;
-            case State::Status::Taken:
-            case State::Status::Pending: // awaited twice at once
-                throwReplyTaken();
-            }
-        }
-        std::rethrow_exception(failure);
+        return m_state->take();
     }
 
 private:
@@ -278,10 +292,23 @@ public:
 private:
     template<typename U>
     friend std::pair<Reply<U>, ReplyReceiver<U>> makeReply();
+    friend struct detail::ReplyAccess;
     explicit ReplyReceiver(std::shared_ptr<detail::ReplyState<T>> state) : m_state(std::move(state)) {}
 
     std::shared_ptr<detail::ReplyState<T>> m_state;
 };
+
+namespace detail {
+// For the QFuture forms (stage/qfuture.h), which wait on the state without a coroutine.
+struct ReplyAccess
+{
+    template<typename T>
+    static const std::shared_ptr<ReplyState<T>> &stateOf(const ReplyReceiver<T> &receiver) noexcept
+    {
+        return receiver.m_state;
+    }
+};
+} // namespace detail
 
 /*! A connected reply pair: `auto [reply, answer] = stage::makeReply<int>();` */
 template<typename T>

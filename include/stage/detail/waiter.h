@@ -127,6 +127,10 @@ public:
        if \a listenToStop, listens to the worker's stop token (a stop that was already requested
        settles it at once). */
     void suspend(std::coroutine_handle<> handle, bool listenToStop = true);
+    /* Instead of suspend(), for a waiter that no coroutine awaits: records this thread as its home,
+       where the winning source's publish() runs fire() (from the executor, never inside the
+       winner's call). It does not listen to any worker's stop. */
+    void bindHome();
 
     /* Any thread: true for exactly one caller; that caller must then store its outcome and call
        publish() (or resumeHere()). */
@@ -158,6 +162,9 @@ protected:
     Executor *home() const noexcept { return m_home; }
     /* Home thread, once, just before the coroutine resumes: disconnect timers, signals, ... */
     virtual void disarm() noexcept {}
+    /* Home thread, once, after disarm(), for a waiter bound by bindHome(): what it does instead of
+       resuming a coroutine. */
+    virtual void fire() noexcept {}
 
 private:
     friend class WorkerCore; // its list of waiters listening to its stop
