@@ -6,6 +6,9 @@
 #include <cxxabi.h>
 
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <vector>
 #include <string>
 
 Q_LOGGING_CATEGORY(lcStageActor, "stage.actor", QtInfoMsg)
@@ -81,6 +84,69 @@ QMetaObject::Connection monitorActor(ActorShared *shared, QObject *context, std:
     if (!connection)
         qCWarning(lcStageActor, "stage::monitor: the actor has been destroyed; nothing is monitored");
     return connection;
+}
+
+namespace {
+struct ActorRegistry
+{
+    std::mutex mutex;
+    std::map<QString, RegisteredActor> entries;
+};
+ActorRegistry &actorRegistry()
+{
+    static ActorRegistry registry;
+    return registry;
+}
+} // namespace
+
+bool registerActorImpl(const QString &name, RegisteredActor actor)
+{
+    if (name.isEmpty()) {
+        qCWarning(lcStageActor, "stage::registerActor: the name is empty; nothing is registered");
+        return false;
+    }
+    if (!actor.shared) {
+        qCWarning(lcStageActor, "stage::registerActor: the reference is null (default-constructed); nothing is registered as %s",
+                  qPrintable(name));
+        return false;
+    }
+    RegisteredActor replaced; // its reference is released outside the lock
+    {
+        auto &registry = actorRegistry();
+        std::lock_guard lock(registry.mutex);
+        RegisteredActor &entry = registry.entries[name];
+        replaced = std::exchange(entry, std::move(actor));
+    }
+    return true;
+}
+
+RegisteredActor registeredActorImpl(const QString &name)
+{
+    auto &registry = actorRegistry();
+    std::lock_guard lock(registry.mutex);
+    auto it = registry.entries.find(name);
+    return it == registry.entries.end() ? RegisteredActor{} : it->second;
+}
+
+void unregisterActorsOf(const ActorShared *shared)
+{
+    std::vector<RegisteredActor> removed; // released outside the lock
+    auto &registry = actorRegistry();
+    std::lock_guard lock(registry.mutex);
+    for (auto it = registry.entries.begin(); it != registry.entries.end();) {
+        if (it->second.shared == shared) {
+            removed.push_back(std::move(it->second));
+            it = registry.entries.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
+
+void warnActorProtocol(const QString &name, const std::type_info &registered, const std::type_info &wanted)
+{
+    qCWarning(lcStageActor, "stage::registeredActor: actor %s has the protocol %s, not %s; a null reference is returned",
+              qPrintable(name), qPrintable(actorTypeName(registered)), qPrintable(actorTypeName(wanted)));
 }
 
 AskExpired::AskExpired() : BrokenReply("stage::Actor: the ask was dropped unprocessed: its caller's timeout had passed")
@@ -162,6 +228,29 @@ void warnUnanswered(const ActorShared *shared, const std::type_info &message)
 
 } // namespace detail
 
+bool unregisterActor(const QString &name)
+{
+    detail::RegisteredActor removed; // released outside the lock
+    auto &registry = detail::actorRegistry();
+    std::lock_guard lock(registry.mutex);
+    auto it = registry.entries.find(name);
+    if (it == registry.entries.end())
+        return false;
+    removed = std::move(it->second);
+    registry.entries.erase(it);
+    return true;
+}
+
+QStringList registeredActors()
+{
+    auto &registry = detail::actorRegistry();
+    std::lock_guard lock(registry.mutex);
+    QStringList names;
+    for (const auto &entry : registry.entries)
+        names.append(entry.first);
+    return names;
+}
+
 ActorBase::ActorBase(QObject *parent) : Group(parent), m_shared(std::make_shared<detail::ActorShared>())
 {
     m_shared->setNode(this, this);
@@ -187,6 +276,7 @@ ActorBase::~ActorBase()
     // whose object is half destroyed by then.
     disconnect(this, nullptr, this, nullptr);
     Q_EMIT down(QStringLiteral("destroyed"));
+    detail::unregisterActorsOf(m_shared.get());
     m_shared->setNode(nullptr, nullptr);
 }
 

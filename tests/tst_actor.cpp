@@ -12,6 +12,7 @@
 
 #include <QtCore/QElapsedTimer>
 #include <QtCore/QPointer>
+#include <QtCore/QRegularExpression>
 #include <QtTest/QSignalSpy>
 #include <QtTest/QTest>
 
@@ -787,6 +788,45 @@ private Q_SLOTS:
         QVERIFY(!stage::monitor(alive.ref(), nullptr, [](const QString &) {}));
         elsewhere->deleteLater();
         QVERIFY(roundTrip(watcherThread.get()));
+    }
+
+    void registry_findsTheActorByNameAcrossRestarts()
+    {
+        CalcProbe probe;
+        auto *actor = new stage::Actor<Calc>;
+        actor->setBackoff(stage::Backoff::none());
+        spawnCalc(*actor, &probe);
+        QVERIFY(stage::registerActor(QStringLiteral("tst_actor.calc"), actor->ref()));
+        QVERIFY(stage::registeredActors().contains(QStringLiteral("tst_actor.calc")));
+        auto found = stage::registeredActor<Calc>(QStringLiteral("tst_actor.calc"));
+        QVERIFY(!found.isNull());
+        QCOMPARE(found, actor->ref());
+        QCOMPARE(stage::waitFor(found.ask(Add{2, 2}), 10s), 4);
+        QCOMPARE(stage::waitFor(found.ask(FailOnce{5}), 10s), 5); // a failure and a restart
+        QCOMPARE(probe.inits.load(), 2);
+        auto again = stage::registeredActor<Calc>(QStringLiteral("tst_actor.calc"));
+        QCOMPARE(again, found); // the same reference after the restart
+        QCOMPARE(stage::waitFor(again.ask(Total{}), 10s), 0);
+        // Another protocol: refused.
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral(
+            "stage::registeredActor: actor tst_actor.calc has the protocol .*, not .*; a null reference is returned")));
+        QVERIFY(stage::registeredActor<Doubler>(QStringLiteral("tst_actor.calc")).isNull());
+        QVERIFY(stage::registeredActor<Calc>(QStringLiteral("tst_actor.none")).isNull());
+        // Bad input.
+        QTest::ignoreMessage(QtWarningMsg, "stage::registerActor: the name is empty; nothing is registered");
+        QVERIFY(!stage::registerActor(QString(), actor->ref()));
+        QTest::ignoreMessage(QtWarningMsg,
+                             "stage::registerActor: the reference is null (default-constructed); nothing is registered as x");
+        QVERIFY(!stage::registerActor(QStringLiteral("x"), stage::ActorRef<Calc>()));
+        // Destroyed: unregistered.
+        delete actor;
+        QVERIFY(stage::registeredActor<Calc>(QStringLiteral("tst_actor.calc")).isNull());
+        QVERIFY(!stage::registeredActors().contains(QStringLiteral("tst_actor.calc")));
+        QVERIFY(!stage::unregisterActor(QStringLiteral("tst_actor.calc")));
+        stage::Actor<Calc> other;
+        QVERIFY(stage::registerActor(QStringLiteral("tst_actor.other"), other.ref()));
+        QVERIFY(stage::unregisterActor(QStringLiteral("tst_actor.other")));
+        QVERIFY(stage::registeredActor<Calc>(QStringLiteral("tst_actor.other")).isNull());
     }
 };
 

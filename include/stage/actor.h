@@ -13,6 +13,7 @@
 #include <QtCore/QThread>
 #include <QtCore/QObject>
 #include <QtCore/QString>
+#include <QtCore/QStringList>
 
 #include <QCoro/QCoroTask>
 
@@ -275,6 +276,18 @@ inline ActorClock::time_point coarseNow() noexcept
 #endif
     return ActorClock::now();
 }
+
+/* The actor registry: references by name, type-erased (the protocol's type is checked at lookup). */
+struct RegisteredActor
+{
+    std::shared_ptr<void> ref; // an ActorRef<P> *
+    const std::type_info *protocol = nullptr;
+    const ActorShared *shared = nullptr;
+};
+STAGE_EXPORT bool registerActorImpl(const QString &name, RegisteredActor actor);
+STAGE_EXPORT RegisteredActor registeredActorImpl(const QString &name);
+STAGE_EXPORT void unregisterActorsOf(const ActorShared *shared);
+STAGE_EXPORT void warnActorProtocol(const QString &name, const std::type_info &registered, const std::type_info &wanted);
 
 STAGE_EXPORT QMetaObject::Connection monitorActor(ActorShared *shared, QObject *context,
                                                  std::function<void(const QString &)> callback);
@@ -1056,6 +1069,44 @@ private:
 
     Mailbox<Envelope> m_mailbox;
 };
+
+/*!
+    Makes the actor behind \a ref known under \a name (global), for code that cannot be handed the
+    reference: `stage::registeredActor<AdderProtocol>("adder")`. The reference survives the actor's
+    restarts, and so does the entry; it is removed when the actor is destroyed (or by
+    unregisterActor()). Registering a name again replaces the entry.
+    Thread: any (the registry is guarded by a mutex).
+    Bad input: an empty \a name or a null \a ref: a warning under stage.actor, and false.
+*/
+template<typename P>
+bool registerActor(const QString &name, const ActorRef<P> &ref)
+{
+    return detail::registerActorImpl(
+        name, detail::RegisteredActor{std::make_shared<ActorRef<P>>(ref), &typeid(P), detail::ActorRefAccess::shared(ref)});
+}
+
+/*!
+    The reference registered as \a name (registerActor()), or a null reference (ActorRef::isNull())
+    if there is none, or if the actor registered there has another protocol than \a P (then with a
+    warning under stage.actor naming both). Thread: any.
+*/
+template<typename P>
+ActorRef<P> registeredActor(const QString &name)
+{
+    detail::RegisteredActor entry = detail::registeredActorImpl(name);
+    if (!entry.ref)
+        return ActorRef<P>();
+    if (*entry.protocol != typeid(P)) {
+        detail::warnActorProtocol(name, *entry.protocol, typeid(P));
+        return ActorRef<P>();
+    }
+    return *static_cast<const ActorRef<P> *>(entry.ref.get());
+}
+
+/*! Removes actor \a name from the registry; false if it was not registered. Thread: any. */
+STAGE_EXPORT bool unregisterActor(const QString &name);
+/*! The registered actor names, sorted. Thread: any. */
+STAGE_EXPORT QStringList registeredActors();
 
 /*!
     Monitors the actor behind \a ref: \a callback(reason) runs on \a context's thread each time
