@@ -828,6 +828,28 @@ private Q_SLOTS:
         QVERIFY(stage::unregisterActor(QStringLiteral("tst_actor.other")));
         QVERIFY(stage::registeredActor<Calc>(QStringLiteral("tst_actor.other")).isNull());
     }
+
+    void stop_isNotQueuedBehindTheMessages()
+    {
+        CalcProbe probe;
+        stage::Actor<Calc> actor;
+        spawnCalc(actor, &probe);
+        auto ref = actor.ref();
+        QCOMPARE(ref.tell(Slow{400, 1}), stage::SendStatus::Sent);
+        for (int i = 0; i < 100; ++i)
+            QCOMPARE(ref.tell(Add{1, 0}), stage::SendStatus::Sent);
+        QTRY_COMPARE_WITH_TIMEOUT(probe.slowEntered.load(), 1, Timeout);
+        QVERIFY(actor.stop()); // a root: shuts down now, not after the 100 adds
+        QTRY_COMPARE_WITH_TIMEOUT(actor.state(), stage::Node::State::Stopped, Timeout);
+        QCOMPARE(probe.cancelled.load(), 1);
+        QCOMPARE(probe.adds.load(), 0);
+        QCOMPARE(ref.count(), 101); // the interrupted message is back, first
+        QCOMPARE(ref.tell(Add{1, 0}), stage::SendStatus::Sent); // a stopped actor still takes mail
+        QVERIFY(actor.start());
+        QCOMPARE(stage::waitFor(ref.ask(Total{}, 10s), 20s), 101);
+        QCOMPARE(probe.slowFinished.load(), 1);
+        QCOMPARE(probe.inits.load(), 2);
+    }
 };
 
 QTEST_GUILESS_MAIN(tst_Actor)
