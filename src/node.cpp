@@ -31,12 +31,17 @@ void NodePrivate::settleStoppedWaiters()
 
 Node::Node(QObject *parent) : QObject(parent), nd(std::make_unique<NodePrivate>()) {}
 
-namespace {
 QString nodeName(const Node *node)
 {
-    return node->objectName().isEmpty() ? QString::fromLatin1(node->metaObject()->className()) : node->objectName();
+    const QString name = node->objectName();
+    if (!name.isEmpty())
+        return name;
+    return QStringLiteral("%1(0x%2)")
+        .arg(QString::fromLatin1(node->metaObject()->className()))
+        .arg(quintptr(node), 0, 16);
 }
 
+namespace {
 bool onOwnThread(const Node *node, const char *function)
 {
     if (QThread::currentThread() == node->thread())

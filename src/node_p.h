@@ -54,4 +54,7 @@ public:
     std::vector<detail::WaiterRef<detail::Waiter>> stoppedWaiters;
 };
 
+/* A node as logs name it: its objectName, or its class and address. */
+QString nodeName(const Node *node);
+
 } // namespace stage

@@ -15,16 +15,6 @@ namespace stage {
 using detail::Clock;
 
 namespace {
-QString nameOf(const Node *node)
-{
-    const QString name = node->objectName();
-    if (!name.isEmpty())
-        return name;
-    return QStringLiteral("%1(0x%2)")
-        .arg(QString::fromLatin1(node->metaObject()->className()))
-        .arg(quintptr(node), 0, 16);
-}
-
 const char *restartName(RestartType type)
 {
     switch (type) {
@@ -279,11 +269,11 @@ void SupervisorPrivate::handleExit(const ChildExit &exit)
     const RestartType restartType = child->restart;
     const bool restart = restartType == RestartType::Permanent || (restartType == RestartType::Transient && exit.failed);
     if (exit.failed)
-        qCInfo(lcSupervisor, "Supervisor %s: child %s failed: %s", qPrintable(nameOf(q)), qPrintable(nameOf(node)),
+        qCInfo(lcSupervisor, "Supervisor %s: child %s failed: %s", qPrintable(nodeName(q)), qPrintable(nodeName(node)),
                qPrintable(exit.cause));
     if (!restart) {
-        qCDebug(lcSupervisor, "Supervisor %s: child %s ended; %s: not restarted", qPrintable(nameOf(q)),
-                qPrintable(nameOf(node)), restartName(restartType));
+        qCDebug(lcSupervisor, "Supervisor %s: child %s ended; %s: not restarted", qPrintable(nodeName(q)),
+                qPrintable(nodeName(node)), restartName(restartType));
         return;
     }
 
@@ -294,11 +284,11 @@ void SupervisorPrivate::handleExit(const ChildExit &exit)
         const QString reason = QStringLiteral("more than %1 restart(s) within %2 ms; the last: %3 %4: %5")
                                    .arg(maxRestarts)
                                    .arg(restartPeriod)
-                                   .arg(nameOf(node), exit.failed ? QStringLiteral("failed") : QStringLiteral("ended"),
+                                   .arg(nodeName(node), exit.failed ? QStringLiteral("failed") : QStringLiteral("ended"),
                                         cause);
-        NodePrivate::get(q)->failureCause = exit.failed ? exit.cause : NodePrivate::bounded(nameOf(node) + QStringLiteral(": ") + cause);
+        NodePrivate::get(q)->failureCause = exit.failed ? exit.cause : NodePrivate::bounded(nodeName(node) + QStringLiteral(": ") + cause);
         ++stats.escalations;
-        qCWarning(lcSupervisor, "Supervisor %s: giving up: %s", qPrintable(nameOf(q)), qPrintable(reason));
+        qCWarning(lcSupervisor, "Supervisor %s: giving up: %s", qPrintable(nodeName(q)), qPrintable(reason));
         beginStopAll(reason, /*failing=*/true);
         return;
     }
@@ -336,7 +326,7 @@ void SupervisorPrivate::handleExit(const ChildExit &exit)
         backoffTimer.start(delay);
     }
     q->setState(Node::State::Restarting,
-                QStringLiteral("restarting after %1 %2").arg(nameOf(node), exit.failed ? QStringLiteral("failed") : QStringLiteral("ended")));
+                QStringLiteral("restarting after %1 %2").arg(nodeName(node), exit.failed ? QStringLiteral("failed") : QStringLiteral("ended")));
     q->markDirty();
 }
 
@@ -381,7 +371,7 @@ void SupervisorPrivate::finish()
         return;
     if (failed) {
         if (!q->supervisor())
-            qCWarning(lcSupervisor, "Supervisor %s (root) failed: %s", qPrintable(nameOf(q)), qPrintable(reason));
+            qCWarning(lcSupervisor, "Supervisor %s (root) failed: %s", qPrintable(nodeName(q)), qPrintable(reason));
         detail::SignalScope::emitLater(q, &Supervisor::gaveUp, reason);
     }
     detail::SignalScope::emitLater(q, &Supervisor::stopped);
@@ -447,18 +437,18 @@ bool Supervisor::addChild(Node *node, RestartType restart)
     for (Supervisor *above = supervisor(); above; above = above->supervisor()) {
         if (above == node) {
             qCWarning(lcSupervisor, "Supervisor::addChild: %s is an ancestor of this supervisor (a cycle); ignored",
-                      qPrintable(nameOf(node)));
+                      qPrintable(nodeName(node)));
             return false;
         }
     }
     if (node->supervisor()) {
         qCWarning(lcSupervisor, "Supervisor::addChild: %s already has a supervisor (%s); ignored",
-                  qPrintable(nameOf(node)), qPrintable(nameOf(node->supervisor())));
+                  qPrintable(nodeName(node)), qPrintable(nodeName(node->supervisor())));
         return false;
     }
     if (node->thread() != thread()) {
         qCWarning(lcSupervisor, "Supervisor::addChild: %s lives on another thread than the supervisor; ignored",
-                  qPrintable(nameOf(node)));
+                  qPrintable(nodeName(node)));
         return false;
     }
     if (d->shutDown || d->destroying) { // stopping for its own supervisor's restart is fine: it starts again
@@ -466,7 +456,7 @@ bool Supervisor::addChild(Node *node, RestartType restart)
         return false;
     }
     if (node->isDestroying()) {
-        qCWarning(lcSupervisor, "Supervisor::addChild: %s is being destroyed; ignored", qPrintable(nameOf(node)));
+        qCWarning(lcSupervisor, "Supervisor::addChild: %s is being destroyed; ignored", qPrintable(nodeName(node)));
         return false;
     }
     detail::SignalScope scope;
@@ -497,7 +487,7 @@ bool Supervisor::removeChild(Node *node)
     SupervisedChild *child = node ? d->find(node) : nullptr;
     if (!child) {
         qCWarning(lcSupervisor, "Supervisor::removeChild: %s is not a child of this supervisor; ignored",
-                  node ? qPrintable(nameOf(node)) : "(null)");
+                  node ? qPrintable(nodeName(node)) : "(null)");
         return false;
     }
     detail::SignalScope scope;
@@ -560,7 +550,7 @@ bool Supervisor::terminateChild(Node *node)
     SupervisedChild *child = node ? d->find(node) : nullptr;
     if (!child) {
         qCWarning(lcSupervisor, "Supervisor::terminateChild: %s is not a child of this supervisor; ignored",
-                  node ? qPrintable(nameOf(node)) : "(null)");
+                  node ? qPrintable(nodeName(node)) : "(null)");
         return false;
     }
     detail::SignalScope scope;
@@ -579,12 +569,12 @@ bool Supervisor::restartChild(Node *node)
     SupervisedChild *child = node ? d->find(node) : nullptr;
     if (!child) {
         qCWarning(lcSupervisor, "Supervisor::restartChild: %s is not a child of this supervisor; ignored",
-                  node ? qPrintable(nameOf(node)) : "(null)");
+                  node ? qPrintable(nodeName(node)) : "(null)");
         return false;
     }
     if (!isRunning() || d->after != SupervisorPrivate::After::Nothing) {
         qCWarning(lcSupervisor, "Supervisor::restartChild: the supervisor %s is not running; ignored",
-                  qPrintable(nameOf(this)));
+                  qPrintable(nodeName(this)));
         return false;
     }
     detail::SignalScope scope;
@@ -592,7 +582,7 @@ bool Supervisor::restartChild(Node *node)
         d->stopQueue.push_back(ChildRef{node, child->serial});
     d->startQueue.insert_or_assign(child->serial, PendingStart{node, true});
     if (state() == State::Running)
-        setState(State::Restarting, QStringLiteral("restarting %1 by request").arg(nameOf(node)));
+        setState(State::Restarting, QStringLiteral("restarting %1 by request").arg(nodeName(node)));
     d->pump();
     return true;
 }
