@@ -49,7 +49,7 @@ constexpr char kEnvSecret[] = "STAGE_PROCESS_SECRET";
 constexpr char kEnvParent[] = "STAGE_PROCESS_PARENT";
 constexpr char kEnvHeartbeat[] = "STAGE_PROCESS_HEARTBEAT";
 
-enum ChildExit : int { ExitStopped = 0, ExitUsage = 2, ExitEntryThrew = 70, ExitUnknownEntry = 127 };
+enum ChildExit : int { ExitStopped = 0, ExitUsage = 2, ExitEntryThrew = 70, ExitUnknownEntry = 120 };
 
 inline void appendHeader(QByteArray &out, quint32 length, Frame type)
 {

@@ -189,7 +189,7 @@ STAGE_PROCESS_EXPORT bool isProcessEntryRegistered(const QString &name);
     is still the one that started it), creates the QCoreApplication, connects to the parent,
     presents its secret, and handles messages until the parent asks it to stop or goes away. It
     returns the process's exit code: 0 after a stop or when the parent went away, 70 after the
-    entry point threw, 127 for an unknown entry point, 2 when started by hand (no parent, no
+    entry point threw, 120 for an unknown entry point, 2 when started by hand (no parent, no
     secret). Thread: the main thread, before any QCoreApplication exists.
 */
 STAGE_PROCESS_EXPORT std::optional<int> runChildProcess(int &argc, char **argv);
