@@ -500,10 +500,25 @@ void ProcessGroupShared::readHello(QLocalSocket *socket)
     }
     const char *secret = head.constData() + kHeaderSize + 1 + 4;
     ChildLink *match = nullptr;
+    bool late = false;
     for (ChildLink *link : std::as_const(links)) {
         // Every candidate is compared in full: the time taken does not tell which came close.
-        if (link->isAwaitingHello() && sameSecret(secret, link->secret()))
-            match = link;
+        if (sameSecret(secret, link->secret())) {
+            if (link->isAwaitingHello())
+                match = link;
+            else
+                late = true;
+        }
+    }
+    if (!match && late) {
+        // Our own child, whose worker run ended before it connected (a stop, a failure): it
+        // gets nothing and exits when the connection closes. Not a refusal.
+        qCDebug(lcProcess, "ProcessGroup: dropped the late connection of a retired child");
+        socket->disconnect(this);
+        socket->setParent(nullptr);
+        socket->abort();
+        socket->deleteLater();
+        return;
     }
     if (!match) {
         refuse(socket, QStringLiteral("it did not present a child's secret"));
