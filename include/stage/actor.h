@@ -735,8 +735,9 @@ public:
         std::exception_ptr refused;
         if (detail::mayRefuse(m_shared.get(), timeout))
             refused = detail::askRefusal(m_shared.get(), timeout, "ActorRef::ask", typeid(M), false);
-        return runAsk<M, R>(m_mailbox ? *m_mailbox : Mailbox<Envelope>(), m_shared, std::move(message), timeout,
-                            std::move(refused));
+        if (!m_mailbox) // refused: runAsk throws before it reads the mailbox
+            return runAsk<M, R>(Mailbox<Envelope>(), m_shared, std::move(message), timeout, std::move(refused));
+        return runAsk<M, R>(*m_mailbox, m_shared, std::move(message), timeout, std::move(refused));
     }
 
     /*!
@@ -814,8 +815,8 @@ public:
         // The ask runs as a coroutine on the actor's thread (its event loop); this thread waits.
         const bool posted = m_shared->postToNode(
             [mailbox = *m_mailbox, shared = m_shared, message = std::move(message), effective, out]() mutable {
-                detail::runBlockingAsk<R>(runAsk<M, R>(std::move(mailbox), std::move(shared), std::move(message),
-                                                       effective, nullptr),
+                detail::runBlockingAsk<R>(runAsk<M, R>(mailbox, std::move(shared), std::move(message), effective,
+                                                       nullptr),
                                           out);
             });
         if (!posted)
@@ -840,21 +841,26 @@ private:
         : m_mailbox(std::move(mailbox)), m_shared(std::move(shared))
     {}
 
+    // \a mailbox is read only before the first suspension, while the caller's reference lives
+    // (a full mailbox: copied first); \a shared is kept for the error's text.
     template<typename M, typename R>
-    static QCoro::Task<R> runAsk(Mailbox<Envelope> mailbox, std::shared_ptr<detail::ActorShared> shared, M message,
-                                 std::chrono::milliseconds timeout, std::exception_ptr refused)
+    static QCoro::Task<R> runAsk(const Mailbox<Envelope> &mailbox, std::shared_ptr<detail::ActorShared> shared,
+                                 M message, std::chrono::milliseconds timeout, std::exception_ptr refused)
     {
         using S = detail::ActorStored<R>;
         if (refused)
             std::rethrow_exception(refused);
         const std::chrono::milliseconds effective = shared->effectiveTimeout(timeout);
-        const auto deadline = detail::deadlineAfter(effective);
+        // The coarse clock: a deadline a few ms early at worst (the actor may drop the ask that
+        // much before this caller's own timer fires; the caller then reports its timeout).
+        const auto deadline = detail::coarseNow() + effective;
         auto replyPair = makeReply<S>();
         ReplyReceiver<S> answer = std::move(replyPair.second);
         Envelope envelope = Envelope::template make<M, R>(std::move(message), std::move(replyPair.first), deadline);
         std::chrono::milliseconds wait = effective;
         if (mailbox.trySend(std::move(envelope)) != SendStatus::Sent) { // moved from only when Sent
-            co_await mailbox.send(std::move(envelope)); // full: waits for room; closed: MailboxClosed
+            Mailbox<Envelope> keep = mailbox; // before suspending: the caller's reference may go
+            co_await keep.send(std::move(envelope)); // full: waits for room; closed: MailboxClosed
             wait = detail::remainingUntil(deadline);
         }
         std::exception_ptr error;
