@@ -40,7 +40,7 @@ namespace {
 struct Registry
 {
     QMutex mutex;
-    QHash<QString, ProcessHandler> entries;
+    QHash<QString, detail::RawProcessHandler> entries;
 };
 
 Registry &registry()
@@ -57,7 +57,7 @@ using namespace detail::process;
 class ChildRuntime : public QObject
 {
 public:
-    ChildRuntime(ProcessHandler handler, QLocalSocket *socket, int heartbeatMs)
+    ChildRuntime(detail::RawProcessHandler handler, QLocalSocket *socket, int heartbeatMs)
         : m_handler(std::move(handler)), m_socket(socket)
     {
         connect(m_socket, &QLocalSocket::readyRead, this, &ChildRuntime::readFrames);
@@ -119,29 +119,38 @@ private:
             const quint64 id = qFromBigEndian<quint64>(body);
             const QByteArray payload(body + 12, bodySize - 12);
             try {
-                m_handler(payload);
+                if (std::optional<QByteArray> answer = m_handler(payload)) {
+                    appendHeader(m_output, quint32(1 + 8 + answer->size()), Frame::Reply);
+                    char idBytes[8];
+                    qToBigEndian<quint64>(id, idBytes);
+                    m_output.append(idBytes, 8);
+                    m_output.append(*answer);
+                }
             } catch (const std::exception &e) {
-                fail(QString::fromUtf8(e.what()));
+                fail(QString::fromUtf8(e.what()), lastDone);
                 return;
             } catch (...) {
-                fail(QStringLiteral("an exception not derived from std::exception"));
+                fail(QStringLiteral("an exception not derived from std::exception"), lastDone);
                 return;
             }
             lastDone = id;
         }
         m_input.remove(0, pos);
         if (lastDone) {
-            // One acknowledgement for every message of this read: each one up to lastDone.
-            QByteArray out;
-            appendAck(out, lastDone);
-            m_socket->write(out);
+            // The replies, then one acknowledgement for every message of this read: each one up
+            // to lastDone.
+            appendAck(m_output, lastDone);
+            m_socket->write(m_output);
+            m_output.clear();
             m_socket->flush();
         }
     }
 
-    void fail(const QString &reason)
+    void fail(const QString &reason, quint64 lastDone)
     {
-        QByteArray out;
+        QByteArray out = std::exchange(m_output, {}); // the replies of messages handled before
+        if (lastDone)
+            appendAck(out, lastDone); // and their acknowledgement: only the failing one fails
         const QByteArray text = reason.toUtf8().left(kMaxReason);
         appendHeader(out, quint32(1 + text.size()), Frame::Failed);
         out.append(text);
@@ -151,7 +160,8 @@ private:
         finish(ExitEntryThrew);
     }
 
-    ProcessHandler m_handler;
+    detail::RawProcessHandler m_handler;
+    QByteArray m_output;
     QLocalSocket *m_socket;
     QTimer m_heartbeat;
     QByteArray m_input;
@@ -166,6 +176,18 @@ QLocalSocket *detail::processChannel()
 }
 
 bool registerProcessEntry(const QString &name, ProcessHandler handler)
+{
+    if (!handler) {
+        qCWarning(lcStageProcess, "stage::registerProcessEntry: an empty name or handler; ignored");
+        return false;
+    }
+    return detail::registerRawProcessEntry(name, [h = std::move(handler)](const QByteArray &bytes) {
+        h(bytes);
+        return std::optional<QByteArray>();
+    });
+}
+
+bool detail::registerRawProcessEntry(const QString &name, RawProcessHandler handler)
 {
     if (name.isEmpty() || !handler) {
         qCWarning(lcStageProcess, "stage::registerProcessEntry: an empty name or handler; ignored");
@@ -225,7 +247,7 @@ std::optional<int> runChildProcess(int &argc, char **argv)
         std::fprintf(stderr, "stage: child: the parent process is gone\n");
         return ExitStopped;
     }
-    ProcessHandler handler;
+    detail::RawProcessHandler handler;
     {
         Registry &r = registry();
         QMutexLocker lock(&r.mutex);

@@ -21,6 +21,7 @@
 #include <QtNetwork/QLocalServer>
 #include <QtNetwork/QLocalSocket>
 
+#include <algorithm>
 #include <deque>
 #include <stdexcept>
 
@@ -143,10 +144,12 @@ public:
         m_sinceLaunch.start();
         m_tick.start();
         m_process->start();
+        m_pid = m_process->processId();
         m_shared->noteStatistics();
     }
 
-    qint64 pid() const { return m_process ? m_process->processId() : 0; }
+    /* The child's pid, also after it has exited (0 before it started). */
+    qint64 pid() const { return m_pid; }
     bool isRunning() const { return m_process && m_process->state() != QProcess::NotRunning; }
     bool isAwaitingHello() const { return !m_socket && !m_dead && !m_retired; }
     const QByteArray &secret() const { return m_secret; }
@@ -154,6 +157,10 @@ public:
     bool isDead() const { return m_dead; }
     QString reason() const { return m_reason; }
     quint64 acked() const { return m_acked; }
+    /* The answers received since the last call, oldest first (each to a message held). */
+    std::deque<std::pair<quint64, QByteArray>> takeReplies() { return std::exchange(m_replies, {}); }
+    /* The worker found a frame it cannot accept (an answer that does not decode). */
+    void reject(const QString &what) { protocolError(what); }
 
     void attach(QLocalSocket *socket)
     {
@@ -307,6 +314,19 @@ private:
                 m_acked = id;
                 break;
             }
+            case Frame::Reply: {
+                if (length < 1 + 8) {
+                    protocolError(QStringLiteral("a reply of %1 bytes").arg(length));
+                    return;
+                }
+                const quint64 id = qFromBigEndian<quint64>(body);
+                if (id <= m_acked || id > m_sentUpTo || (!m_replies.empty() && id <= m_replies.back().first)) {
+                    protocolError(QStringLiteral("a reply to message %1, which it does not hold").arg(id));
+                    return;
+                }
+                m_replies.emplace_back(id, QByteArray(body + 8, bodySize - 8));
+                break;
+            }
             case Frame::Heartbeat:
                 if (length != 1) {
                     protocolError(QStringLiteral("a heartbeat of %1 bytes").arg(length));
@@ -349,6 +369,9 @@ private:
 
     void onFinished(int code, QProcess::ExitStatus status)
     {
+        if (m_exited)
+            return; // reported already (the wait for the connection's end below re-enters)
+        m_exited = true;
         m_tick.stop();
         if (m_socket && !m_dead && !m_retired) {
             // What it wrote before it died still counts (acknowledgements, its failure report):
@@ -365,7 +388,7 @@ private:
             reason = QStringLiteral("exit code %1 (unknown entry point)").arg(code);
         else
             reason = QStringLiteral("exit code %1").arg(code);
-        qCDebug(lcProcess, "ProcessGroup: child %lld ended: %s", qint64(m_process->processId()), qPrintable(reason));
+        qCDebug(lcProcess, "ProcessGroup: child %lld ended: %s", pid(), qPrintable(reason));
         m_shared->noteStatistics();
         if (m_retired) {
             deleteLater();
@@ -417,12 +440,15 @@ private:
     QElapsedTimer m_sinceSocketGone;
     quint64 m_acked = 0;
     quint64 m_sentUpTo = 0;
+    std::deque<std::pair<quint64, QByteArray>> m_replies;
     QString m_reason;
     Retire m_deathMode = Retire::Ask;
     bool m_dead = false;
     bool m_retired = false;
     bool m_reaping = false;
     bool m_socketGone = false;
+    bool m_exited = false;
+    qint64 m_pid = 0;
 };
 
 // ProcessGroupShared
@@ -588,6 +614,18 @@ QCoro::Task<> runChild(Worker &worker, std::shared_ptr<ProcessGroupShared> share
     try {
         for (;;) {
             worker.heartbeat();
+            // Answers first (a child answers before it acknowledges): each to a message held.
+            for (auto &[id, bytes] : link->takeReplies()) {
+                auto it = std::find_if(held.begin(), held.end(), [id = id](const InFlight &f) { return f.id == id; });
+                QString error;
+                if (it == held.end() || !it->message->reply(bytes, &error)) {
+                    link->reject(QStringLiteral("a reply to message %1: %2")
+                                     .arg(id)
+                                     .arg(error.isEmpty() ? QStringLiteral("not held") : error));
+                    // Its acknowledgement, read with it, does not count: the message fails.
+                    throw ChildFailed(link->reason().toStdString());
+                }
+            }
             const quint64 acked = link->acked();
             while (!held.empty() && held.front().id <= acked) {
                 held.front().message->ack();

@@ -10,6 +10,7 @@
 //     Ack        quint64 id: every delivery <= id   (exactly 9)
 //     Heartbeat  (exactly 1)
 //     Failed     UTF-8 reason, at most kMaxReason bytes: the entry point threw; the child exits
+//     Reply      quint64 id | the answer's bytes: to a delivery it holds, before its Ack
 // Parent -> child:
 //     Deliver    quint64 id | quint32 previous deliveries | payload
 //     Stop       (exactly 1): exit once the message being handled is done
@@ -31,6 +32,7 @@ enum class Frame : quint8 {
     Ack = 2,
     Heartbeat = 3,
     Failed = 4,
+    Reply = 5,
     Deliver = 16,
     Stop = 17,
 };

@@ -16,6 +16,7 @@
 #include <QtCore/QProcess>
 #include <QtCore/QRandomGenerator>
 #include <QtCore/QRegularExpression>
+#include <QtCore/QSet>
 #include <QtCore/QTemporaryDir>
 #include <QtNetwork/QLocalSocket>
 #include <QtTest/QSignalSpy>
@@ -55,6 +56,12 @@ void registerEntries()
     stage::registerProcessEntry<int>(QStringLiteral("work"), [](const int &) {
         if (const int us = envInt("STAGE_TEST_WORK_US", 0))
             std::this_thread::sleep_for(std::chrono::microseconds(us));
+    });
+    // Answers a request (a Mailbox<stage::Request<int, int>> feeds it): twice the value.
+    stage::registerProcessEntry<int>(QStringLiteral("double"), [](const int &value) -> int {
+        if (value == kPoison)
+            std::raise(SIGSEGV);
+        return 2 * value;
     });
     stage::registerProcessEntry<int>(QStringLiteral("exit3"), [](const int &value) {
         if (value == 7)
@@ -245,15 +252,19 @@ private Q_SLOTS:
         group.setBackoff(stage::Backoff::none());
         QVERIFY(group.spawn(QStringLiteral("work"), mailbox));
         int kills = 0;
+        QSet<qint64> killed; // a process killed a moment ago may not have been reaped yet
         QTimer killer;
         killer.setInterval(60);
         connect(&killer, &QTimer::timeout, this, [&] {
-            const auto pids = childPids();
+            auto pids = childPids();
+            pids.removeIf([&](qint64 pid) { return killed.contains(pid); });
             if (kills >= kKills || pids.isEmpty() || mailbox.statistics().acknowledged >= N)
                 return;
             const qint64 pid = pids.at(QRandomGenerator::global()->bounded(int(pids.size())));
-            if (::kill(pid_t(pid), SIGKILL) == 0)
+            if (::kill(pid_t(pid), SIGKILL) == 0) {
+                killed.insert(pid);
                 ++kills;
+            }
         });
         killer.start();
         QTRY_COMPARE_WITH_TIMEOUT(mailbox.statistics().acknowledged, qint64(N), 6 * Timeout);
@@ -385,6 +396,54 @@ private Q_SLOTS:
         QCOMPARE(mailbox.deadLetterCount(), 1);
         QCOMPARE(int(mailbox.trySend(1)), int(stage::SendStatus::Sent));
         QTRY_COMPARE_WITH_TIMEOUT(group->processedMessages(), qint64(1), Timeout);
+    }
+
+    void replies_crossTheBoundary()
+    {
+        constexpr int N = 200;
+        stage::Mailbox<stage::Request<int, int>> requests;
+        requests.setMaxRedeliveries(3); // the poison's neighbours in flight fail once with it
+        std::vector<stage::ReplyReceiver<int>> answers;
+        for (int i = 1; i <= N; ++i) {
+            auto [request, answer] = stage::makeRequest<int>(i == 100 ? kPoison : i);
+            QCOMPARE(int(requests.trySend(std::move(request))), int(stage::SendStatus::Sent));
+            answers.push_back(std::move(answer));
+        }
+        ProcessGroup group;
+        group.setSize(2);
+        group.setMaxInFlight(16);
+        group.setBackoff(stage::Backoff::none());
+        QVERIFY(group.spawn(QStringLiteral("double"), requests));
+        int answered = 0;
+        QString deadReason;
+        for (int i = 1; i <= N; ++i) {
+            try {
+                const int value = stage::waitFor(answers[size_t(i - 1)].wait(std::chrono::milliseconds(Timeout)));
+                QCOMPARE(value, 2 * i);
+                ++answered;
+            } catch (const stage::DeadLettered &e) {
+                QCOMPARE(i, 100);
+                deadReason = QString::fromUtf8(e.what());
+            }
+        }
+        QCOMPARE(answered, N - 1);
+        QVERIFY2(deadReason.contains(QStringLiteral("killed by signal 11")), qPrintable(deadReason));
+        QCOMPARE(requests.deadLetterCount(), 1);
+        QCOMPARE(group.processedMessages(), qint64(N - 1));
+    }
+
+    void reply_toAMessageThatExpectsNone_failsTheChild()
+    {
+        stage::Mailbox<int> mailbox;
+        mailbox.setMaxRedeliveries(0);
+        fill(mailbox, 1);
+        ProcessGroup group;
+        group.setBackoff(stage::Backoff::none());
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("broke the protocol")));
+        QVERIFY(group.spawn(QStringLiteral("double"), mailbox));
+        QTRY_COMPARE_WITH_TIMEOUT(mailbox.deadLetterCount(), 1, Timeout);
+        QCOMPARE(mailbox.takeDeadLetters()[0].reason,
+                 QStringLiteral("protocol error: a reply to message 1: a reply to a message that expects none"));
     }
 
     void shutdown_leavesNoChild()

@@ -5,6 +5,7 @@
 
 #include <stage/group.h>
 #include <stage/mailbox.h>
+#include <stage/reply.h>
 
 #include <QtCore/QByteArray>
 #include <QtCore/QDataStream>
@@ -50,6 +51,23 @@ concept ProcessSerializable = std::is_same_v<T, QByteArray>
            stream >> out;
        };
 
+/* What crosses the boundary for a message of type T: T itself, or a Request's payload (its
+   Reply stays in the parent and is answered with the child's return value). */
+template<typename T>
+struct ProcessMessageTraits
+{
+    static constexpr bool serializable = ProcessSerializable<T>;
+    static constexpr bool hasReply = false;
+    static const T &payload(const T &message) { return message; }
+};
+template<typename Q, typename R>
+struct ProcessMessageTraits<Request<Q, R>>
+{
+    static constexpr bool serializable = ProcessSerializable<Q> && ProcessSerializable<R>;
+    static constexpr bool hasReply = true;
+    static const Q &payload(const Request<Q, R> &message) { return message.payload; }
+};
+
 template<typename T>
 QByteArray encodeProcessMessage(const T &value)
 {
@@ -78,6 +96,14 @@ T decodeProcessMessage(const QByteArray &bytes)
     }
 }
 
+template<typename R>
+struct ReplyValue;
+template<typename V>
+struct ReplyValue<Reply<V>>
+{
+    using type = V;
+};
+
 /* One message a child holds: the parent's delivery, encoded. Not API. */
 class STAGE_PROCESS_EXPORT HeldMessage
 {
@@ -88,6 +114,9 @@ public:
     /* Consumers that failed while holding it before (a crashed, killed or hung child). */
     virtual int failures() const = 0;
     virtual int previousDeliveries() const = 0;
+    /* The child's answer to a Request: decodes and sends it. False: this message expects no
+       answer, or \a bytes do not decode (\a error says why); nothing was sent. */
+    virtual bool reply(const QByteArray &bytes, QString *error) = 0;
     QByteArray payload;
 };
 
@@ -107,9 +136,27 @@ template<typename T>
 class HeldDelivery final : public HeldMessage
 {
 public:
+    using Traits = ProcessMessageTraits<T>;
     explicit HeldDelivery(Delivery<T> &&delivery) : m_delivery(std::move(delivery))
     {
-        payload = encodeProcessMessage<T>(*m_delivery);
+        payload = encodeProcessMessage(Traits::payload(*m_delivery));
+    }
+    bool reply(const QByteArray &bytes, QString *error) override
+    {
+        if constexpr (Traits::hasReply) {
+            using R = std::remove_cvref_t<decltype(m_delivery->reply)>;
+            try {
+                m_delivery->reply.send(decodeProcessMessage<typename ReplyValue<R>::type>(bytes));
+                return true;
+            } catch (const std::exception &e) {
+                *error = QString::fromUtf8(e.what());
+                return false;
+            }
+        } else {
+            Q_UNUSED(bytes);
+            *error = QStringLiteral("a reply to a message that expects none");
+            return false;
+        }
     }
     // Destroyed while the worker that took it unwinds: the Delivery puts the message back (a
     // failure of that worker counts against it; a stop does not). Destroyed otherwise only
@@ -152,6 +199,13 @@ private:
 */
 using ProcessHandler = std::function<void(const QByteArray &message)>;
 
+namespace detail {
+/* An entry point as the child runs it: the message's bytes in, the reply's bytes out (none for a
+   handler that returns nothing). Not API. */
+using RawProcessHandler = std::function<std::optional<QByteArray>(const QByteArray &message)>;
+STAGE_PROCESS_EXPORT bool registerRawProcessEntry(const QString &name, RawProcessHandler handler);
+} // namespace detail
+
 /*!
     Registers \a handler as the entry point \a name, in every process of the app (the parent
     checks names in ProcessGroup::spawn(); the child runs the handler). Call it before
@@ -165,16 +219,32 @@ STAGE_PROCESS_EXPORT bool registerProcessEntry(const QString &name, ProcessHandl
     As above for messages of type \a T (a stage::Mailbox<T> feeds the group): each message is
     decoded from its QDataStream form and handed to \a handler as \c const T &. A message that
     does not decode fails the child (ProcessMessageError).
+
+    Replies: when the group is fed from a Mailbox<stage::Request<T, R>>, \a handler returns R:
+    the child sends it back before its acknowledgement and the parent answers the request's
+    Reply<R> with it (decoded there; an answer that does not decode fails the child, "protocol
+    error"). A request whose child fails is redelivered with its Reply still pending, and a
+    dead-lettered one fails its caller with stage::DeadLettered, as in-process. The parent and
+    the child must agree on T and R: they are not checked across the boundary.
 */
 template<typename T, typename F>
 bool registerProcessEntry(const QString &name, F handler)
 {
     static_assert(detail::ProcessSerializable<T>,
                   "stage::registerProcessEntry<T>: T needs QDataStream operators << and >> (or be QByteArray)");
-    return registerProcessEntry(name, ProcessHandler([h = std::move(handler)](const QByteArray &bytes) {
-                                    const T value = detail::decodeProcessMessage<T>(bytes);
-                                    h(value);
-                                }));
+    using Result = std::invoke_result_t<F &, const T &>;
+    return detail::registerRawProcessEntry(
+        name, [h = std::move(handler)](const QByteArray &bytes) mutable -> std::optional<QByteArray> {
+            const T value = detail::decodeProcessMessage<T>(bytes);
+            if constexpr (std::is_void_v<Result>) {
+                h(value);
+                return std::nullopt;
+            } else {
+                static_assert(detail::ProcessSerializable<std::remove_cvref_t<Result>>,
+                              "stage::registerProcessEntry<T>: the reply type needs QDataStream operators");
+                return detail::encodeProcessMessage(h(value));
+            }
+        });
 }
 
 /*! True if \a name was registered with registerProcessEntry(). Thread: any. */
@@ -289,7 +359,8 @@ public:
 
     /*!
         Starts size() children running entry point \a entryPoint, fed from \a mailbox (T with
-        QDataStream operators, or QByteArray: anything else does not compile). Returns false,
+        QDataStream operators, or QByteArray: anything else does not compile; or a
+        stage::Request<Q, R> whose Q and R have them: the child's return value answers it). Returns false,
         with a warning, for an entry point not registered in this process, a second spawn(), or
         after shutdown (as Group::spawn()). Under a supervisor that does not run yet, the group
         waits to be started. Thread: the group's.
@@ -297,8 +368,9 @@ public:
     template<typename T>
     bool spawn(const QString &entryPoint, const Mailbox<T> &mailbox)
     {
-        static_assert(detail::ProcessSerializable<T>,
-                      "stage::ProcessGroup::spawn: T needs QDataStream operators << and >> (or be QByteArray)");
+        static_assert(detail::ProcessMessageTraits<T>::serializable,
+                      "stage::ProcessGroup::spawn: T needs QDataStream operators << and >> (or be QByteArray); "
+                      "for a stage::Request<Q, R>, Q and R do");
         return spawnSource(entryPoint, std::make_shared<detail::MailboxSource<T>>(mailbox), mailbox.object());
     }
 
