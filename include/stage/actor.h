@@ -704,7 +704,9 @@ public:
         \li stage::TimeoutError if no answer came within the timeout; its what() names the
             actor, the message type and the duration. The ask is then dropped unprocessed if
             the actor dequeues it later (counted in Actor::expiredAsks()); a handler that was
-            already running goes on, and its answer is discarded.
+            already running goes on, and its answer is discarded. The deadline is read from the
+            coarse monotonic clock: an actor that dequeues the ask just then may drop it a few
+            ms before the caller's own timer fires, which then ends the ask the same way.
         \li stage::DeadLettered (a stage::BrokenReply) if the message was dead-lettered: its
             handler threw more than the mailbox's maxRedeliveries() times; what() carries the
             handler's exception.
