@@ -859,6 +859,41 @@ private Q_SLOTS:
         QCOMPARE(probe.slowFinished.load(), 1);
         QCOMPARE(probe.inits.load(), 2);
     }
+
+    void ask_waitsForRoomInABoundedMailbox()
+    {
+        CalcProbe probe;
+        stage::Actor<Calc> actor(1);
+        auto ref = actor.ref();
+        QCOMPARE(ref.tell(Add{5, 0}), stage::SendStatus::Sent); // full: nobody consumes yet
+        QCOMPARE(ref.tell(Add{6, 0}), stage::SendStatus::Full);
+        Outcome waiting;
+        recordAsk(ref, Add{1, 1}, &waiting, 10s);
+        QVERIFY(roundTrip(QThread::currentThread()));
+        QCOMPARE(waiting.ends.load(), 0); // waits for room, not refused
+        spawnCalc(actor, &probe);
+        QTRY_COMPARE_WITH_TIMEOUT(waiting.ends.load(), 1, Timeout);
+        QCOMPARE(waiting.kind, QString());
+        QCOMPARE(waiting.value, 2);
+        QCOMPARE(stage::waitFor(ref.ask(Total{}), 10s), 7);
+    }
+
+    void replyTypes_areTheProtocols()
+    {
+        // Compile-time: each message's reply type, for every form (a message outside the
+        // protocol is a static_assert, "the actor does not handle this message type").
+        stage::ActorRef<Calc> ref;
+        static_assert(std::is_same_v<decltype(ref.ask(Add{})), QCoro::Task<int>>);
+        static_assert(std::is_same_v<decltype(ref.ask(Reset{})), QCoro::Task<void>>);
+        static_assert(std::is_same_v<decltype(ref.ask(AskSelf{})), QCoro::Task<QString>>);
+        static_assert(std::is_same_v<decltype(ref.askFuture(Add{})), QFuture<int>>);
+        static_assert(std::is_same_v<decltype(ref.askFuture(Reset{})), QFuture<void>>);
+        static_assert(std::is_same_v<decltype(ref.askBlocking(Total{})), int>);
+        static_assert(std::is_same_v<decltype(ref.tell(Add{})), stage::SendStatus>);
+        static_assert(stage::detail::ProtocolTraits<Calc>::accepts<Add>);
+        static_assert(!stage::detail::ProtocolTraits<Calc>::accepts<Double>);
+        QVERIFY(ref.isNull());
+    }
 };
 
 QTEST_GUILESS_MAIN(tst_Actor)
