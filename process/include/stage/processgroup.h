@@ -304,7 +304,10 @@ class ProcessGroupShared;
     the front of the mailbox, counted as a failure of the message; after more than
     Mailbox::maxRedeliveries() failures it goes to the dead letters with the child's reason.
     A message that failed before is sent alone to a child holding nothing else, so one poison
-    message cannot take the messages around it to the dead letters. At-least-once: a message a
+    message cannot take the messages around it to the dead letters. (Known limit with
+    maxInFlight() > 1: such a message, taken from the mailbox while its child still holds
+    others, counts one more failure if that child fails before it was sent; Stage's Delivery has
+    no way yet to put a message back uncounted from outside a stop.) At-least-once: a message a
     child processed but had not acknowledged when it died is processed again.
     What is lost: nothing in the mailbox. A message held at a stop (shutdown, resize, a
     supervisor's restart) goes back uncounted, and the child that held it may still have
