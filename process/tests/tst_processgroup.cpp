@@ -493,6 +493,11 @@ private Q_SLOTS:
 
 int main(int argc, char **argv)
 {
+    // Under ASan a child's SIGSEGV would be caught and turned into "exit code 1": let the signal
+    // kill it, as it does in a normal build (the children inherit the environment).
+    const QByteArray asan = qgetenv("ASAN_OPTIONS");
+    if (!asan.contains("handle_segv"))
+        qputenv("ASAN_OPTIONS", asan + (asan.isEmpty() ? "" : ":") + "handle_segv=0");
     registerEntries();
     if (auto code = stage::runChildProcess(argc, argv))
         return *code;
