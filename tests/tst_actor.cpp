@@ -207,6 +207,18 @@ struct Ping
 {};
 using Front = stage::Protocol<int(Fetch), int(Ping)>;
 
+struct AsyncFail
+{
+    int id = 0;
+};
+struct ReplyingFail
+{
+    int id = 0;
+};
+struct Forget
+{};
+using Flaky = stage::Protocol<int(AsyncFail), int(ReplyingFail), int(Forget)>;
+
 QCoro::Task<> answerLater(stage::ActorRef<Doubler> doubler, int x, stage::Reply<int> reply, EventLog *log)
 {
     try {
@@ -893,6 +905,51 @@ private Q_SLOTS:
         static_assert(stage::detail::ProtocolTraits<Calc>::accepts<Add>);
         static_assert(!stage::detail::ProtocolTraits<Calc>::accepts<Double>);
         QVERIFY(ref.isNull());
+    }
+
+    void throwingAsyncAndReplyingHandlers_keepTheReplyForTheRestartedActor()
+    {
+        std::atomic<int> inits{0};
+        QMutex mutex;
+        QSet<QString> thrown;
+        auto throwOnce = [&](const QString &key) {
+            QMutexLocker lock(&mutex);
+            if (!thrown.contains(key)) {
+                thrown.insert(key);
+                throw std::runtime_error(key.toStdString());
+            }
+        };
+        stage::Actor<Flaky> actor;
+        actor.setObjectName(QStringLiteral("flaky"));
+        actor.setBackoff(stage::Backoff::none());
+        actor.spawn([&inits] { return inits.fetch_add(1) + 1; },
+                    [&](int &, const AsyncFail &m) -> QCoro::Task<int> {
+                        co_await stage::sleep(5ms); // throws after a suspension
+                        throwOnce(QStringLiteral("async %1").arg(m.id));
+                        co_return m.id;
+                    },
+                    [&](int &, ReplyingFail &m, stage::Reply<int> &reply) {
+                        throwOnce(QStringLiteral("replying %1").arg(m.id)); // before answering: the reply stays
+                        reply.send(m.id * 10);
+                    },
+                    [](int &, Forget &, stage::Reply<int> &) {}); // neither answers nor takes it
+        auto ref = actor.ref();
+        QCOMPARE(stage::waitFor(ref.ask(AsyncFail{3}), 10s), 3);
+        QCOMPARE(stage::waitFor(ref.ask(ReplyingFail{4}), 10s), 40);
+        QCOMPARE(inits.load(), 3); // two failures, two restarts
+        QCOMPARE(actor.failed(), qint64(2));
+        // A replying handler that drops its reply: a warning, and the caller knows at once.
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral(
+            "stage::Actor: the handler of .*Forget in actor 'flaky' returned without answering its stage::Reply or taking "
+            "it; the caller gets stage::BrokenReply")));
+        QString what;
+        try {
+            stage::waitFor(ref.ask(Forget{}), 10s);
+        } catch (...) {
+            QCOMPARE(kindOf(std::current_exception(), &what), QStringLiteral("broken"));
+        }
+        QVERIFY2(!what.isEmpty(), "the ask did not fail");
+        QCOMPARE(actor.failed(), qint64(2)); // not a failure of the actor
     }
 };
 
