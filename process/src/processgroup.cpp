@@ -739,16 +739,26 @@ int ProcessGroup::maxInFlight() const
     return s->maxInFlight;
 }
 
+namespace {
+// A setter's common part: \a value below \a minimum is refused with a warning naming \a function
+// and \a rule; true if \a member changed (then the caller emits its NOTIFY signal).
+bool acceptSetting(int &member, int value, int minimum, const char *function, const char *rule)
+{
+    if (value < minimum) {
+        qCWarning(lcProcess, "ProcessGroup::%s: %s, got %d; ignored", function, rule, value);
+        return false;
+    }
+    if (member == value)
+        return false;
+    member = value;
+    return true;
+}
+} // namespace
+
 void ProcessGroup::setMaxInFlight(int count)
 {
-    if (count < 1) {
-        qCWarning(lcProcess, "ProcessGroup::setMaxInFlight: the count must be >= 1, got %d; ignored", count);
-        return;
-    }
-    if (s->maxInFlight == count)
-        return;
-    s->maxInFlight = count;
-    Q_EMIT maxInFlightChanged(count);
+    if (acceptSetting(s->maxInFlight, count, 1, "setMaxInFlight", "the count must be >= 1"))
+        Q_EMIT maxInFlightChanged(count);
 }
 
 int ProcessGroup::connectTimeout() const
@@ -758,14 +768,8 @@ int ProcessGroup::connectTimeout() const
 
 void ProcessGroup::setConnectTimeout(int milliseconds)
 {
-    if (milliseconds <= 0) {
-        qCWarning(lcProcess, "ProcessGroup::setConnectTimeout: the timeout must be > 0 ms, got %d; ignored", milliseconds);
-        return;
-    }
-    if (s->connectTimeout == milliseconds)
-        return;
-    s->connectTimeout = milliseconds;
-    Q_EMIT connectTimeoutChanged(milliseconds);
+    if (acceptSetting(s->connectTimeout, milliseconds, 1, "setConnectTimeout", "the timeout must be > 0 ms"))
+        Q_EMIT connectTimeoutChanged(milliseconds);
 }
 
 int ProcessGroup::maxFrameSize() const
@@ -775,14 +779,8 @@ int ProcessGroup::maxFrameSize() const
 
 void ProcessGroup::setMaxFrameSize(int bytes)
 {
-    if (bytes < 1024) {
-        qCWarning(lcProcess, "ProcessGroup::setMaxFrameSize: the size must be >= 1024 bytes, got %d; ignored", bytes);
-        return;
-    }
-    if (s->maxFrameSize == bytes)
-        return;
-    s->maxFrameSize = bytes;
-    Q_EMIT maxFrameSizeChanged(bytes);
+    if (acceptSetting(s->maxFrameSize, bytes, 1024, "setMaxFrameSize", "the size must be >= 1024 bytes"))
+        Q_EMIT maxFrameSizeChanged(bytes);
 }
 
 int ProcessGroup::processCount() const

@@ -153,6 +153,38 @@ private Q_SLOTS:
         QCOMPARE(childPids().size(), 0);
     }
 
+    void settings_outOfRange_refused()
+    {
+        ProcessGroup group;
+        const int inFlight = group.maxInFlight();
+        const int connect = group.connectTimeout();
+        const int frame = group.maxFrameSize();
+        QSignalSpy inFlightChanged(&group, &ProcessGroup::maxInFlightChanged);
+        QSignalSpy connectChanged(&group, &ProcessGroup::connectTimeoutChanged);
+        QSignalSpy frameChanged(&group, &ProcessGroup::maxFrameSizeChanged);
+        QTest::ignoreMessage(QtWarningMsg, "ProcessGroup::setMaxInFlight: the count must be >= 1, got 0; ignored");
+        group.setMaxInFlight(0);
+        QTest::ignoreMessage(QtWarningMsg, "ProcessGroup::setConnectTimeout: the timeout must be > 0 ms, got -5; ignored");
+        group.setConnectTimeout(-5);
+        QTest::ignoreMessage(QtWarningMsg, "ProcessGroup::setMaxFrameSize: the size must be >= 1024 bytes, got 10; ignored");
+        group.setMaxFrameSize(10);
+        QCOMPARE(group.maxInFlight(), inFlight);
+        QCOMPARE(group.connectTimeout(), connect);
+        QCOMPARE(group.maxFrameSize(), frame);
+        QCOMPARE(inFlightChanged.count() + connectChanged.count() + frameChanged.count(), 0);
+        // In range: set, and said once.
+        group.setMaxInFlight(4);
+        group.setMaxInFlight(4);
+        group.setConnectTimeout(1);
+        group.setMaxFrameSize(1024);
+        QCOMPARE(group.maxInFlight(), 4);
+        QCOMPARE(group.connectTimeout(), 1);
+        QCOMPARE(group.maxFrameSize(), 1024);
+        QCOMPARE(inFlightChanged.count(), 1);
+        QCOMPARE(connectChanged.count(), 1);
+        QCOMPARE(frameChanged.count(), 1);
+    }
+
     void child_startedByHand_refuses()
     {
         // The child's own checks: no parent, no secret; an unknown entry point.
