@@ -80,7 +80,13 @@ QString strategyText(int strategy)
 
 QString kindOf(const Node *node)
 {
-    const QString name = QString::fromLatin1(node->metaObject()->className());
+    // A kind of node may name itself (an actor is a Group, yet "Actor"); its subclasses (the QML
+    // types) inherit the name.
+    const QMetaObject *meta = node->metaObject();
+    const int info = meta->indexOfClassInfo("StageKind");
+    if (info >= 0)
+        return QString::fromLatin1(meta->classInfo(info).value());
+    const QString name = QString::fromLatin1(meta->className());
     const qsizetype colons = name.lastIndexOf(QLatin1String("::"));
     return colons < 0 ? name : name.mid(colons + 2);
 }
@@ -424,7 +430,9 @@ TreeRecord *SupervisionTreeModelPrivate::build(Node *node, TreeRecord *parent, i
     r->group = r->supervisor ? nullptr : qobject_cast<Group *>(node);
     static const QString supervisorKind = QStringLiteral("Supervisor");
     static const QString groupKind = QStringLiteral("Group");
-    r->kind = r->supervisor ? supervisorKind : r->group ? groupKind : kindOf(node);
+    r->kind = r->supervisor                                                             ? supervisorKind
+              : r->group && r->group->metaObject()->indexOfClassInfo("StageKind") < 0 ? groupKind
+                                                                                       : kindOf(node);
     records.insert(node, r);
     r->destroyedConnection = QObject::connect(node, &QObject::destroyed, q, [this](QObject *o) { onDestroyed(o); });
     // A name changes seldom: told, not polled (objectName() is a bindable property's read).

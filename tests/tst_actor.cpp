@@ -756,6 +756,7 @@ private Q_SLOTS:
         QVERIFY(row.isValid());
         QCOMPARE(row.parent(), model.indexOf(&supervisor));
         QCOMPARE(model.data(row, stage::SupervisionTreeModel::NameRole).toString(), QStringLiteral("calc"));
+        QCOMPARE(model.data(row, stage::SupervisionTreeModel::KindRole).toString(), QStringLiteral("Actor"));
         QCOMPARE(model.nodeAt(row), static_cast<stage::Node *>(actor));
         stage::waitFor(supervisor.shutdown());
     }

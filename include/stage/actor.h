@@ -897,6 +897,7 @@ private:
 class STAGE_EXPORT ActorBase : public stage::Group // qualified: moc records the base by name
 {
     Q_OBJECT
+    Q_CLASSINFO("StageKind", "Actor") // SupervisionTreeModel's KindRole
     Q_PROPERTY(int askTimeout READ askTimeout WRITE setAskTimeout NOTIFY askTimeoutChanged)
     Q_PROPERTY(qint64 expiredAsks READ expiredAsks NOTIFY statisticsChanged)
 

@@ -63,7 +63,9 @@ class SupervisionTreeModelPrivate;
     \list
     \li NodeRole (node): the stage::Node *.
     \li NameRole (name): QObject::objectName().
-    \li KindRole (kind): "Supervisor", "Group", or the class name of another node kind.
+    \li KindRole (kind): "Supervisor", "Group", "Actor", "ProcessGroup" (a class may name its kind
+        with Q_CLASSINFO("StageKind", ...); its subclasses inherit it), or the class name of
+        another node kind.
     \li StateRole (state): Node::State as an int; StateTextRole (stateText): its name ("Running").
     \li StateReasonRole (stateReason): Node::stateReason().
     \li StrategyRole (strategy): a supervisor's strategy ("OneForOne", "OneForAll",

@@ -185,6 +185,18 @@ private Q_SLOTS:
         QCOMPARE(frameChanged.count(), 1);
     }
 
+    void treeModel_namesTheKind()
+    {
+        ProcessGroup group;
+        group.setObjectName(QStringLiteral("renderers"));
+        stage::SupervisionTreeModel model;
+        model.setRoot(&group);
+        model.flush();
+        const QModelIndex row = model.indexOf(&group);
+        QVERIFY(row.isValid());
+        QCOMPARE(model.data(row, stage::SupervisionTreeModel::KindRole).toString(), QStringLiteral("ProcessGroup"));
+    }
+
     void child_startedByHand_refuses()
     {
         // The child's own checks: no parent, no secret; an unknown entry point.

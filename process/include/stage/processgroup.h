@@ -347,6 +347,7 @@ class ProcessGroupShared;
 class STAGE_PROCESS_EXPORT ProcessGroup : public stage::Group
 {
     Q_OBJECT
+    Q_CLASSINFO("StageKind", "ProcessGroup") // SupervisionTreeModel's KindRole
     Q_PROPERTY(QString entryPoint READ entryPoint CONSTANT)
     Q_PROPERTY(int maxInFlight READ maxInFlight WRITE setMaxInFlight NOTIFY maxInFlightChanged)
     Q_PROPERTY(int connectTimeout READ connectTimeout WRITE setConnectTimeout NOTIFY connectTimeoutChanged)
