@@ -1,11 +1,14 @@
 #include <stage/actor.h>
 
 #include <QtCore/QMetaObject>
+#include <QtCore/QMetaProperty>
 #include <QtCore/QThread>
 
 #include <cxxabi.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -147,6 +150,157 @@ void warnActorProtocol(const QString &name, const std::type_info &registered, co
 {
     qCWarning(lcStageActor, "stage::registeredActor: actor %s has the protocol %s, not %s; a null reference is returned",
               qPrintable(name), qPrintable(actorTypeName(registered)), qPrintable(actorTypeName(wanted)));
+}
+
+QString gadgetTypeName(const QMetaObject &metaObject)
+{
+    const QString name = QString::fromLatin1(metaObject.className());
+    const qsizetype colons = name.lastIndexOf(QLatin1String("::"));
+    return colons < 0 ? name : name.mid(colons + 2);
+}
+
+QStringList gadgetFields(const QMetaObject &metaObject)
+{
+    QStringList names;
+    for (int i = 0; i < metaObject.propertyCount(); ++i) {
+        const QMetaProperty property = metaObject.property(i);
+        if (property.isWritable())
+            names.append(QString::fromLatin1(property.name()));
+    }
+    return names;
+}
+
+namespace {
+
+bool isIntegral(int id)
+{
+    switch (id) {
+    case QMetaType::Int: case QMetaType::UInt: case QMetaType::LongLong: case QMetaType::ULongLong:
+    case QMetaType::Long: case QMetaType::ULong: case QMetaType::Short: case QMetaType::UShort:
+    case QMetaType::Char: case QMetaType::SChar: case QMetaType::UChar:
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool isNumber(int id)
+{
+    return isIntegral(id) || id == QMetaType::Double || id == QMetaType::Float;
+}
+
+template<typename T>
+bool fits(double value)
+{
+    // The upper bound as a power of two, exact in a double (max() itself may round up).
+    return value >= double(std::numeric_limits<T>::min())
+        && value < 2.0 * double(std::numeric_limits<T>::max() / 2 + 1);
+}
+
+bool fitsIntegral(int id, double value)
+{
+    switch (id) {
+    case QMetaType::Int: return fits<int>(value);
+    case QMetaType::UInt: return fits<uint>(value);
+    case QMetaType::LongLong: return fits<qint64>(value);
+    case QMetaType::ULongLong: return fits<quint64>(value);
+    case QMetaType::Long: return fits<long>(value);
+    case QMetaType::ULong: return fits<unsigned long>(value);
+    case QMetaType::Short: return fits<short>(value);
+    case QMetaType::UShort: return fits<ushort>(value);
+    case QMetaType::Char: return fits<char>(value);
+    case QMetaType::SChar: return fits<signed char>(value);
+    case QMetaType::UChar: return fits<uchar>(value);
+    default: return false;
+    }
+}
+
+/* Converts \a value to \a target without loss, or says why not. */
+bool convertField(QVariant &value, QMetaType target, QString *why)
+{
+    const QMetaType source = value.metaType();
+    if (source == target)
+        return true;
+    if (!value.isValid()) {
+        *why = QStringLiteral("undefined");
+        return false;
+    }
+    const int to = target.id();
+    const int from = source.id();
+    if (isNumber(to)) {
+        if (!isNumber(from)) {
+            *why = QStringLiteral("a %1").arg(QString::fromLatin1(source.name()));
+            return false;
+        }
+        if (isIntegral(to) && !isIntegral(from)) {
+            const double number = value.toDouble();
+            if (!std::isfinite(number) || number != std::trunc(number)) {
+                *why = QStringLiteral("%1 (not an integer)").arg(number);
+                return false;
+            }
+        }
+        if (isIntegral(to) && !fitsIntegral(to, value.toDouble())) {
+            *why = QStringLiteral("%1 (out of range)").arg(value.toString());
+            return false;
+        }
+        return value.convert(target);
+    }
+    if (to == QMetaType::QString || to == QMetaType::Bool || !QMetaType::canConvert(source, target)) {
+        *why = QStringLiteral("a %1").arg(QString::fromLatin1(source.name()));
+        return false;
+    }
+    QVariant converted = value;
+    if (!converted.convert(target)) {
+        *why = QStringLiteral("a %1 that does not convert").arg(QString::fromLatin1(source.name()));
+        return false;
+    }
+    value = std::move(converted);
+    return true;
+}
+
+} // namespace
+
+bool readGadgetFields(const QMetaObject &metaObject, void *gadget, const QVariantMap &fields, QString *error)
+{
+    const QString type = gadgetTypeName(metaObject);
+    const QStringList names = gadgetFields(metaObject);
+    const QString known = names.isEmpty() ? QStringLiteral("it has none") : QStringLiteral("fields: ") + names.join(QStringLiteral(", "));
+    for (auto it = fields.cbegin(); it != fields.cend(); ++it) {
+        if (!names.contains(it.key())) {
+            *error = QStringLiteral("%1 has no field \"%2\" (%3)").arg(type, it.key(), known);
+            return false;
+        }
+    }
+    for (int i = 0; i < metaObject.propertyCount(); ++i) {
+        const QMetaProperty property = metaObject.property(i);
+        if (!property.isWritable())
+            continue;
+        const QString name = QString::fromLatin1(property.name());
+        auto it = fields.constFind(name);
+        if (it == fields.cend()) {
+            *error = QStringLiteral("%1 needs the field \"%2\" (%3)").arg(type, name, known);
+            return false;
+        }
+        QVariant value = *it;
+        QString why;
+        if (!convertField(value, property.metaType(), &why) || !property.writeOnGadget(gadget, value)) {
+            *error = QStringLiteral("%1.%2 (%3) cannot take %4")
+                         .arg(type, name, QString::fromLatin1(property.metaType().name()),
+                              why.isEmpty() ? QStringLiteral("this value") : why);
+            return false;
+        }
+    }
+    return true;
+}
+
+QVariantMap gadgetToMap(const QMetaObject &metaObject, const void *gadget)
+{
+    QVariantMap map;
+    for (int i = 0; i < metaObject.propertyCount(); ++i) {
+        const QMetaProperty property = metaObject.property(i);
+        map.insert(QString::fromLatin1(property.name()), property.readOnGadget(gadget));
+    }
+    return map;
 }
 
 AskExpired::AskExpired() : BrokenReply("stage::Actor: the ask was dropped unprocessed: its caller's timeout had passed")

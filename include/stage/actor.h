@@ -14,6 +14,8 @@
 #include <QtCore/QObject>
 #include <QtCore/QString>
 #include <QtCore/QStringList>
+#include <QtCore/QVariant>
+#include <QtCore/QVariantMap>
 
 #include <QCoro/QCoroTask>
 
@@ -32,6 +34,7 @@
 #include <typeinfo>
 #include <utility>
 #include <variant>
+#include <vector>
 
 namespace stage {
 
@@ -277,13 +280,53 @@ inline ActorClock::time_point coarseNow() noexcept
     return ActorClock::now();
 }
 
+/*
+    One message of a registered actor that code without its C++ type (QML's Stage.ask()) can send:
+    a Q_GADGET message M (default-constructible; its reply void or copyable), built from a
+    QVariantMap whose keys are exactly M's writable Q_PROPERTYs (readGadgetFields()); the reply
+    comes back as a QVariant (a Q_GADGET reply as a QVariantMap of its properties; void: an
+    invalid QVariant). registerActor() makes one per such message of the protocol. Thread: any.
+*/
+struct ActorVariantMessage
+{
+    QString type;                             // M's class name without its namespaces ("Add")
+    const QMetaObject *metaObject = nullptr;  // M::staticMetaObject
+    /* Builds M from \a fields and asks (askFuture(), \a timeout negative: the actor's default):
+       true with the answer in \a answer; false, nothing sent, with \a error saying which field is
+       missing, unknown or of the wrong type. */
+    std::function<bool(const QVariantMap &fields, std::chrono::milliseconds timeout, QFuture<QVariant> *answer,
+                       QString *error)>
+        ask;
+    /* Builds M from \a fields and tells it: true with the status in \a status; false as ask. */
+    std::function<bool(const QVariantMap &fields, SendStatus *status, QString *error)> tell;
+};
+using ActorVariantMessages = std::vector<ActorVariantMessage>;
+
 /* The actor registry: references by name, type-erased (the protocol's type is checked at lookup). */
 struct RegisteredActor
 {
     std::shared_ptr<void> ref; // an ActorRef<P> *
     const std::type_info *protocol = nullptr;
     const ActorShared *shared = nullptr;
+    std::shared_ptr<const ActorVariantMessages> messages; // its Q_GADGET messages (never null once registered)
 };
+
+/* A Q_GADGET's class name without its namespaces. */
+STAGE_EXPORT QString gadgetTypeName(const QMetaObject &metaObject);
+/* The writable properties of a Q_GADGET, in declaration order: the fields of a variant message. */
+STAGE_EXPORT QStringList gadgetFields(const QMetaObject &metaObject);
+/*
+    Writes \a fields onto \a gadget (a default-constructed instance of \a metaObject's type): every
+    writable property must be given, no other key; a value must have the property's type or
+    convert to it without loss (numbers to numbers, integral targets only from integral values in
+    range; strings and bools only from their own type; other types by QVariant's conversion).
+    False, with \a error naming the field and why, at the first bad field (the gadget may then be
+    partly written).
+*/
+STAGE_EXPORT bool readGadgetFields(const QMetaObject &metaObject, void *gadget, const QVariantMap &fields,
+                                   QString *error);
+/* The properties of \a gadget as a map. */
+STAGE_EXPORT QVariantMap gadgetToMap(const QMetaObject &metaObject, const void *gadget);
 STAGE_EXPORT bool registerActorImpl(const QString &name, RegisteredActor actor);
 STAGE_EXPORT RegisteredActor registeredActorImpl(const QString &name);
 STAGE_EXPORT void unregisterActorsOf(const ActorShared *shared);
@@ -1079,11 +1122,82 @@ private:
     Mailbox<Envelope> m_mailbox;
 };
 
+namespace detail {
+
+template<typename T>
+inline constexpr bool isGadget = QtPrivate::IsGadgetHelper<T>::IsRealGadget;
+
+template<typename R>
+QVariant replyToVariant(R &value)
+{
+    if constexpr (isGadget<R>)
+        return gadgetToMap(R::staticMetaObject, &value);
+    else
+        return QVariant::fromValue(std::move(value));
+}
+
+/* Adds the variant form of message M (reply R) of \a ref's protocol, if M is a usable Q_GADGET. */
+template<typename P, typename M, typename R>
+void addVariantMessage(ActorVariantMessages &out, const ActorRef<P> &ref)
+{
+    if constexpr (isGadget<M> && std::is_default_constructible_v<M>
+                  && (std::is_void_v<R> || std::is_copy_constructible_v<R>)) {
+        ActorVariantMessage entry;
+        entry.metaObject = &M::staticMetaObject;
+        entry.type = gadgetTypeName(M::staticMetaObject);
+        entry.ask = [ref](const QVariantMap &fields, std::chrono::milliseconds timeout, QFuture<QVariant> *answer,
+                          QString *error) {
+            M message{};
+            if (!readGadgetFields(M::staticMetaObject, &message, fields, error))
+                return false;
+            // Sync: on the thread that finishes askFuture()'s future (the caller's); a failure
+            // skips the continuation and stays in the future, typed.
+            if constexpr (std::is_void_v<R>)
+                *answer = ref.askFuture(std::move(message), timeout).then(QtFuture::Launch::Sync, [] { return QVariant(); });
+            else
+                *answer = ref.askFuture(std::move(message), timeout).then(QtFuture::Launch::Sync, [](R value) {
+                    return replyToVariant(value);
+                });
+            return true;
+        };
+        entry.tell = [ref](const QVariantMap &fields, SendStatus *status, QString *error) {
+            M message{};
+            if (!readGadgetFields(M::staticMetaObject, &message, fields, error))
+                return false;
+            *status = ref.tell(std::move(message));
+            return true;
+        };
+        out.push_back(std::move(entry));
+    }
+}
+
+template<typename P, std::size_t... I>
+std::shared_ptr<const ActorVariantMessages> variantMessages(const ActorRef<P> &ref, std::index_sequence<I...>)
+{
+    auto out = std::make_shared<ActorVariantMessages>();
+    (addVariantMessage<P, typename ProtocolTraits<P>::template Message<I>, typename ProtocolTraits<P>::template ReplyAt<I>>(
+         *out, ref),
+     ...);
+    return out;
+}
+
+} // namespace detail
+
 /*!
     Makes the actor behind \a ref known under \a name (global), for code that cannot be handed the
     reference: `stage::registeredActor<AdderProtocol>("adder")`. The reference survives the actor's
     restarts, and so does the entry; it is removed when the actor is destroyed (or by
     unregisterActor()). Registering a name again replaces the entry.
+
+    From QML: the messages of \a P that are Q_GADGETs (their Q_PROPERTYs are the fields;
+    default-constructible, with a void or copyable reply) can be sent by name, without their C++
+    type: `Stage.ask("adder", "Add", {a: 1, b: 2})` (a JS Promise of the reply) and
+    `Stage.tell(...)` in `import Stage`. Other messages stay C++-only.
+
+    \code
+    struct Add { Q_GADGET Q_PROPERTY(int a MEMBER a) Q_PROPERTY(int b MEMBER b) public: int a = 0, b = 0; };
+    \endcode
+
     Thread: any (the registry is guarded by a mutex).
     Bad input: an empty \a name or a null \a ref: a warning under stage.actor, and false.
 */
@@ -1091,7 +1205,8 @@ template<typename P>
 bool registerActor(const QString &name, const ActorRef<P> &ref)
 {
     return detail::registerActorImpl(
-        name, detail::RegisteredActor{std::make_shared<ActorRef<P>>(ref), &typeid(P), detail::ActorRefAccess::shared(ref)});
+        name, detail::RegisteredActor{std::make_shared<ActorRef<P>>(ref), &typeid(P), detail::ActorRefAccess::shared(ref),
+                                      detail::variantMessages(ref, std::make_index_sequence<detail::ProtocolTraits<P>::count>())});
 }
 
 /*!
