@@ -2,6 +2,7 @@
 
 //  Not part of the Stage API: the QML singleton Stage and the registrations of core types.
 
+#include <stage/actor.h>
 #include <stage/group.h>
 #include <stage/mailbox.h>
 #include <stage/node.h>
@@ -9,10 +10,14 @@
 #include <stage/supervisiontreemodel.h>
 #include <stage/supervisor.h>
 
+#include <QtCore/QFuture>
 #include <QtCore/QObject>
 #include <QtCore/QStringList>
+#include <QtCore/QVariant>
 #include <QtQml/QJSValue>
 #include <QtQml/qqml.h>
+
+#include <map>
 
 namespace stage::qml {
 
@@ -64,8 +69,41 @@ public:
     /* Sets a group's size (>= 0); false with a warning for another node or a negative size. */
     Q_INVOKABLE bool resize(stage::Node *node, int size) const;
 
+    /* The actor names registered with stage::registerActor(), sorted. */
+    Q_INVOKABLE QStringList actors() const;
+    /* Asks actor \a actor the message of type \a type (a Q_GADGET message of its protocol) built
+       from \a fields (an object with exactly its properties); \a timeoutMs: the actor's askTimeout
+       if undefined. Returns a Promise settled on this engine's thread: the reply, or an Error named
+       after the Stage exception (TimeoutError, DeadLettered, BrokenReply, MailboxClosed,
+       InvalidOperation) with its what(). Bad input throws (ReferenceError: unknown actor;
+       TypeError: unknown message type, bad fields; RangeError: bad timeout), nothing sent. If the
+       engine goes first, the answer is dropped. */
+    Q_INVOKABLE QJSValue ask(const QString &actor, const QString &type, const QJSValue &fields = QJSValue(),
+                             const QJSValue &timeoutMs = QJSValue());
+    /* Tells: "Sent", "Full" or "Closed" (stage::SendStatus); bad input throws as ask(). */
+    Q_INVOKABLE QString tell(const QString &actor, const QString &type, const QJSValue &fields = QJSValue());
+
 private:
     void throwError(QJSValue::ErrorType type, const QString &message) const;
+    struct ResolvedMessage
+    {
+        stage::detail::RegisteredActor actor; // keeps the entry alive during the call
+        const stage::detail::ActorVariantMessage *message = nullptr;
+        QVariantMap fields;
+    };
+    /* The variant message \a type of \a actor and the fields as a map; false after throwing. */
+    bool resolveMessage(const char *function, const QString &actor, const QString &type, const QJSValue &fields,
+                        ResolvedMessage *out) const;
+    void settle(quint64 id, const QFuture<QVariant> &answer);
+
+    struct PendingAsk
+    {
+        QJSValue resolve; // resolve(value)
+        QJSValue reject;  // reject(name, message): rejects with an Error of that name
+    };
+    std::map<quint64, PendingAsk> m_pending; // the asks not answered yet (dropped with this singleton)
+    quint64 m_nextAsk = 0;
+    QJSValue m_deferred; // a JS function making {promise, resolve, reject}
 };
 
 // Core types seen from QML: the nodes' common base, mailboxes (created in C++), value types.

@@ -157,3 +157,14 @@ public Q_SLOTS:
 QUICK_TEST_MAIN_WITH_SETUP(tst_qml, Setup)
 
 #include "setup.moc"
+
+// The actor tests (tst_actor.qml): an "adder" actor with Q_GADGET messages, registered when the
+// application starts (actorsetup.h).
+#include "actorsetup.h"
+#include "moc_actorsetup.cpp"
+
+static void registerActorTests()
+{
+    actortest::registerTestActors();
+}
+Q_COREAPP_STARTUP_FUNCTION(registerActorTests)
