@@ -195,14 +195,7 @@ public:
         }
         switch (how) {
         case Retire::Ask:
-            if (m_socket && m_socket->state() == QLocalSocket::ConnectedState) {
-                QByteArray out;
-                appendEmpty(out, Frame::Stop);
-                m_socket->write(out);
-                m_socket->flush();
-            } else {
-                m_process->terminate();
-            }
+            askToExit();
             break;
         case Retire::Terminate:
             if (m_socket)
@@ -231,6 +224,12 @@ public:
         m_tick.stop();
         if (!isRunning())
             return;
+        askToExit();
+    }
+
+    /* A Stop frame to a connected child; SIGTERM to one that is not (yet) connected. */
+    void askToExit()
+    {
         if (m_socket && m_socket->state() == QLocalSocket::ConnectedState) {
             QByteArray out;
             appendEmpty(out, Frame::Stop);
