@@ -1,5 +1,6 @@
 #include "worker_p.h"
 
+#include <stage/detail/journal.h>
 #include <stage/mailbox.h>
 
 #include <QtCore/QCoreApplication>
@@ -21,6 +22,8 @@ const QEvent::Type NotifyEvent = static_cast<QEvent::Type>(QEvent::registerEvent
 } // namespace
 
 namespace detail {
+
+JournalBase::~JournalBase() = default;
 
 int checkedCapacity(int capacity)
 {

@@ -63,6 +63,18 @@ public:
 };
 
 /*!
+    The journal of a durable or distributed mailbox (Stage::Durable, Stage::Redis) failed: a
+    message could not be recorded (too large, not encodable), or could not be made durable (a
+    write or commit failed, the connection is gone for good). what() names the mailbox and the
+    cause. A send that throws it did not complete: the message may not survive the process.
+*/
+class STAGE_EXPORT JournalError : public Error
+{
+public:
+    using Error::Error;
+};
+
+/*!
     A reply can never come: its stage::Reply was destroyed (or its thread ended) without a value,
     or the request carrying it was dead-lettered (stage::DeadLettered, a subclass). Retrying on
     \c catch (const stage::BrokenReply &) covers both.
