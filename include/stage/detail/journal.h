@@ -89,11 +89,13 @@ public:
 
     /* The ticket of the latest append(), 0 if none. Any thread. */
     virtual quint64 lastTicket() const noexcept = 0;
-    /* Any thread: arranges for \a waiter to be settled once every append up to \a ticket is
-       durable: claim() then publish(Waiter::Outcome::Value); or, if the journal failed to make
-       them durable, settleError() with a stage::JournalError. The journal takes a reference
-       (Waiter::ref()) while it keeps the waiter and drops it (deref()) after settling. May
-       settle within the call when the ticket is durable already. */
+    /* Any thread: arranges for \a waiter, which the mailbox has claimed already, to be
+       published once every append up to \a ticket is durable: publish(Waiter::Outcome::Value);
+       or, if the journal failed to make them durable, publishError() with a stage::JournalError.
+       Exactly one of the two, exactly once (also when the journal is destroyed first: then the
+       error). The journal takes a reference (Waiter::ref()) while it keeps the waiter and drops
+       it (deref()) after publishing. May publish within the call when the ticket is durable
+       already (publish() only posts the resumption; it never runs it inside the call). */
     virtual void whenDurable(quint64 ticket, Waiter *waiter) = 0;
     /* Blocks the calling thread until every append up to \a ticket is durable (true) or until
        \a deadline (false). Throws stage::JournalError if the journal failed to make them
