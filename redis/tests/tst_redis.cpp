@@ -1,0 +1,305 @@
+// Stage::Redis: the URL, the connection (AUTH, errors, backoff, reconnection), the stream journal
+// driven directly, and journaled mailboxes across processes. Every test starts its own
+// redis-server on a unix socket in a temp directory (redisserver.h) and skips without one.
+
+#include "redis_p.h"
+#include "redisserver.h"
+
+#include <stage/redis.h>
+
+#include <QtCore/QCoreApplication>
+#include <QtCore/QElapsedTimer>
+#include <QtTest/QSignalSpy>
+#include <QtTest/QTest>
+
+#include <atomic>
+#include <mutex>
+
+using namespace std::chrono_literals;
+using stage::RedisConnection;
+using stagetest::RedisServer;
+
+namespace {
+
+constexpr int Timeout = 20000;
+
+#define REQUIRE_SERVER(server, ...)                                                                                    \
+    RedisServer server;                                                                                                \
+    if (!RedisServer::available())                                                                                     \
+        QSKIP("redis-server is not installed");                                                                        \
+    QVERIFY2(server.start(__VA_ARGS__), "redis-server did not start")
+
+// A feed that records what the stream hands over (the typed journal's place).
+class RecordingFeed : public stage::detail::RedisFeed
+{
+public:
+    Result feed(QByteArray &&bytes, quint64 id, quint32 deliveries, quint32 failures, QString &error) override
+    {
+        std::lock_guard lock(mutex);
+        if (bytes.startsWith("bad")) {
+            error = QStringLiteral("undecodable: test refuses it");
+            return Result::Undecodable;
+        }
+        received.push_back({bytes, id, deliveries, failures});
+        return Result::Fed;
+    }
+    int maxRedeliveries() const override { return 3; }
+    struct Item
+    {
+        QByteArray bytes;
+        quint64 id;
+        quint32 deliveries, failures;
+    };
+    std::vector<Item> items()
+    {
+        std::lock_guard lock(mutex);
+        return received;
+    }
+    std::mutex mutex;
+    std::vector<Item> received;
+};
+
+} // namespace
+
+class TestRedis : public QObject
+{
+    Q_OBJECT
+
+private Q_SLOTS:
+    void initTestCase() { qRegisterMetaType<RedisConnection::State>(); }
+
+    void parseUrl_data()
+    {
+        QTest::addColumn<QString>("url");
+        QTest::addColumn<bool>("valid");
+        QTest::addColumn<QString>("socket");
+        QTest::addColumn<QString>("host");
+        QTest::addColumn<int>("port");
+        QTest::addColumn<int>("db");
+        QTest::addColumn<QString>("user");
+        QTest::addColumn<QString>("password");
+        QTest::addColumn<QString>("redacted");
+        QTest::newRow("tcp") << "redis://example.org" << true << "" << "example.org" << 6379 << 0 << "" << ""
+                             << "redis://example.org:6379/0";
+        QTest::newRow("tcp full") << "redis://alice:s%40cret@10.0.0.1:7000/3" << true << "" << "10.0.0.1" << 7000 << 3
+                                  << "alice" << "s@cret" << "redis://alice:***@10.0.0.1:7000/3";
+        QTest::newRow("password only") << "redis://:pw@h/1" << true << "" << "h" << 6379 << 1 << "" << "pw"
+                                       << "redis://:***@h:6379/1";
+        QTest::newRow("unix") << "unix:///tmp/r.sock" << true << "/tmp/r.sock" << "127.0.0.1" << 6379 << 0 << "" << ""
+                              << "unix:///tmp/r.sock";
+        QTest::newRow("unix query") << "unix:///tmp/r.sock?db=2&user=bob&password=x%26y" << true << "/tmp/r.sock"
+                                    << "127.0.0.1" << 6379 << 2 << "bob" << "x&y"
+                                    << "unix:///tmp/r.sock?db=2&user=bob&password=***";
+        QTest::newRow("bad scheme") << "http://h" << false << "" << "" << 0 << 0 << "" << "" << "<invalid URL>";
+        QTest::newRow("no host") << "redis:///0" << false << "" << "" << 0 << 0 << "" << "" << "<invalid URL>";
+        QTest::newRow("bad db") << "redis://h/x" << false << "" << "" << 0 << 0 << "" << "" << "<invalid URL>";
+        QTest::newRow("negative db") << "unix:///s?db=-1" << false << "" << "" << 0 << 0 << "" << "" << "<invalid URL>";
+        QTest::newRow("unknown query") << "unix:///s?pass=1" << false << "" << "" << 0 << 0 << "" << "" << "<invalid URL>";
+        QTest::newRow("user without password") << "unix:///s?user=u" << false << "" << "" << 0 << 0 << "" << ""
+                                               << "<invalid URL>";
+        QTest::newRow("relative socket") << "unix:s.sock" << false << "" << "" << 0 << 0 << "" << "" << "<invalid URL>";
+        QTest::newRow("garbage") << "::::" << false << "" << "" << 0 << 0 << "" << "" << "<invalid URL>";
+    }
+    void parseUrl()
+    {
+        QFETCH(QString, url);
+        QFETCH(bool, valid);
+        const auto parsed = stage::detail::parseRedisUrl(url);
+        QCOMPARE(parsed.error.isEmpty(), valid);
+        QTEST(parsed.redacted, "redacted");
+        if (!valid) {
+            QVERIFY(parsed.error.startsWith(QLatin1String("invalid Redis URL: ")));
+            return;
+        }
+        QTEST(parsed.settings.socketPath, "socket");
+        if (parsed.settings.socketPath.isEmpty()) {
+            QTEST(parsed.settings.host, "host");
+            QTEST(parsed.settings.port, "port");
+        }
+        QTEST(parsed.settings.database, "db");
+        QTEST(parsed.settings.user, "user");
+        QTEST(parsed.settings.password, "password");
+    }
+
+    void connect_unixSocket()
+    {
+        REQUIRE_SERVER(server);
+        RedisConnection redis(server.url());
+        QSignalSpy states(&redis, &RedisConnection::stateChanged);
+        QVERIFY(redis.waitForConnected(10s));
+        QTRY_COMPARE_WITH_TIMEOUT(states.size(), 1, Timeout);
+        QCOMPARE(states.at(0).at(0).value<RedisConnection::State>(), RedisConnection::State::Connected);
+        QCOMPARE(redis.state(), RedisConnection::State::Connected);
+        QCOMPARE(redis.connectAttempts(), 1);
+        QCOMPARE(redis.url(), server.url());
+        QVERIFY(redis.errorString().isEmpty());
+    }
+
+    void connect_settingsAndDatabase()
+    {
+        REQUIRE_SERVER(server);
+        stage::RedisSettings settings;
+        settings.socketPath = server.socketPath();
+        settings.database = 2;
+        RedisConnection redis(settings);
+        QVERIFY(redis.waitForConnected(10s));
+        QVERIFY(redis.url().endsWith(QLatin1String("?db=2")));
+    }
+
+    void badUrl_failsAtOnceWithoutAttempts()
+    {
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("invalid Redis URL")));
+        RedisConnection redis(QStringLiteral("http://secret@host"));
+        QSignalSpy errors(&redis, &RedisConnection::errorOccurred);
+        QTRY_COMPARE_WITH_TIMEOUT(errors.size(), 1, Timeout);
+        QCOMPARE(redis.state(), RedisConnection::State::Failed);
+        QVERIFY(redis.errorString().contains(QLatin1String("scheme")));
+        QVERIFY(!redis.errorString().contains(QLatin1String("secret")));
+        QCOMPARE(redis.connectAttempts(), 0);
+        QVERIFY(!redis.waitForConnected(100ms));
+    }
+
+    void wrongPassword_failsOnceNoRetry_data()
+    {
+        QTest::addColumn<QString>("query");
+        QTest::addColumn<QString>("expected");
+        QTest::newRow("wrong password") << QStringLiteral("?password=hunter2") << QStringLiteral("WRONGPASS");
+        QTest::newRow("no password") << QString() << QStringLiteral("NOAUTH");
+        QTest::newRow("unknown user") << QStringLiteral("?user=mallory&password=hunter2") << QStringLiteral("WRONGPASS");
+    }
+    void wrongPassword_failsOnceNoRetry()
+    {
+        QFETCH(QString, query);
+        QFETCH(QString, expected);
+        REQUIRE_SERVER(server, {QStringLiteral("--requirepass"), QStringLiteral("right")});
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("refused the connection.*not retrying")));
+        RedisConnection redis(server.url() + query);
+        QSignalSpy errors(&redis, &RedisConnection::errorOccurred);
+        QTRY_COMPARE_WITH_TIMEOUT(errors.size(), 1, Timeout);
+        QCOMPARE(redis.state(), RedisConnection::State::Failed);
+        QVERIFY2(redis.errorString().contains(expected), qPrintable(redis.errorString()));
+        QVERIFY(!redis.errorString().contains(QLatin1String("hunter2")));
+        QVERIFY(!redis.url().contains(QLatin1String("hunter2")));
+        // No retry storm: no second attempt, no second error.
+        QTest::qWait(1500);
+        QCOMPARE(redis.connectAttempts(), 1);
+        QCOMPARE(errors.size(), 1);
+#ifdef STAGE_JOURNALED_CORE
+        // A send fails at once with the reason.
+        auto box = redis.mailbox<int>(QStringLiteral("m"));
+        bool threw = false;
+        try {
+            box.sendBlocking(1, 1s);
+        } catch (const stage::JournalError &e) {
+            threw = QString::fromUtf8(e.what()).contains(expected);
+        }
+        QVERIFY(threw);
+#endif
+    }
+
+    void aclUser_connects()
+    {
+        REQUIRE_SERVER(server);
+        const auto r = server.command({"ACL", "SETUSER", "alice", "on", ">s3cret", "~*", "+@all"});
+        QCOMPARE(r.type, REDIS_REPLY_STATUS);
+        RedisConnection redis(server.url() + QStringLiteral("?user=alice&password=s3cret"));
+        QVERIFY(redis.waitForConnected(10s));
+        QCOMPARE(redis.url(), server.url() + QStringLiteral("?user=alice&password=***"));
+    }
+
+    void unreachable_retriesWithBackoff()
+    {
+        QTemporaryDir dir;
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("cannot connect.*retrying with backoff")));
+        RedisConnection redis(QStringLiteral("unix://") + dir.filePath(QStringLiteral("none.sock")));
+        QSignalSpy errors(&redis, &RedisConnection::errorOccurred);
+        QElapsedTimer clock;
+        clock.start();
+        QTRY_COMPARE_WITH_TIMEOUT(redis.state(), RedisConnection::State::Reconnecting, Timeout);
+        QTest::qWait(3000 - int(clock.elapsed()));
+        // 100, 200, 400, 800, 1600 ms apart: 5 or 6 attempts in 3 s (a storm would be thousands).
+        const int attempts = redis.connectAttempts();
+        QVERIFY2(attempts >= 3 && attempts <= 6, qPrintable(QString::number(attempts)));
+        QCOMPARE(errors.size(), 1); // announced once, not per attempt
+        QVERIFY(redis.errorString().contains(QLatin1String("cannot connect")));
+    }
+
+    void serverRestart_reconnects()
+    {
+        REQUIRE_SERVER(server);
+        RedisConnection redis(server.url());
+        QVERIFY(redis.waitForConnected(10s));
+        QSignalSpy errors(&redis, &RedisConnection::errorOccurred);
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("lost.*retrying with backoff")));
+        server.kill();
+        QTRY_COMPARE_WITH_TIMEOUT(redis.state(), RedisConnection::State::Reconnecting, Timeout);
+        QCOMPARE(errors.size(), 1);
+        QVERIFY(server.startAgain());
+        QTRY_COMPARE_WITH_TIMEOUT(redis.state(), RedisConnection::State::Connected, Timeout);
+        QVERIFY(redis.connectAttempts() >= 2);
+    }
+
+    // The stream journal driven directly: appends become durable in order, reach the feed, are
+    // acknowledged; an undecodable entry goes to the dead-letter stream with its reason.
+    void stream_appendFeedAck()
+    {
+        REQUIRE_SERVER(server);
+        RedisConnection redis(server.url());
+        RecordingFeed feed;
+        stage::RedisMailboxOptions options;
+        options.prefetch = 64;
+        {
+            stage::detail::RedisStream stream(stage::detail::clientOf(redis), QStringLiteral("jobs"), options);
+            stream.start(&feed);
+            constexpr int N = 1000;
+            quint64 ticket = 0;
+            for (int i = 0; i < N; ++i)
+                stream.append(QByteArray::number(i), ticket);
+            QCOMPARE(ticket, quint64(N));
+            QVERIFY(stream.waitDurable(ticket, std::chrono::steady_clock::now() + 20s));
+            QCOMPARE(server.integer({"XLEN", "jobs"}), N);
+            // The feed stops at the prefetch until acknowledged.
+            QTRY_COMPARE_WITH_TIMEOUT(int(feed.items().size()), 64, Timeout);
+            QTest::qWait(200);
+            QCOMPARE(int(feed.items().size()), 64);
+            int acked = 0;
+            while (acked < N) {
+                const auto items = feed.items();
+                for (; acked < int(items.size()); ++acked) {
+                    QCOMPARE(items[acked].bytes, QByteArray::number(acked)); // in order
+                    QCOMPARE(items[acked].deliveries, 0u);
+                    stream.acknowledged(items[acked].id);
+                }
+                QTRY_VERIFY_WITH_TIMEOUT(int(feed.items().size()) > acked || acked == N, Timeout);
+            }
+            QTRY_COMPARE_WITH_TIMEOUT(server.command({"XPENDING", "jobs", "stage"}).elements.at(0).integer, 0LL, Timeout);
+
+            // Undecodable: dead-lettered with the reason, never fed.
+            QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("dead-lettered: undecodable")));
+            stream.append(QByteArray("bad bytes"), ticket);
+            QVERIFY(stream.waitDurable(ticket, std::chrono::steady_clock::now() + 20s));
+            QTRY_COMPARE_WITH_TIMEOUT(server.integer({"XLEN", "jobs:dead"}), 1LL, Timeout);
+            const auto dead = server.command({"XRANGE", "jobs:dead", "-", "+"});
+            const auto &fields = dead.elements.at(0).elements.at(1).elements;
+            QHash<QByteArray, QByteArray> map;
+            for (std::size_t i = 0; i + 1 < fields.size(); i += 2)
+                map.insert(fields[i].string, fields[i + 1].string);
+            QCOMPARE(map.value("reason"), QByteArray("undecodable: test refuses it"));
+            QCOMPARE(map.value("b"), QByteArray("bad bytes"));
+            QCOMPARE(int(feed.items().size()), N);
+            QTRY_COMPARE_WITH_TIMEOUT(server.command({"XPENDING", "jobs", "stage"}).elements.at(0).integer, 0LL, Timeout);
+            // Trimmed below what the group still needs: everything was acknowledged.
+            QTRY_VERIFY_WITH_TIMEOUT(server.integer({"XLEN", "jobs"}) <= 1, Timeout);
+            stream.stop(1s);
+        }
+    }
+};
+
+int main(int argc, char **argv)
+{
+    QCoreApplication app(argc, argv);
+    TestRedis test;
+    return QTest::qExec(&test, argc, argv);
+}
+
+#include "tst_redis.moc"
