@@ -3,7 +3,9 @@ import QtQuick
 // Restarts per 5 s over the last minute (SupervisionTreeModel's restartSparkline): a bar each.
 Canvas {
     id: spark
+    // The bar heights, oldest first (any non-negative numbers; scaled to the largest).
     property var values: []
+    // The bars' colour.
     property color color: "#d99a1e"
 
     implicitWidth: 60

@@ -28,6 +28,7 @@ Pane {
     property int flushInterval: 100
     /* The node selected in the tree (null: none). */
     readonly property Node currentNode: d.currentNode
+    /* The text of the name filter above the tree (case-insensitive; empty: every node). */
     property alias filterText: filterField.text
 
     /* Whether the detail pane of the selected node is shown (default true). */

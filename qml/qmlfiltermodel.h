@@ -19,7 +19,9 @@ class QmlSupervisionFilterModel : public QSortFilterProxyModel
 {
     Q_OBJECT
     QML_NAMED_ELEMENT(SupervisionFilterModel)
+    /* Shows the nodes whose name contains this text (case-insensitive), with their ancestors; empty: all. */
     Q_PROPERTY(QString filterText READ filterText WRITE setFilterText NOTIFY filterTextChanged)
+    /* Shows the nodes in this state (a Node.State value), with their ancestors; -1 (default): any. */
     Q_PROPERTY(int stateFilter READ stateFilter WRITE setStateFilter NOTIFY stateFilterChanged)
 
 public:
@@ -38,6 +40,7 @@ public:
     Q_INVOKABLE QVariant roleData(const QModelIndex &index, int role) const;
 
 Q_SIGNALS:
+    /* Notifications of filterText and stateFilter. */
     void filterTextChanged();
     void stateFilterChanged();
 

@@ -20,15 +20,31 @@ class QmlMailboxView : public QObject
 {
     Q_OBJECT
     QML_NAMED_ELEMENT(MailboxView)
+    /* The mailbox shown (e.g. Stage.mailbox("paths")); null once its QObject side is destroyed. */
     Q_PROPERTY(stage::MailboxBase *mailbox READ mailbox WRITE setMailbox NOTIFY mailboxChanged)
+    /*
+        A name registered with stage::registerMailbox(): the view shows that mailbox. An unknown name
+        is a warning listing the registered ones, and the view shows none (valid is false).
+    */
     Q_PROPERTY(QString name READ name WRITE setName NOTIFY nameChanged)
+    /* True while a mailbox is shown. */
     Q_PROPERTY(bool valid READ isValid NOTIFY mailboxChanged)
+    /* Messages queued now (0 without a mailbox). */
     Q_PROPERTY(int count READ count NOTIFY changed)
+    /* The mailbox's capacity (0 without a mailbox). */
     Q_PROPERTY(int capacity READ capacity NOTIFY mailboxChanged)
+    /* True once the mailbox is closed. */
     Q_PROPERTY(bool closed READ isClosed NOTIFY changed)
+    /* Failures a message may cause before it is dead-lettered. */
     Q_PROPERTY(int maxRedeliveries READ maxRedeliveries NOTIFY changed)
+    /*
+        The mailbox's counters, a mailboxStatistics value (queued, delivered, acknowledged, redelivered,
+        deadLettered, ...).
+    */
     Q_PROPERTY(stage::MailboxStatistics statistics READ statistics NOTIFY changed)
+    /* Dead letters kept now. */
     Q_PROPERTY(int deadLetterCount READ deadLetterCount NOTIFY changed)
+    /* The reasons of the dead letters kept, oldest first. */
     Q_PROPERTY(QStringList deadLetters READ deadLetters NOTIFY changed)
 
 public:
@@ -49,6 +65,10 @@ public:
     QStringList deadLetters() const { return m_mailbox ? m_mailbox->deadLetterReasons() : QStringList(); }
 
 Q_SIGNALS:
+    /*
+        Notifications of the properties: mailbox, valid and capacity; name; the others (coalesced with the
+        mailbox's own signals).
+    */
     void mailboxChanged();
     void nameChanged();
     void changed();

@@ -25,7 +25,9 @@ class SupervisorAttached : public QObject
 {
     Q_OBJECT
     QML_ANONYMOUS
+    /* This node's restart type as a child: Stage.Permanent (default), Stage.Transient or Stage.Temporary. */
     Q_PROPERTY(int restartType READ restartType WRITE setRestartType NOTIFY restartTypeChanged)
+    /* The supervisor this node is a child of, or null. */
     Q_PROPERTY(stage::Supervisor *supervisor READ supervisor NOTIFY supervisorChanged)
 
 public:
@@ -37,6 +39,7 @@ public:
     Supervisor *supervisor() const;
 
 Q_SIGNALS:
+    /* Notifications of restartType and supervisor. */
     void restartTypeChanged();
     void supervisorChanged();
 

@@ -25,13 +25,34 @@ class QmlSupervisor : public stage::Supervisor, public QQmlParserStatus
     QML_NAMED_ELEMENT(Supervisor)
     QML_ATTACHED(stage::qml::SupervisorAttached)
     Q_CLASSINFO("DefaultProperty", "nodes")
+    /*
+        The default property: the Supervisor and Group children declared inside, in start order (other
+        objects are kept but not supervised).
+    */
     Q_PROPERTY(QQmlListProperty<QObject> nodes READ nodes)
+    /*
+        On a root: true starts the tree once the declaration is complete (and again after a shutdown), false
+        shuts it down. On a supervised node it is ignored with a warning. Reads true while Starting, Running
+        or Restarting.
+    */
     Q_PROPERTY(bool running READ isRunning WRITE setRunning NOTIFY runningChanged)
+    /*
+        stage::Supervisor::maxRestarts() (default 3; -1: unlimited); below -1 is a warning with the file and
+        line, and ignored.
+    */
     Q_PROPERTY(int maxRestarts READ maxRestarts WRITE setQmlMaxRestarts NOTIFY settingsChanged)
+    /* stage::Supervisor::restartPeriod() in ms (default 5000); below 1 is a warning, and ignored. */
     Q_PROPERTY(int restartPeriod READ restartPeriod WRITE setQmlRestartPeriod NOTIFY settingsChanged)
+    /* Node::history() as an array of { timestamp, time, state, stateText, reason }, oldest first. */
     Q_PROPERTY(QVariantList history READ historyList NOTIFY runningChanged)
+    /* The state's name: "Idle", "Starting", "Running", "Restarting", "Stopping", "Stopped" or "Failed". */
     Q_PROPERTY(QString stateText READ stateText NOTIFY runningChanged)
+    /*
+        stage::Supervisor::statistics(), a supervisorStatistics value (children, runningChildren,
+        childExits, childFailures, restarts, childrenRestarted, escalations).
+    */
     Q_PROPERTY(stage::SupervisorStatistics statistics READ statistics NOTIFY statisticsChanged)
+    /* Restarts within the last restartPeriod: the restart budget in use. */
     Q_PROPERTY(int recentRestarts READ recentRestarts NOTIFY statisticsChanged)
 
 public:

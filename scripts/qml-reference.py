@@ -37,6 +37,7 @@ def clean_comment(lines):
         out.append(s)
     body = "\n".join(out).strip()
     # Qt-style commands to Markdown: \a name and \c name are code.
+    body = re.sub(r"\\c\{([^}]*)\}", r"`\1`", body)
     body = re.sub(r"\\[ac]\s+([\w.:()]+)", r"`\1`", body)
     return body
 
@@ -71,7 +72,7 @@ def grouped_comment(lines, index):
         if j - 1 < 0 or not lines[j - 1].strip():
             return None
         prev = lines[j - 1].strip()
-        if prev.endswith(":") or prev.endswith("{") or re.match(r"^(Q_[A-Z_]+|QML_|class |struct )", prev):
+        if prev.endswith(":") or prev.endswith("{") or re.match(r"^(Q_(?!INVOKABLE)[A-Z_]+|QML_|class |struct )", prev):
             return None
         j -= 1
     return None
@@ -99,7 +100,7 @@ def parse_header(path, rel):
         nm = re.search(r"QML_NAMED_ELEMENT\((\w+)\)", text)
         if nm:
             name = nm.group(1)
-        elif re.search(r"\bQML_ELEMENT\b", text):
+        elif re.search(r"\bQML_(ELEMENT|ANONYMOUS)\b", text):
             name = cls
         fm = re.search(r"QML_FOREIGN\(([\w:]+)\)", text)
         if fm:
@@ -114,7 +115,7 @@ def parse_header(path, rel):
         base = re.search(r"public\s+([\w:]+)", rest)
         t = {"name": name, "cpp": cls, "file": rel, "line": start + 1,
              "base": base.group(1) if base else None,
-             "singleton": "QML_SINGLETON" in text, "attached": re.search(r"QML_ATTACHED\(([\w:]+)\)", text),
+             "singleton": "QML_SINGLETON" in text, "anonymous": "QML_ANONYMOUS" in text, "attached": re.search(r"QML_ATTACHED\(([\w:]+)\)", text),
              "doc": comment_above(lines, start), "properties": [], "methods": [], "signals": [], "enums": []}
         if not t["doc"]:
             warn(rel, start + 1, f"QML type {name} is not documented.")
@@ -185,6 +186,7 @@ def parse_qml(path, rel):
         return None
     name = path.stem
     t = {"name": name, "cpp": None, "file": rel, "line": root[0] + 1, "base": root[1], "singleton": False,
+         "anonymous": False,
          "attached": None, "doc": comment_above(lines, root[0]), "properties": [], "methods": [], "signals": [],
          "enums": []}
     if not t["doc"]:
@@ -227,7 +229,9 @@ def render(types, foreign):
     out = ["# QML types (import Stage) {#qml-types}", "",
            "The QML module `Stage` 1.0 (CMake target `Stage::Qml`; call `stage::initQml(&engine)` before "
            "loading QML that imports it). Every QML object lives on the GUI (engine) thread, and so do "
-           "its signals; workers run where their Group places them. The guide is [QML](qml.md).", ""]
+           "its signals; workers run where their Group places them. The guide is docs/qml.md.", ""]
+    attached_types = {t["cpp"]: t for t in types if t.get("anonymous")}
+    types = [t for t in types if not t.get("anonymous")]
     out += ["## Types", ""]
     for t in sorted(types, key=lambda t: t["name"]):
         out.append(f"- [{t['name']}](#qml-{t['name'].lower()})")
@@ -249,7 +253,17 @@ def render(types, foreign):
         if t["doc"]:
             out += [t["doc"], ""]
         if t["attached"]:
-            out += [f"Attached properties: `{t['name']}.<property>` on a child (see {cpp_ref(t['attached'].group(1))}).", ""]
+            a = attached_types.get(t["attached"].group(1).split("::")[-1])
+            if a:
+                out += ["**Attached properties** (on an object declared in, or added to, a "
+                        f"{t['name']})", ""]
+                if a["doc"]:
+                    out += [a["doc"], ""]
+                out += ["| property | type | |", "|---|---|---|"]
+                for pname, ptype, ro, doc in a["properties"]:
+                    d = (doc or "").replace("\n", " ").replace("|", "\\|")
+                    out.append(f"| `{t['name']}.{pname}` | `{ptype}`{' (read-only)' if ro else ''} | {d} |")
+                out.append("")
         if t["enums"]:
             out += ["**Enumerations**", ""]
             for ename, vals in t["enums"]:

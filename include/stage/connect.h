@@ -100,13 +100,19 @@ public:
 
     ~SignalFeed() override;
 
+    /*! The policy this feed applies when the mailbox is full (the one given to stage::connect()). */
     Overflow overflow() const;
     /*! True until the connection has ended. */
     bool isConnected() const;
+    /*! A consistent snapshot of the counters below. Thread: any. */
     FeedStatistics statistics() const;
+    /*! Emissions queued in the mailbox (FeedStatistics::sent). */
     qint64 sent() const;
+    /*! Emissions not queued for lack of room, or because the map threw (FeedStatistics::rejected). */
     qint64 rejected() const;
+    /*! Queued messages discarded to make room under DropOldest (FeedStatistics::dropped). */
     qint64 dropped() const;
+    /*! Emissions that found the mailbox closed (FeedStatistics::rejectedClosed). */
     qint64 rejectedClosed() const;
 
 Q_SIGNALS:
@@ -120,10 +126,12 @@ Q_SIGNALS:
     /*! The connection has ended; emitted once, then the feed deletes itself (deleteLater()). */
     void disconnected();
 
+//! \cond internal
 protected:
     bool event(QEvent *event) override;
     void connectNotify(const QMetaMethod &signal) override;
 
+//! \endcond
 private:
     friend class detail::FeedState;
     explicit SignalFeed(std::shared_ptr<detail::FeedState> state);
@@ -143,6 +151,7 @@ class FeedConnection : public QMetaObject::Connection
 {
 public:
     FeedConnection() = default;
+    /*! Wraps \a connection and its \a feed (what stage::connect() returns). */
     FeedConnection(QMetaObject::Connection connection, SignalFeed *feed)
         : QMetaObject::Connection(std::move(connection)), m_feed(feed)
     {}

@@ -20,6 +20,7 @@ namespace stage {
 class STAGE_EXPORT Cancelled : public std::exception
 {
 public:
+    /*! "stage::Cancelled: the worker was asked to stop". */
     const char *what() const noexcept override;
 };
 
@@ -27,6 +28,7 @@ public:
 class STAGE_EXPORT Error : public std::runtime_error
 {
 public:
+    /*! An error whose what() is \a what. */
     explicit Error(const std::string &what);
 };
 
@@ -34,6 +36,7 @@ public:
 class STAGE_EXPORT ObjectDestroyed : public Error
 {
 public:
+    /*! Constructs the error with \a what as its what() (Error's constructor). */
     using Error::Error;
 };
 
@@ -41,6 +44,7 @@ public:
 class STAGE_EXPORT TimeoutError : public Error
 {
 public:
+    /*! Constructs the error with \a what as its what() (Error's constructor). */
     using Error::Error;
 };
 
@@ -48,6 +52,7 @@ public:
 class STAGE_EXPORT InvalidOperation : public Error
 {
 public:
+    /*! Constructs the error with \a what as its what() (Error's constructor). */
     using Error::Error;
 };
 
@@ -59,6 +64,7 @@ namespace stage {
 class STAGE_EXPORT MailboxClosed : public Error
 {
 public:
+    /*! Constructs the error with \a what as its what() (Error's constructor). */
     using Error::Error;
 };
 
@@ -71,6 +77,7 @@ public:
 class STAGE_EXPORT JournalError : public Error
 {
 public:
+    /*! Constructs the error with \a what as its what() (Error's constructor). */
     using Error::Error;
 };
 
@@ -82,6 +89,7 @@ public:
 class STAGE_EXPORT BrokenReply : public Error
 {
 public:
+    /*! Constructs the error with \a what as its what() (Error's constructor). */
     using Error::Error;
 };
 
@@ -98,6 +106,10 @@ public:
 class STAGE_EXPORT DeadLettered : public BrokenReply
 {
 public:
+    /*!
+        The error for a message dead-lettered after \a failures failed deliveries, the last with \a reason;
+        what() is "dead-lettered after <failures> failed deliveries: <reason>".
+    */
     DeadLettered(int failures, const std::string &reason);
 
     /*! How many consumers failed while holding the message. */

@@ -117,8 +117,14 @@ class STAGE_EXPORT Group : public stage::Node // qualified: moc records the base
     Q_PROPERTY(stage::MailboxBase *mailbox READ mailbox WRITE setMailbox NOTIFY mailboxChanged)
 
 public:
+    /*! The node states (Node::State), also reachable as Group::State. */
     using State = Node::State;
 
+    /*!
+        Creates an idle group with the defaults listed above; nothing runs until spawn() (or, under a
+        supervisor, until the supervisor starts the group). Thread: the group is used from the thread
+        it lives in.
+    */
     explicit Group(QObject *parent = nullptr);
     /*! Shuts the group down first if it runs, waiting at most shutdownTimeout(). */
     ~Group() override;
@@ -157,13 +163,28 @@ public:
         return runScope(QPointer<Group>(this), std::move(body));
     }
 
+    /*! How many workers the group runs; 1 by default. Notified by sizeChanged(). */
     int size() const;
     /*! Starts workers when raised; stops the newest ones gracefully when lowered. Negative: refused. */
     void setSize(int size);
 
+    /*!
+        When a worker that ended is restarted: RestartType::Transient by default (after a failure
+        only). Notified by restartTypeChanged().
+    */
     RestartType restartType() const;
+    /*! Sets restartType() to \a type; no signal if unchanged. */
     void setRestartType(RestartType type);
+    /*!
+        The delay before each restart: Backoff::exponential() by default (the first restart at once, then 10
+        ms doubling to 5 s with 20% jitter, reset after 5 s of healthy running). Notified by
+        backoffChanged().
+    */
     Backoff backoff() const;
+    /*!
+        Sets backoff() to \a backoff (Backoff::none() for tests and restart storms); applies to the next
+        restart.
+    */
     void setBackoff(const Backoff &backoff);
     /*!
         More than this many restarts within restartPeriod() makes the group fail. -1 (the default):
@@ -171,22 +192,52 @@ public:
         it at once); set a positive count to let a supervised group absorb some failures itself.
     */
     int maxRestarts() const;
+    /*!
+        Sets maxRestarts() to \a count (-1 or more); below -1 is refused with a warning under stage.group
+        and changes nothing.
+    */
     void setMaxRestarts(int count);
+    /*!
+        The window, in ms, in which maxRestarts() restarts are allowed; 5000 by default. Notified by
+        restartPeriodChanged().
+    */
     int restartPeriod() const;
+    /*!
+        Sets restartPeriod() to \a milliseconds (>= 1); 0 or less is refused with a warning and changes
+        nothing.
+    */
     void setRestartPeriod(int milliseconds);
     /*! 0: workers run on the group's thread; N: on N threads owned by the group. Set before spawn(). */
     int threadCount() const;
+    /*!
+        Sets threadCount() to \a count (>= 0) before spawn(); negative, or after spawn() (the placement is
+        fixed), is refused with a warning and changes nothing.
+    */
     void setThreadCount(int count);
+    /*!
+        How long, in ms, a stopped worker may take to end before it is reported abandoned (shutdown(),
+        resizing down, ~Group(), a supervisor's stop); 5000 by default. Notified by
+        shutdownTimeoutChanged().
+    */
     int shutdownTimeout() const;
+    /*!
+        Sets shutdownTimeout() to \a milliseconds (>= 0); negative is refused with a warning and changes
+        nothing.
+    */
     void setShutdownTimeout(int milliseconds);
     /*! 0: no watchdog; otherwise a worker that does not call Worker::heartbeat() within this many ms is failed. */
     int heartbeatTimeout() const;
+    /*!
+        Sets heartbeatTimeout() to \a milliseconds (>= 0; 0 turns the watchdog off); negative is refused
+        with a warning and changes nothing.
+    */
     void setHeartbeatTimeout(int milliseconds);
     /*!
         How a stop ends a worker waiting in a Stage awaitable (see stage::StopMode); Unwind by
         default. Applies to the workers started after the call.
     */
     StopMode stopMode() const;
+    /*! Sets stopMode() to \a mode. */
     void setStopMode(StopMode mode);
 
     /*!
@@ -196,38 +247,67 @@ public:
         side is destroyed); nullptr by default. Use Mailbox<T>::object() to get it.
     */
     MailboxBase *mailbox() const;
+    /*! Sets mailbox() to \a mailbox (nullptr: none); only views read it. */
     void setMailbox(MailboxBase *mailbox);
 
     /*! Restarts decided within the last restartPeriod() ms (none are counted while maxRestarts() is -1). */
     int recentRestarts() const;
 
+    /*!
+        A consistent snapshot of every counter below (GroupStatistics::isConsistent() holds). The counters
+        are notified together by the coalesced statisticsChanged(), at most once per event-loop turn.
+    */
     GroupStatistics statistics() const;
+    /*! Worker frames alive now, including those being stopped (GroupStatistics::running). */
     int running() const;
+    /*! Runs started since the group was created: first starts and restarts (GroupStatistics::started). */
     qint64 started() const;
+    /*! Runs that returned normally without a stop request (GroupStatistics::completed). */
     qint64 completed() const;
+    /*! Runs that threw, or missed their heartbeat (GroupStatistics::failed). */
     qint64 failed() const;
+    /*!
+        Runs that ended after a stop request: shutdown, resize, a supervisor's stop
+        (GroupStatistics::cancelled).
+    */
     qint64 cancelled() const;
+    /*!
+        Runs that did not end within shutdownTimeout() after their stop (GroupStatistics::abandoned); see
+        lingering().
+    */
     qint64 abandoned() const;
     /*! Abandoned runs that have not ended yet: each still occupies the thread it runs on (a
         call a stop cannot interrupt). Its late end is logged and lowers this count
         (statisticsChanged()). Before quitting an application, wait for it to reach 0 if the
         process must end cleanly (a thread still busy at exit is leaked, not joined). */
     int lingering() const;
+    /*! Restarts decided by the restart policy (GroupStatistics::restarted). */
     qint64 restarted() const;
+    /*! Worker::heartbeat() calls of all runs (GroupStatistics::iterations). */
     qint64 iterations() const;
 
 Q_SIGNALS:
+    /*! size() changed to \a size. */
     void sizeChanged(int size);
     /*! Every end of a worker run, as the worker reported it (before any restart). */
     void workerFinished(const stage::WorkerExit &exit);
+    /*! restartType() changed to \a type. */
     void restartTypeChanged(stage::RestartType type);
+    /*! backoff() changed to \a backoff. */
     void backoffChanged(const stage::Backoff &backoff);
+    /*! maxRestarts() changed to \a count. */
     void maxRestartsChanged(int count);
+    /*! restartPeriod() changed to \a milliseconds. */
     void restartPeriodChanged(int milliseconds);
+    /*! threadCount() changed to \a count. */
     void threadCountChanged(int count);
+    /*! shutdownTimeout() changed to \a milliseconds. */
     void shutdownTimeoutChanged(int milliseconds);
+    /*! heartbeatTimeout() changed to \a milliseconds. */
     void heartbeatTimeoutChanged(int milliseconds);
+    /*! stopMode() changed to \a mode. */
     void stopModeChanged(stage::StopMode mode);
+    /*! mailbox() changed to \a mailbox (also to nullptr when the mailbox's QObject side is destroyed). */
     void mailboxChanged(stage::MailboxBase *mailbox);
 
 private:

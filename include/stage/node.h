@@ -71,6 +71,10 @@ class STAGE_EXPORT Node : public QObject
     Q_PROPERTY(int historyLimit READ historyLimit WRITE setHistoryLimit NOTIFY historyLimitChanged)
 
 public:
+    /*!
+        The states of a node (see the class description for the transitions). In QML: Node.Running, and so
+        on.
+    */
     enum class State {
         Idle,       //!< never started
         Starting,   //!< being started: until every worker (a group) or child (a supervisor) has started
@@ -84,7 +88,15 @@ public:
 
     ~Node() override;
 
+    /*!
+        The current state; Idle until first started. Changes are announced by stateChanged(). Thread: the
+        node's.
+    */
     State state() const;
+    /*!
+        Why the node entered its current state (empty for the ordinary transitions; for Failed, the reason
+        the restart intensity was exceeded, naming the child and root cause).
+    */
     QString stateReason() const;
     /*! Starting, Running or Restarting. */
     bool isRunning() const;
@@ -93,6 +105,7 @@ public:
 
     /*! The last historyLimit() state transitions, oldest first. */
     QList<class NodeEvent> history() const;
+    /*! How many transitions history() keeps; 32 by default. */
     int historyLimit() const;
     /*! Keeps at most \a limit transitions (>= 0; 0 keeps none). Negative: refused with a warning. */
     void setHistoryLimit(int limit);
@@ -131,9 +144,12 @@ Q_SIGNALS:
     void stopped();
     /*! Some statistic changed; emitted at most once per event-loop turn (the last change always is). */
     void statisticsChanged();
+    /*! The node was added to a supervisor, or removed from one (\a supervisor is then nullptr). */
     void supervisorChanged(stage::Supervisor *supervisor);
+    /*! historyLimit() changed to \a limit. */
     void historyLimitChanged(int limit);
 
+//! \cond internal
 protected:
     explicit Node(QObject *parent = nullptr);
     bool event(QEvent *event) override;
@@ -148,6 +164,7 @@ protected:
     bool isDestroying() const;
     detail::NodeStoppedAwaitable stoppedAwaitable();
 
+//! \endcond
 private:
     friend class NodePrivate;
     friend class Supervisor;
@@ -180,6 +197,7 @@ public:
     Node::State state = Node::State::Idle;  //!< the state entered
     QString reason;                         //!< why (empty for the ordinary transitions)
 
+    /*! timestamp as a QDateTime (in local time). */
     QDateTime time() const { return QDateTime::fromMSecsSinceEpoch(timestamp); }
 };
 

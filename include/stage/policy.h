@@ -60,17 +60,33 @@ class STAGE_EXPORT Backoff
 public:
     /*! The default: exponential(). */
     Backoff() noexcept = default;
+    /*!
+        Restart at once, every time (no delay): for tests and for restart storms that should hit the
+        intensity limit quickly. In QML: Stage.noBackoff().
+    */
     static Backoff none() noexcept;
+    /*!
+        The first restart of a failure streak at once, then \a initial, multiplied by \a multiplier at each
+        restart up to \a maximum, each delay shortened by a random part of up to \a jitter (a fraction: 0.2
+        is up to 20%); the streak resets after \a resetAfter of healthy running. The defaults are the
+        default Backoff. In QML: Stage.exponentialBackoff().
+    */
     static Backoff exponential(std::chrono::milliseconds initial = std::chrono::milliseconds(10),
                                std::chrono::milliseconds maximum = std::chrono::milliseconds(5000),
                                double multiplier = 2.0, double jitter = 0.2,
                                std::chrono::milliseconds resetAfter = std::chrono::milliseconds(5000)) noexcept;
 
+    /*! True for none(). */
     bool isNone() const noexcept { return m_none; }
+    /*! The first delay after the immediate restart, in ms. */
     int initialMs() const noexcept { return int(m_initial.count()); }
+    /*! The longest delay, in ms. */
     int maximumMs() const noexcept { return int(m_maximum.count()); }
+    /*! The factor between consecutive delays. */
     double multiplier() const noexcept { return m_multiplier; }
+    /*! How much of each delay may be randomly cut, as a fraction (0.2: up to 20% shorter). */
     double jitter() const noexcept { return m_jitter; }
+    /*! How long a worker must run without failing for its failure streak to reset. */
     std::chrono::milliseconds resetAfter() const noexcept { return m_resetAfter; }
 
     /*!

@@ -206,7 +206,12 @@ template<typename T>
 class Reply
 {
 public:
+    /*! Moves the reply; \a other is left empty (not pending), and answering it does nothing. */
     Reply(Reply &&) noexcept = default;
+    /*!
+        Breaks this reply if it is still pending (its receiver gets stage::BrokenReply), then takes \a
+        other's.
+    */
     Reply &operator=(Reply &&other) noexcept
     {
         if (this != &other) {
@@ -277,13 +282,23 @@ template<typename T>
 class ReplyReceiver
 {
 public:
+    /*! Moves the receiver; the moved-from one must not be awaited. */
     ReplyReceiver(ReplyReceiver &&) noexcept = default;
+    /*! Move assignment; the moved-from receiver must not be awaited. */
     ReplyReceiver &operator=(ReplyReceiver &&) noexcept = default;
 
+    /*!
+        Awaits the reply for at most \a timeout: the value, or stage::TimeoutError when it runs out.
+        Other errors and cancellation as described for the class.
+    */
     detail::ReplyAwaitable<T> wait(std::chrono::milliseconds timeout) const
     {
         return detail::ReplyAwaitable<T>(m_state, timeout);
     }
+    /*!
+        Awaits the reply without a deadline (co_await receiver). Errors and cancellation as described for
+        the class.
+    */
     detail::ReplyAwaitable<T> operator co_await() const
     {
         return detail::ReplyAwaitable<T>(m_state, std::chrono::milliseconds(-1));
@@ -336,7 +351,9 @@ std::pair<Reply<T>, ReplyReceiver<T>> makeReply()
 template<typename Q, typename R>
 struct Request
 {
+    /*! The request itself (the consumer reads it). */
     Q payload;
+    /*! Where the consumer sends the answer; broken (or failed with DeadLettered) if it never does. */
     Reply<R> reply;
 
     /* Fails the reply, and any the payload carries itself. */

@@ -108,6 +108,10 @@ class STAGE_EXPORT SupervisionTreeModel : public QAbstractItemModel
     Q_PROPERTY(int flushInterval READ flushInterval WRITE setFlushInterval NOTIFY flushIntervalChanged)
 
 public:
+    /*!
+        The item data roles; roleNames() gives each its QML name: the role name without "Role", first letter
+        in lower case (NodeRole is "node", StateTextRole "stateText"), as listed in the class description.
+    */
     enum Role {
         NodeRole = Qt::UserRole + 1,
         NameRole,
@@ -136,9 +140,17 @@ public:
     };
     Q_ENUM(Role)
 
+    /*!
+        The columns for a QTreeView, each showing its DisplayRole text (see the class description);
+        ColumnCount is their number.
+    */
     enum Column { NameColumn, StateColumn, RestartsColumn, BudgetColumn, UptimeColumn, MailboxColumn, LastExitColumn, ColumnCount };
     Q_ENUM(Column)
 
+    /*!
+        Creates an empty model (no root). Thread: the model and the nodes it shows must live on the same
+        thread.
+    */
     explicit SupervisionTreeModel(QObject *parent = nullptr);
     ~SupervisionTreeModel() override;
 
@@ -167,6 +179,7 @@ public:
         flush() emits status changes. Negative: refused with a warning.
     */
     int flushInterval() const;
+    /*! Sets flushInterval() to \a milliseconds (>= 0). */
     void setFlushInterval(int milliseconds);
 
     /*!
@@ -177,6 +190,12 @@ public:
     */
     Q_INVOKABLE void flush();
 
+    //! @name QAbstractItemModel interface
+    //! @{
+    /*!
+        Reimplemented from QAbstractItemModel: the rows are the nodes (a supervisor's children
+        below it), the columns are Column, the data are Role. Thread: the model's thread only.
+    */
     QModelIndex index(int row, int column, const QModelIndex &parent = QModelIndex()) const override;
     QModelIndex parent(const QModelIndex &child) const override;
     QModelIndex sibling(int row, int column, const QModelIndex &index) const override;
@@ -187,15 +206,20 @@ public:
     QVariant headerData(int section, Qt::Orientation orientation, int role = Qt::DisplayRole) const override;
     Qt::ItemFlags flags(const QModelIndex &index) const override;
     QHash<int, QByteArray> roleNames() const override;
+    //! @}
 
 Q_SIGNALS:
+    /*! root() changed to \a root. */
     void rootChanged(stage::Node *root);
+    /*! flushInterval() changed to \a milliseconds. */
     void flushIntervalChanged(int milliseconds);
 
+//! \cond internal
 protected:
     void timerEvent(QTimerEvent *event) override;
     void connectNotify(const QMetaMethod &signal) override;
 
+//! \endcond
 private:
     friend class SupervisionTreeModelPrivate;
     std::unique_ptr<SupervisionTreeModelPrivate> d;

@@ -95,6 +95,10 @@ class STAGE_EXPORT Supervisor : public stage::Node // qualified: moc records the
     Q_PROPERTY(qint64 childFailures READ childFailures NOTIFY statisticsChanged)
 
 public:
+    /*!
+        How a supervisor restarts its children when one ends (OTP's strategies). In QML:
+        Supervisor.OneForAll, and so on.
+    */
     enum class Strategy {
         OneForOne,  //!< restart only the child that ended
         OneForAll,  //!< stop the others (reverse start order), restart all (start order)
@@ -102,7 +106,12 @@ public:
     };
     Q_ENUM(Strategy)
 
+    /*!
+        Creates an idle supervisor with the OneForOne strategy and the defaults above (maxRestarts 3 within
+        restartPeriod 5000 ms, Backoff::exponential()). Thread: it is used from the thread it lives in.
+    */
     explicit Supervisor(QObject *parent = nullptr);
+    /*! Creates an idle supervisor with \a strategy and the other defaults. */
     explicit Supervisor(Strategy strategy, QObject *parent = nullptr);
     /*! Deletes the children in reverse start order (each stops, bounded by its own timeout). */
     ~Supervisor() override;
@@ -131,6 +140,7 @@ public:
     bool removeChild(Node *node);
     /*! The children in start order. */
     Q_INVOKABLE QList<stage::Node *> childNodes() const;
+    /*! How many children the supervisor has; notified by childCountChanged(). */
     int childCount() const;
     /*! \a node's restart type; Permanent if \a node is not a child. */
     RestartType childRestartType(Node *node) const;
@@ -163,30 +173,66 @@ public:
     */
     detail::NodeStoppedAwaitable shutdown();
 
+    /*! The restart strategy; OneForOne by default. Notified by strategyChanged(). */
     Strategy strategy() const;
+    /*! Sets strategy() to \a strategy; applies to the next exit handled. */
     void setStrategy(Strategy strategy);
     /*! More than this many restarts within restartPeriod() makes the supervisor fail; -1: unlimited. */
     int maxRestarts() const;
+    /*!
+        Sets maxRestarts() to \a count (-1 or more); below -1 is refused with a warning under
+        stage.supervisor and changes nothing.
+    */
     void setMaxRestarts(int count);
+    /*!
+        The window, in ms, in which maxRestarts() restarts are allowed; 5000 by default. Notified by
+        restartPeriodChanged().
+    */
     int restartPeriod() const;
+    /*!
+        Sets restartPeriod() to \a milliseconds (>= 1); 0 or less is refused with a warning and changes
+        nothing.
+    */
     void setRestartPeriod(int milliseconds);
+    /*!
+        The delay before each restart the strategy decides: Backoff::exponential() by default (the first at
+        once). Notified by backoffChanged().
+    */
     Backoff backoff() const;
+    /*! Sets backoff() to \a backoff (Backoff::none() for tests and restart storms). */
     void setBackoff(const Backoff &backoff);
 
+    /*!
+        A snapshot of the supervisor's counters (SupervisorStatistics). They are notified together by the
+        coalesced statisticsChanged(), at most once per event-loop turn.
+    */
     SupervisorStatistics statistics() const;
+    /*! Children whose state is Starting, Running or Restarting (SupervisorStatistics::runningChildren). */
     int runningChildren() const;
+    /*! Restarts decided by the strategy, one per handled exit (SupervisorStatistics::restarts). */
     qint64 restarts() const;
+    /*! Children that ended Failed on their own (SupervisorStatistics::childFailures). */
     qint64 childFailures() const;
     /*! Restarts decided within the last restartPeriod() ms: the budget in use (more than maxRestarts() fails). */
     int recentRestarts() const;
 
 Q_SIGNALS:
+    /*! strategy() changed to \a strategy. */
     void strategyChanged(stage::Supervisor::Strategy strategy);
+    /*! maxRestarts() changed to \a count. */
     void maxRestartsChanged(int count);
+    /*! restartPeriod() changed to \a milliseconds. */
     void restartPeriodChanged(int milliseconds);
+    /*! backoff() changed to \a backoff. */
     void backoffChanged(const stage::Backoff &backoff);
+    /*!
+        childCount() changed to \a count (a child added, removed or deleted; a deletion's is delivered from
+        the event loop, once the child is gone).
+    */
     void childCountChanged(int count);
+    /*! \a node became a child (addChild()). */
     void childAdded(stage::Node *node);
+    /*! \a node stopped being a child (removeChild()). */
     void childRemoved(stage::Node *node);
     /*! \a node ended on its own; \a failed if it ended Failed. Emitted before any restart. */
     void childExited(stage::Node *node, bool failed, const QString &reason);

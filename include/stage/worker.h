@@ -106,12 +106,16 @@ public:
     };
     Q_ENUM(Kind)
 
+    /*! How the run ended (see Kind). */
     Kind kind = Kind::Completed;
     QString reason;           //!< what() of the exception, or a short description
     std::exception_ptr error; //!< the exception that escaped the body, for Failed
+    /*! The worker's process-unique id (Worker::id()), kept across its restarts. */
     quint64 id = 0;
+    /*! Which run of that worker ended: 0 for the first, one more for each restart. */
     int generation = 0;
 
+    /*! True for Failed and Abandoned: the ends a restart policy treats as failures. */
     bool isFailure() const noexcept { return kind == Kind::Failed || kind == Kind::Abandoned; }
 };
 
@@ -175,6 +179,7 @@ class STAGE_EXPORT WorkerHandle : public QObject
     Q_PROPERTY(int abandonedCount READ abandonedCount NOTIFY abandonedCountChanged)
 
 public:
+    /*! Where the handle's worker is; notified by stateChanged(). */
     enum class State {
         Idle,     //!< never started
         Running,  //!< the frame is alive
@@ -183,6 +188,7 @@ public:
     };
     Q_ENUM(State)
 
+    /*! Creates an idle handle (nothing runs until start()) living on the current thread. */
     explicit WorkerHandle(QObject *parent = nullptr);
     ~WorkerHandle() override;
 
@@ -201,13 +207,27 @@ public:
     /*! Asks the running worker to stop. Idempotent. Thread: any. */
     void requestStop();
 
+    /*! The current state: Idle until start(), then Running, Stopping, Finished. */
     State state() const;
+    /*! True while a run's frame is alive (Running or Stopping); notified by runningChanged(). */
     bool isRunning() const;
+    /*!
+        The current (or last) run: 0 for the first start, one more for each restart(); notified by
+        started().
+    */
     int generation() const;
+    /*!
+        The worker's process-unique id (Worker::id()), assigned when the handle is created and kept across
+        restarts.
+    */
     quint64 id() const;
     /*! How the last run ended; meaningful once state() is Finished. */
     WorkerExit lastExit() const;
 
+    /*!
+        Milliseconds a stopping worker gets before finished() reports it Kind::Abandoned; 5000 by default.
+        Notified by stopTimeoutChanged().
+    */
     int stopTimeout() const;
     /*! Milliseconds a stopping worker gets before it is reported abandoned; negative values are refused. */
     void setStopTimeout(int milliseconds);
@@ -216,12 +236,17 @@ public:
     int abandonedCount() const;
 
 Q_SIGNALS:
+    /*! state() changed to \a state. */
     void stateChanged(stage::WorkerHandle::State state);
+    /*! isRunning() changed to \a running. */
     void runningChanged(bool running);
+    /*! A run started: \a generation is its generation(). */
     void started(int generation);
     /*! Exactly once per run. */
     void finished(const stage::WorkerExit &exit);
+    /*! stopTimeout() changed to \a milliseconds. */
     void stopTimeoutChanged(int milliseconds);
+    /*! abandonedCount() changed to \a count. */
     void abandonedCountChanged(int count);
     /*! A frame reported abandoned has ended after all; \a exit says how. */
     void abandonedWorkerFinished(const stage::WorkerExit &exit);
