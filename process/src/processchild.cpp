@@ -31,7 +31,7 @@ const QLoggingCategory &lcProcess()
 }
 
 namespace detail {
-HeldMessage::~HeldMessage() = default;
+HeldMessages::~HeldMessages() = default;
 MessageSource::~MessageSource() = default;
 } // namespace detail
 
@@ -117,9 +117,15 @@ private:
                 return;
             }
             const quint64 id = qFromBigEndian<quint64>(body);
-            const QByteArray payload(body + 12, bodySize - 12);
+            // One buffer for every message: no allocation per message while the handler keeps
+            // no copy of it (a copy it keeps makes data() detach: it is never overwritten).
+            const qsizetype size = bodySize - 12;
+            if (m_payload.size() != size)
+                m_payload.resize(size);
+            if (size > 0)
+                std::memcpy(m_payload.data(), body + 12, size_t(size));
             try {
-                if (std::optional<QByteArray> answer = m_handler(payload)) {
+                if (std::optional<QByteArray> answer = m_handler(m_payload)) {
                     appendHeader(m_output, quint32(1 + 8 + answer->size()), Frame::Reply);
                     char idBytes[8];
                     qToBigEndian<quint64>(id, idBytes);
@@ -165,6 +171,7 @@ private:
     QLocalSocket *m_socket;
     QTimer m_heartbeat;
     QByteArray m_input;
+    QByteArray m_payload;
     bool m_finished = false;
 };
 

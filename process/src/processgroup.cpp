@@ -63,7 +63,11 @@ public:
     ~ProcessGroupShared() override;
 
     bool listen();
+    /* A child for a new worker run: the warm spare if there is one (then another is started). */
     ChildLink *createLink();
+    ChildLink *launchLink();
+    void startSpare();
+    void dropSpare();
     void acceptConnections();
     void readHello(QLocalSocket *socket);
     void refuse(QLocalSocket *socket, const QString &why);
@@ -81,6 +85,8 @@ public:
     QPointer<MailboxBase> mailboxObject;
     QLocalServer *server = nullptr;
     QSet<ChildLink *> links; // every link alive (QObject children of this)
+    ChildLink *spare = nullptr; // the warm spare: started ahead, connected, holding nothing
+    bool warmSpare = false;
     int maxInFlight = 1;
     int connectTimeout = 10000;
     int maxFrameSize = 16 * 1024 * 1024;
@@ -89,9 +95,13 @@ public:
 };
 
 /*
-    One child process and its connection, for one worker run. Signals changed() whenever there
-    is something for the worker to look at: a connection, acknowledgements, a death, a tick
-    (which keeps the group's watchdog fed), a change of the mailbox.
+    One child process and its connection, for one worker run (or the warm spare, until a run
+    takes it). The link feeds its child itself, from its slots: each read of the connection
+    acknowledges what the child processed, answers the requests it replied to, and sends as many
+    new messages as the window has room for, in one write; the mailbox's coalesced signals wake
+    it when its child waits for work. The messages it holds belong to the worker run (see
+    HeldMessages). It signals changed() only when the worker run has something to look at: a
+    death, a tick (which keeps the group's watchdog fed), the mailbox drained.
 */
 class ChildLink : public QObject
 {
@@ -157,10 +167,33 @@ public:
     bool isDead() const { return m_dead; }
     QString reason() const { return m_reason; }
     quint64 acked() const { return m_acked; }
-    /* The answers received since the last call, oldest first (each to a message held). */
-    std::deque<std::pair<quint64, QByteArray>> takeReplies() { return std::exchange(m_replies, {}); }
-    /* The worker found a frame it cannot accept (an answer that does not decode). */
-    void reject(const QString &what) { protocolError(what); }
+    bool isSpare() const { return m_spare; }
+    void setSpare(bool spare) { m_spare = spare; }
+
+    /* A worker run takes this child: it feeds it from \a held, \a window messages at most. */
+    void adopt(detail::HeldMessages *held, int window)
+    {
+        m_spare = false;
+        m_held = held;
+        m_window = std::max(1, window);
+        if (MailboxBase *object = m_shared->mailboxObject.data()) {
+            connect(object, &MailboxBase::countChanged, this, &ChildLink::pump);
+            connect(object, &MailboxBase::closedChanged, this, &ChildLink::pump);
+        }
+        pump();
+    }
+    /* The worker run ends: its messages are about to be destroyed; never touch them again. */
+    void release()
+    {
+        m_held = nullptr;
+        if (MailboxBase *object = m_shared->mailboxObject.data())
+            object->disconnect(this);
+    }
+    /* Nothing held and the mailbox closed and empty: the worker run is done. */
+    bool isFinished() const
+    {
+        return m_held && m_held->size() == 0 && m_shared->source && m_shared->source->isDrained();
+    }
 
     void attach(QLocalSocket *socket)
     {
@@ -173,18 +206,13 @@ public:
         connect(socket, &QLocalSocket::disconnected, this, &ChildLink::onDisconnected);
         qCDebug(lcProcess, "ProcessGroup: child %lld connected", pid());
         onRead();
-        Q_EMIT changed();
-    }
-
-    void send(const QByteArray &frames, quint64 lastId)
-    {
-        m_sentUpTo = lastId;
-        m_socket->write(frames);
+        pump();
     }
 
     /* The worker run ended: the link is the group's until its process has exited. */
     void retire(Retire how)
     {
+        release();
         m_retired = true;
         m_tick.stop();
         if (m_dead && int(m_deathMode) > int(how))
@@ -262,11 +290,55 @@ private:
         m_dead = true;
         m_reason = reason;
         m_deathMode = mode;
+        if (m_spare) {
+            // A spare no run has taken: nothing is lost; the next run starts a child anew.
+            qCDebug(lcProcess, "ProcessGroup: the warm spare %lld ended: %s", pid(), qPrintable(reason));
+            m_shared->dropSpare();
+            return;
+        }
         if (m_retired) {
             retire(mode);
             return;
         }
         Q_EMIT changed();
+    }
+
+    /* Sends as many messages as the window has room for, in one write. A message that failed
+       before goes alone, once the child holds nothing else. */
+    void pump()
+    {
+        if (!m_held || !isConnected() || m_retired)
+            return;
+        QByteArray out;
+        for (;;) {
+            if (m_aloneWaiting) {
+                if (m_sent > 0)
+                    break;
+                appendDeliver(out, m_firstId, quint32(m_held->previousDeliveries(0)), m_held->payload(0));
+                m_sent = 1;
+                m_aloneWaiting = false;
+                m_isolating = true;
+                break;
+            }
+            if (m_isolating || m_sent >= m_window)
+                break;
+            if (!m_held->take())
+                break;
+            const qsizetype i = m_sent;
+            if (m_held->failures(i) > 0) {
+                m_aloneWaiting = true;
+                continue;
+            }
+            appendDeliver(out, m_firstId + quint64(i), quint32(m_held->previousDeliveries(i)), m_held->payload(i));
+            ++m_sent;
+        }
+        if (!out.isEmpty()) {
+            m_sentUpTo = m_firstId + quint64(m_sent) - 1;
+            m_socket->write(out);
+            m_shared->noteStatistics();
+        }
+        if (isFinished())
+            Q_EMIT changed(); // closed and drained: the run ends, the child is asked to exit
     }
 
     void protocolError(const QString &what)
@@ -311,6 +383,7 @@ private:
                     return;
                 }
                 m_acked = id;
+                acknowledge(id);
                 break;
             }
             case Frame::Reply: {
@@ -319,11 +392,19 @@ private:
                     return;
                 }
                 const quint64 id = qFromBigEndian<quint64>(body);
-                if (id <= m_acked || id > m_sentUpTo || (!m_replies.empty() && id <= m_replies.back().first)) {
+                if (id <= m_acked || id > m_sentUpTo || id <= m_lastReply) {
                     protocolError(QStringLiteral("a reply to message %1, which it does not hold").arg(id));
                     return;
                 }
-                m_replies.emplace_back(id, QByteArray(body + 8, bodySize - 8));
+                m_lastReply = id;
+                if (m_held && id >= m_firstId) {
+                    QString error;
+                    if (!m_held->reply(qsizetype(id - m_firstId), QByteArray(body + 8, bodySize - 8), &error)) {
+                        // Its acknowledgement, read with it, does not count: the message fails.
+                        protocolError(QStringLiteral("a reply to message %1: %2").arg(id).arg(error));
+                        return;
+                    }
+                }
                 break;
             }
             case Frame::Heartbeat:
@@ -349,8 +430,27 @@ private:
         m_input.remove(0, pos);
         if (any) {
             m_sinceLife.restart();
-            Q_EMIT changed();
+            pump();
         }
+    }
+
+    /* The child processed every message up to \a id: acknowledged in the mailbox. */
+    void acknowledge(quint64 id)
+    {
+        if (!m_held)
+            return;
+        qint64 n = 0;
+        while (m_sent > 0 && m_firstId <= id) {
+            m_held->ackFront();
+            ++m_firstId;
+            --m_sent;
+            ++n;
+        }
+        if (m_sent == 0)
+            m_isolating = false;
+        m_shared->processed += n;
+        if (n)
+            m_shared->noteStatistics();
     }
 
     void onDisconnected()
@@ -439,7 +539,16 @@ private:
     QElapsedTimer m_sinceSocketGone;
     quint64 m_acked = 0;
     quint64 m_sentUpTo = 0;
-    std::deque<std::pair<quint64, QByteArray>> m_replies;
+    quint64 m_lastReply = 0;
+    // The worker run's messages: m_held[i] for i < m_sent was sent as id m_firstId + i; one more
+    // may wait at the back (m_aloneWaiting) until the child holds nothing else.
+    detail::HeldMessages *m_held = nullptr;
+    quint64 m_firstId = 1;
+    qsizetype m_sent = 0;
+    int m_window = 1;
+    bool m_aloneWaiting = false;
+    bool m_isolating = false;
+    bool m_spare = false;
     QString m_reason;
     Retire m_deathMode = Retire::Ask;
     bool m_dead = false;
@@ -482,13 +591,44 @@ bool ProcessGroupShared::listen()
     return true;
 }
 
-ChildLink *ProcessGroupShared::createLink()
+ChildLink *ProcessGroupShared::launchLink()
 {
     auto *link = new ChildLink(this, q ? q->heartbeatTimeout() : 0, q ? q->shutdownTimeout() : 5000);
-    if (MailboxBase *object = mailboxObject.data())
-        QObject::connect(object, &MailboxBase::statisticsChanged, link, &ChildLink::changed);
     link->launch();
     return link;
+}
+
+ChildLink *ProcessGroupShared::createLink()
+{
+    ChildLink *link = std::exchange(spare, nullptr);
+    if (link && (link->isDead() || !link->isRunning())) {
+        link->retire(ChildLink::Retire::Kill);
+        link = nullptr;
+    }
+    if (link)
+        link->setSpare(false);
+    else
+        link = launchLink();
+    // The next spare starts once this run has begun: it does not compete with a replacement
+    // for the first turn of the event loop.
+    if (warmSpare)
+        QTimer::singleShot(0, this, [this] { startSpare(); });
+    return link;
+}
+
+void ProcessGroupShared::startSpare()
+{
+    if (spare || !warmSpare || !source || !q || q->state() == Node::State::Stopped)
+        return;
+    spare = launchLink();
+    spare->setSpare(true);
+}
+
+void ProcessGroupShared::dropSpare()
+{
+    ChildLink *link = std::exchange(spare, nullptr);
+    if (link)
+        link->retire(ChildLink::Retire::Kill);
 }
 
 void ProcessGroupShared::acceptConnections()
@@ -587,13 +727,8 @@ void ProcessGroupShared::reapAll(int budgetMs)
 
 namespace {
 
-struct InFlight
-{
-    quint64 id;
-    std::unique_ptr<detail::HeldMessage> message;
-};
-
-/* One worker run: one child process, fed from the mailbox until it fails or is stopped. */
+/* One worker run: one child process, fed from the mailbox (by its link) until it fails or is
+   stopped, or the mailbox is closed and drained. */
 QCoro::Task<> runChild(Worker &worker, std::shared_ptr<ProcessGroupShared> shared)
 {
     ChildLink *link = shared->createLink();
@@ -605,66 +740,21 @@ QCoro::Task<> runChild(Worker &worker, std::shared_ptr<ProcessGroupShared> share
     } retireOnExit{link};
     // Destroyed before retireOnExit: while this run unwinds after a failure, each message goes
     // back to the mailbox counted against it (a stop: uncounted), with this run's reason.
-    std::deque<InFlight> held;
-    std::unique_ptr<detail::HeldMessage> alone; // failed before: sent when the child holds nothing
-    bool isolating = false;                     // the one message held is such a message
-    quint64 nextId = 0;
-    const int window = std::max(1, shared->maxInFlight);
+    const std::unique_ptr<detail::HeldMessages> held = shared->source->createHeld();
+    // Destroyed first: the link lets go of the messages before they are.
+    struct ReleaseOnExit
+    {
+        ChildLink *link;
+        ~ReleaseOnExit() { link->release(); }
+    } releaseOnExit{link};
+    link->adopt(held.get(), shared->maxInFlight);
     try {
         for (;;) {
             worker.heartbeat();
-            // Answers first (a child answers before it acknowledges): each to a message held.
-            for (auto &[id, bytes] : link->takeReplies()) {
-                auto it = std::find_if(held.begin(), held.end(), [id = id](const InFlight &f) { return f.id == id; });
-                QString error;
-                if (it == held.end() || !it->message->reply(bytes, &error)) {
-                    link->reject(QStringLiteral("a reply to message %1: %2")
-                                     .arg(id)
-                                     .arg(error.isEmpty() ? QStringLiteral("not held") : error));
-                    // Its acknowledgement, read with it, does not count: the message fails.
-                    throw ChildFailed(link->reason().toStdString());
-                }
-            }
-            const quint64 acked = link->acked();
-            while (!held.empty() && held.front().id <= acked) {
-                held.front().message->ack();
-                held.pop_front();
-                ++shared->processed;
-            }
-            if (held.empty())
-                isolating = false;
             if (link->isDead())
                 throw ChildFailed(link->reason().toStdString());
-            if (link->isConnected()) {
-                QByteArray out;
-                for (;;) {
-                    if (alone) {
-                        if (!held.empty())
-                            break;
-                        appendDeliver(out, ++nextId, quint32(alone->previousDeliveries()), alone->payload);
-                        held.push_back(InFlight{nextId, std::move(alone)});
-                        isolating = true;
-                        break;
-                    }
-                    if (isolating || int(held.size()) >= window)
-                        break;
-                    auto message = shared->source->tryTake();
-                    if (!message)
-                        break;
-                    if (message->failures() > 0) {
-                        alone = std::move(message);
-                        continue;
-                    }
-                    appendDeliver(out, ++nextId, quint32(message->previousDeliveries()), message->payload);
-                    held.push_back(InFlight{nextId, std::move(message)});
-                }
-                if (!out.isEmpty()) {
-                    link->send(out, nextId);
-                    shared->noteStatistics();
-                }
-                if (held.empty() && !alone && shared->source->isDrained())
-                    co_return; // closed and drained: the child is asked to exit
-            }
+            if (link->isFinished())
+                co_return; // closed and drained: the child is asked to exit
             co_await stage::signal(link, &ChildLink::changed);
         }
     } catch (const Cancelled &) {
@@ -679,7 +769,14 @@ QCoro::Task<> runChild(Worker &worker, std::shared_ptr<ProcessGroupShared> share
 
 // ProcessGroup
 
-ProcessGroup::ProcessGroup(QObject *parent) : Group(parent), s(std::make_shared<ProcessGroupShared>(this)) {}
+ProcessGroup::ProcessGroup(QObject *parent) : Group(parent), s(std::make_shared<ProcessGroupShared>(this))
+{
+    // A group that stops, or gives up, keeps no spare.
+    connect(this, &Node::stateChanged, s.get(), [shared = s.get()](Node::State state) {
+        if (state == Node::State::Stopping || state == Node::State::Stopped || state == Node::State::Failed)
+            shared->dropSpare();
+    });
+}
 
 ProcessGroup::~ProcessGroup()
 {
@@ -758,6 +855,28 @@ void ProcessGroup::setMaxInFlight(int count)
 {
     if (acceptSetting(s->maxInFlight, count, 1, "setMaxInFlight", "the count must be >= 1"))
         Q_EMIT maxInFlightChanged(count);
+}
+
+bool ProcessGroup::hasWarmSpare() const
+{
+    return s->warmSpare;
+}
+
+void ProcessGroup::setWarmSpare(bool on)
+{
+    if (s->warmSpare == on)
+        return;
+    s->warmSpare = on;
+    if (!on)
+        s->dropSpare();
+    else if (s->q && (state() == State::Running || state() == State::Restarting || state() == State::Starting))
+        s->startSpare();
+    Q_EMIT warmSpareChanged(on);
+}
+
+bool ProcessGroup::isSpareReady() const
+{
+    return s->spare && s->spare->isConnected();
 }
 
 int ProcessGroup::connectTimeout() const

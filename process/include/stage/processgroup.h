@@ -12,6 +12,7 @@
 #include <QtCore/QIODevice>
 #include <QtCore/QString>
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -104,20 +105,26 @@ struct ReplyValue<Reply<V>>
     using type = V;
 };
 
-/* One message a child holds: the parent's delivery, encoded. Not API. */
-class STAGE_PROCESS_EXPORT HeldMessage
+/* The messages one child holds, oldest first: the mailbox's deliveries themselves, in a deque
+   (no allocation per message). Owned by the worker run, so that they are destroyed while it
+   unwinds: a failure puts each back counted against it, a stop uncounted. Not API. */
+class STAGE_PROCESS_EXPORT HeldMessages
 {
 public:
-    virtual ~HeldMessage();
-    /* Acknowledges the delivery (the child said it processed it). */
-    virtual void ack() = 0;
-    /* Consumers that failed while holding it before (a crashed, killed or hung child). */
-    virtual int failures() const = 0;
-    virtual int previousDeliveries() const = 0;
-    /* The child's answer to a Request: decodes and sends it. False: this message expects no
+    virtual ~HeldMessages();
+    /* Takes the next queued message to the back; false if none is queued now. */
+    virtual bool take() = 0;
+    virtual qsizetype size() const = 0;
+    /* Consumers that failed while holding message \a i before (a crashed, killed or hung child). */
+    virtual int failures(qsizetype i) const = 0;
+    virtual int previousDeliveries(qsizetype i) const = 0;
+    /* Message \a i as it crosses the boundary (a QByteArray is shared, not copied). */
+    virtual QByteArray payload(qsizetype i) const = 0;
+    /* Acknowledges the oldest message (its child said it processed it) and drops it. */
+    virtual void ackFront() = 0;
+    /* The child's answer to Request \a i: decodes and sends it. False: this message expects no
        answer, or \a bytes do not decode (\a error says why); nothing was sent. */
-    virtual bool reply(const QByteArray &bytes, QString *error) = 0;
-    QByteArray payload;
+    virtual bool reply(qsizetype i, const QByteArray &bytes, QString *error) = 0;
 };
 
 /* The mailbox side of a ProcessGroup, type-erased. Not API. */
@@ -125,48 +132,68 @@ class STAGE_PROCESS_EXPORT MessageSource
 {
 public:
     virtual ~MessageSource();
-    /* The next message if one is queued now (a Delivery taken by the calling worker). */
-    virtual std::unique_ptr<HeldMessage> tryTake() = 0;
+    /* An empty holder for one worker run. */
+    virtual std::unique_ptr<HeldMessages> createHeld() const = 0;
     /* Closed and nothing left to take. */
     virtual bool isDrained() const = 0;
     virtual MailboxBase *object() const = 0;
 };
 
 template<typename T>
-class HeldDelivery final : public HeldMessage
+class HeldDeliveries final : public HeldMessages
 {
 public:
     using Traits = ProcessMessageTraits<T>;
-    explicit HeldDelivery(Delivery<T> &&delivery) : m_delivery(std::move(delivery))
+    explicit HeldDeliveries(Mailbox<T> mailbox) : m_mailbox(std::move(mailbox)) {}
+    // Newest first: each goes back to the front of the mailbox, so the oldest ends up first.
+    ~HeldDeliveries() override
     {
-        payload = encodeProcessMessage(Traits::payload(*m_delivery));
+        while (!m_held.empty())
+            m_held.pop_back();
     }
-    bool reply(const QByteArray &bytes, QString *error) override
+    bool take() override
+    {
+        auto delivery = m_mailbox.tryReceive();
+        if (!delivery)
+            return false;
+        m_held.push_back(std::move(*delivery));
+        return true;
+    }
+    qsizetype size() const override { return qsizetype(m_held.size()); }
+    int failures(qsizetype i) const override { return m_held[size_t(i)].failures(); }
+    int previousDeliveries(qsizetype i) const override { return m_held[size_t(i)].previousDeliveries(); }
+    QByteArray payload(qsizetype i) const override
+    {
+        return encodeProcessMessage(Traits::payload(*m_held[size_t(i)]));
+    }
+    void ackFront() override
+    {
+        m_held.front().ack();
+        m_held.pop_front();
+    }
+    bool reply(qsizetype i, const QByteArray &bytes, QString *error) override
     {
         if constexpr (Traits::hasReply) {
-            using R = std::remove_cvref_t<decltype(m_delivery->reply)>;
+            auto &delivery = m_held[size_t(i)];
+            using R = std::remove_cvref_t<decltype(delivery->reply)>;
             try {
-                m_delivery->reply.send(decodeProcessMessage<typename ReplyValue<R>::type>(bytes));
+                delivery->reply.send(decodeProcessMessage<typename ReplyValue<R>::type>(bytes));
                 return true;
             } catch (const std::exception &e) {
                 *error = QString::fromUtf8(e.what());
                 return false;
             }
         } else {
+            Q_UNUSED(i);
             Q_UNUSED(bytes);
             *error = QStringLiteral("a reply to a message that expects none");
             return false;
         }
     }
-    // Destroyed while the worker that took it unwinds: the Delivery puts the message back (a
-    // failure of that worker counts against it; a stop does not). Destroyed otherwise only
-    // after ack().
-    void ack() override { m_delivery.ack(); }
-    int failures() const override { return m_delivery.failures(); }
-    int previousDeliveries() const override { return m_delivery.previousDeliveries(); }
 
 private:
-    Delivery<T> m_delivery;
+    Mailbox<T> m_mailbox;
+    std::deque<Delivery<T>> m_held;
 };
 
 template<typename T>
@@ -174,12 +201,9 @@ class MailboxSource final : public MessageSource
 {
 public:
     explicit MailboxSource(Mailbox<T> mailbox) : m_mailbox(std::move(mailbox)) {}
-    std::unique_ptr<HeldMessage> tryTake() override
+    std::unique_ptr<HeldMessages> createHeld() const override
     {
-        auto delivery = m_mailbox.tryReceive();
-        if (!delivery)
-            return nullptr;
-        return std::make_unique<HeldDelivery<T>>(std::move(*delivery));
+        return std::make_unique<HeldDeliveries<T>>(m_mailbox);
     }
     bool isDrained() const override { return m_mailbox.isClosed() && m_mailbox.count() == 0; }
     MailboxBase *object() const override { return m_mailbox.object(); }
@@ -350,6 +374,7 @@ class STAGE_PROCESS_EXPORT ProcessGroup : public stage::Group
     Q_CLASSINFO("StageKind", "ProcessGroup") // SupervisionTreeModel's KindRole
     Q_PROPERTY(QString entryPoint READ entryPoint CONSTANT)
     Q_PROPERTY(int maxInFlight READ maxInFlight WRITE setMaxInFlight NOTIFY maxInFlightChanged)
+    Q_PROPERTY(bool warmSpare READ hasWarmSpare WRITE setWarmSpare NOTIFY warmSpareChanged)
     Q_PROPERTY(int connectTimeout READ connectTimeout WRITE setConnectTimeout NOTIFY connectTimeoutChanged)
     Q_PROPERTY(int maxFrameSize READ maxFrameSize WRITE setMaxFrameSize NOTIFY maxFrameSizeChanged)
     Q_PROPERTY(int processCount READ processCount NOTIFY statisticsChanged)
@@ -382,6 +407,19 @@ public:
     /*! Messages a child may hold unacknowledged (>= 1; default 1). Raise it for throughput. */
     int maxInFlight() const;
     void setMaxInFlight(int count);
+    /*!
+        Keeps one spare child started ahead, connected and idle (default false), as Chromium keeps
+        a spare renderer: a worker run that starts (the first ones, and each restart after a
+        crash) takes the spare and another is started in the background, so a replacement is fed
+        at once instead of after fork, exec, loading the app's libraries and connecting
+        (restart_ms in W10: see docs/crash-isolation.md). Costs one more process, counted in
+        processCount(). A spare that dies or misses its heartbeat is dropped silently (it held
+        nothing); a group that stops or fails drops its spare. Thread: the group's.
+    */
+    bool hasWarmSpare() const;
+    void setWarmSpare(bool on);
+    /*! True when the warm spare has connected, presented its secret and waits for work. */
+    bool isSpareReady() const;
     /*! How long a child has to connect and present its secret, in ms (> 0; default 10000). */
     int connectTimeout() const;
     void setConnectTimeout(int milliseconds);
@@ -400,6 +438,7 @@ public:
 
 Q_SIGNALS:
     void maxInFlightChanged(int count);
+    void warmSpareChanged(bool on);
     void connectTimeoutChanged(int milliseconds);
     void maxFrameSizeChanged(int bytes);
 
