@@ -293,6 +293,77 @@ private Q_SLOTS:
             stream.stop(1s);
         }
     }
+
+    // A consumer that read entries and died (never refreshed them): taken over after claimMinIdle
+    // with its delivery counted (a failure); one delivered too often is dead-lettered instead.
+    void stream_takesOverDeadConsumer()
+    {
+        REQUIRE_SERVER(server);
+        QCOMPARE(server.command({"XGROUP", "CREATE", "jobs", "stage", "0", "MKSTREAM"}).type, REDIS_REPLY_STATUS);
+        for (int i = 0; i < 5; ++i)
+            server.command({"XADD", "jobs", "*", "b", QByteArray::number(i)});
+        // "dead" reads all five; then one of them is delivered 4 more times (XCLAIM counts).
+        const auto read = server.command({"XREADGROUP", "GROUP", "stage", "dead", "COUNT", "10", "STREAMS", "jobs", ">"});
+        const QByteArray poison = read.elements.at(0).elements.at(1).elements.at(4).elements.at(0).string;
+        for (int i = 0; i < 4; ++i)
+            server.command({"XCLAIM", "jobs", "stage", "dead", "0", poison});
+        RedisConnection redis(server.url());
+        RecordingFeed feed;
+        stage::RedisMailboxOptions options;
+        options.claimMinIdle = 300ms;
+        stage::detail::RedisStream stream(stage::detail::clientOf(redis), QStringLiteral("jobs"), options);
+        QTest::ignoreMessage(QtInfoMsg, QRegularExpression(QStringLiteral("took over 5 entries")));
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("dead-lettered: delivered 5 times")));
+        stream.start(&feed);
+        QTRY_COMPARE_WITH_TIMEOUT(int(feed.items().size()), 4, Timeout);
+        QTRY_COMPARE_WITH_TIMEOUT(server.integer({"XLEN", "jobs:dead"}), 1LL, Timeout);
+        const auto items = feed.items();
+        for (int i = 0; i < 4; ++i) {
+            QCOMPARE(items[i].bytes, QByteArray::number(i));
+            QCOMPARE(items[i].deliveries, 1u);
+            QCOMPARE(items[i].failures, 1u);
+        }
+        // Now ours: held, refreshed, not taken over again by this stream's janitor.
+        const auto pending = server.command({"XPENDING", "jobs", "stage", "-", "+", "10"});
+        QCOMPARE(int(pending.elements.size()), 4);
+        QTest::qWait(700);
+        QCOMPARE(int(feed.items().size()), 4);
+        for (const auto &p : server.command({"XPENDING", "jobs", "stage", "-", "+", "10"}).elements)
+            QVERIFY2(p.elements.at(2).integer < 300, "held entries are refreshed");
+        for (const auto &item : items)
+            stream.acknowledged(item.id);
+        QTRY_COMPARE_WITH_TIMEOUT(server.command({"XPENDING", "jobs", "stage"}).elements.at(0).integer, 0LL, Timeout);
+        stream.stop(1s);
+    }
+
+    // A restarted process with a stable consumer name gets its own pending entries back at once.
+    void stream_ownHistoryFirst()
+    {
+        REQUIRE_SERVER(server);
+        QCOMPARE(server.command({"XGROUP", "CREATE", "jobs", "stage", "0", "MKSTREAM"}).type, REDIS_REPLY_STATUS);
+        for (int i = 0; i < 3; ++i)
+            server.command({"XADD", "jobs", "*", "b", QByteArray::number(i)});
+        server.command({"XREADGROUP", "GROUP", "stage", "me", "COUNT", "2", "STREAMS", "jobs", ">"});
+        RedisConnection redis(server.url());
+        RecordingFeed feed;
+        stage::RedisMailboxOptions options;
+        options.consumer = QStringLiteral("me");
+        stage::detail::RedisStream stream(stage::detail::clientOf(redis), QStringLiteral("jobs"), options);
+        stream.start(&feed);
+        QTRY_COMPARE_WITH_TIMEOUT(int(feed.items().size()), 3, Timeout);
+        const auto items = feed.items();
+        QCOMPARE(items[0].bytes, QByteArray("0"));
+        QCOMPARE(items[0].deliveries, 1u); // read once by "me" before
+        QCOMPARE(items[1].deliveries, 1u);
+        QCOMPARE(items[2].bytes, QByteArray("2"));
+        QCOMPARE(items[2].deliveries, 0u);
+        stream.stop(1s);
+        // Stopped with all three held and none acknowledged: made claimable at once.
+        const auto pending = server.command({"XPENDING", "jobs", "stage", "-", "+", "10"});
+        QCOMPARE(int(pending.elements.size()), 3);
+        for (const auto &p : pending.elements)
+            QVERIFY(p.elements.at(2).integer > 1000000);
+    }
 };
 
 int main(int argc, char **argv)
