@@ -249,7 +249,8 @@ def render(types, foreign):
             else:
                 facts.append(f"inherits `{t['base']}`")
         facts.append(f"defined in `{t['file']}`")
-        out += ["*" + "; ".join(facts) + ".*", ""]
+        fact = "; ".join(facts)
+        out += ["<em>" + fact[0].upper() + fact[1:] + ".</em>", ""]
         if t["doc"]:
             out += [t["doc"], ""]
         if t["attached"]:
