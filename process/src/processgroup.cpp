@@ -168,6 +168,7 @@ public:
     QString reason() const { return m_reason; }
     quint64 acked() const { return m_acked; }
     bool isSpare() const { return m_spare; }
+    void startSpareAfterFirstAck() { m_startSpareOnAck = true; }
     void setSpare(bool spare) { m_spare = spare; }
 
     /* A worker run takes this child: it feeds it from \a held, \a window messages at most. */
@@ -329,12 +330,19 @@ private:
                 m_aloneWaiting = true;
                 continue;
             }
-            appendDeliver(out, m_firstId + quint64(i), quint32(m_held->previousDeliveries(i)), m_held->payload(i));
+            const QByteArray payload = m_held->payload(i);
+            if (out.isEmpty()) // one allocation per write: room for the window at this size (<= 1 MiB)
+                out.reserve(qsizetype(std::min<qint64>(qint64(kHeaderSize + 13 + payload.size()) * (m_window - m_sent),
+                                                       1 << 20)));
+            appendDeliver(out, m_firstId + quint64(i), quint32(m_held->previousDeliveries(i)), payload);
             ++m_sent;
         }
         if (!out.isEmpty()) {
             m_sentUpTo = m_firstId + quint64(m_sent) - 1;
             m_socket->write(out);
+            // Now, not at the next turn of the event loop (QLocalSocket buffers writes until its
+            // notifier fires): the child can start on it while this thread goes on.
+            m_socket->flush();
             m_shared->noteStatistics();
         }
         if (isFinished())
@@ -451,6 +459,10 @@ private:
         m_shared->processed += n;
         if (n)
             m_shared->noteStatistics();
+        if (n && m_startSpareOnAck) {
+            m_startSpareOnAck = false;
+            QTimer::singleShot(0, m_shared, [shared = m_shared] { shared->startSpare(); });
+        }
     }
 
     void onDisconnected()
@@ -549,6 +561,7 @@ private:
     bool m_aloneWaiting = false;
     bool m_isolating = false;
     bool m_spare = false;
+    bool m_startSpareOnAck = false;
     QString m_reason;
     Retire m_deathMode = Retire::Ask;
     bool m_dead = false;
@@ -605,14 +618,18 @@ ChildLink *ProcessGroupShared::createLink()
         link->retire(ChildLink::Retire::Kill);
         link = nullptr;
     }
-    if (link)
+    if (link) {
         link->setSpare(false);
-    else
+        // The next spare starts once the replacement has acknowledged its first message (or
+        // after 100 ms): starting a process takes a core for a few ms, which the replacement
+        // should have first.
+        link->startSpareAfterFirstAck();
+        QTimer::singleShot(100, this, [this] { startSpare(); });
+    } else {
         link = launchLink();
-    // The next spare starts once this run has begun: it does not compete with a replacement
-    // for the first turn of the event loop.
-    if (warmSpare)
-        QTimer::singleShot(0, this, [this] { startSpare(); });
+        if (warmSpare)
+            QTimer::singleShot(0, this, [this] { startSpare(); });
+    }
     return link;
 }
 
