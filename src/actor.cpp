@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <limits>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 #include <vector>
 #include <string>
@@ -90,65 +91,153 @@ QMetaObject::Connection monitorActor(ActorShared *shared, QObject *context, std:
 }
 
 namespace {
-struct ActorRegistry
-{
-    std::mutex mutex;
-    std::map<QString, RegisteredActor> entries;
-};
-ActorRegistry &actorRegistry()
-{
-    static ActorRegistry registry;
-    return registry;
-}
+// Every Registry, and their entries, under one mutex (registries are few; lookups are short).
+std::mutex g_registriesMutex;
+std::vector<Registry *> g_registries;
+
+// The runs of actors by worker: which actor an ask made from a handler comes from.
+std::mutex g_workersMutex;
+std::unordered_map<Worker *, std::weak_ptr<ActorShared>> g_actorWorkers;
 } // namespace
 
-bool registerActorImpl(const QString &name, RegisteredActor actor)
+struct RegistryAccess
 {
-    if (name.isEmpty()) {
-        qCWarning(lcStageActor, "stage::registerActor: the name is empty; nothing is registered");
-        return false;
-    }
-    if (!actor.shared) {
-        qCWarning(lcStageActor, "stage::registerActor: the reference is null (default-constructed); nothing is registered as %s",
-                  qPrintable(name));
-        return false;
-    }
-    RegisteredActor replaced; // its reference is released outside the lock
+    static RegisteredActor entry(const Registry *registry, const QString &name) { return registry->entry(name); }
+    static void removeActor(const ActorShared *shared)
     {
-        auto &registry = actorRegistry();
-        std::lock_guard lock(registry.mutex);
-        RegisteredActor &entry = registry.entries[name];
-        replaced = std::exchange(entry, std::move(actor));
+        std::vector<RegisteredActor> removed; // released outside the lock
+        std::lock_guard lock(g_registriesMutex);
+        for (Registry *registry : g_registries) {
+            bool changed = false;
+            for (auto it = registry->m_entries.begin(); it != registry->m_entries.end();) {
+                if (it->second.shared == shared) {
+                    removed.push_back(std::move(it->second));
+                    it = registry->m_entries.erase(it);
+                    changed = true;
+                } else {
+                    ++it;
+                }
+            }
+            if (changed)
+                registry->notifyChanged();
+        }
     }
-    return true;
-}
+};
 
 RegisteredActor registeredActorImpl(const QString &name)
 {
-    auto &registry = actorRegistry();
-    std::lock_guard lock(registry.mutex);
-    auto it = registry.entries.find(name);
-    return it == registry.entries.end() ? RegisteredActor{} : it->second;
+    return RegistryAccess::entry(Registry::global(), name);
 }
 
 void unregisterActorsOf(const ActorShared *shared)
 {
-    std::vector<RegisteredActor> removed; // released outside the lock
-    auto &registry = actorRegistry();
-    std::lock_guard lock(registry.mutex);
-    for (auto it = registry.entries.begin(); it != registry.entries.end();) {
-        if (it->second.shared == shared) {
-            removed.push_back(std::move(it->second));
-            it = registry.entries.erase(it);
-        } else {
-            ++it;
-        }
-    }
+    RegistryAccess::removeActor(shared);
 }
 
-void warnActorProtocol(const QString &name, const std::type_info &registered, const std::type_info &wanted)
+void registerActorWorker(Worker *worker, const std::shared_ptr<ActorShared> &shared)
 {
-    qCWarning(lcStageActor, "stage::registeredActor: actor %s has the protocol %s, not %s; a null reference is returned",
+    std::lock_guard lock(g_workersMutex);
+    g_actorWorkers[worker] = shared;
+}
+
+void unregisterActorWorker(Worker *worker)
+{
+    std::lock_guard lock(g_workersMutex);
+    g_actorWorkers.erase(worker);
+}
+
+void ActorShared::keepDeferred(quint64 serial)
+{
+    std::lock_guard lock(deferredMutex);
+    // Chains whose reply has been answered (or dropped) are no longer waited on.
+    std::erase_if(deferred, [](const Deferred &d) { return !d.chain->isPending(); });
+    if (!currentChain->isPending())
+        return; // answered before the handler returned: nothing deferred
+    constexpr std::size_t kMaxDeferred = 64; // the oldest goes first (then only its cycle is missed)
+    if (deferred.size() >= kMaxDeferred)
+        deferred.erase(deferred.begin());
+    deferred.push_back(Deferred{currentChain, serial});
+}
+
+namespace {
+QString plainName(const ActorShared *shared)
+{
+    const QString name = shared ? shared->name() : QString();
+    return name.isEmpty() ? QStringLiteral("(unnamed actor)") : name;
+}
+} // namespace
+
+AskContext askContextSlow(Worker *current, const ActorShared *target, const char *function,
+                          const std::type_info &message)
+{
+    std::shared_ptr<ActorShared> self;
+    {
+        std::lock_guard lock(g_workersMutex);
+        auto it = g_actorWorkers.find(current);
+        if (it == g_actorWorkers.end())
+            return {}; // not an actor's handler
+        self = it->second.lock();
+    }
+    if (!self)
+        return {};
+    // What the asker is doing on behalf of others: the message its handler handles now (this
+    // thread is its run's), and the replies it took to answer later that are still pending.
+    struct Candidate
+    {
+        AskChainPtr chain;
+        quint64 serial;
+    };
+    std::vector<Candidate> candidates;
+    if (const quint64 now = self->handling.load(std::memory_order_acquire))
+        candidates.push_back(Candidate{self->currentChain, now});
+    {
+        std::lock_guard lock(self->deferredMutex);
+        std::erase_if(self->deferred, [](const ActorShared::Deferred &d) { return !d.chain->isPending(); });
+        for (auto it = self->deferred.rbegin(); it != self->deferred.rend(); ++it)
+            candidates.push_back(Candidate{it->chain, it->serial});
+    }
+    if (candidates.empty())
+        return {};
+    auto chainOf = [&self](const Candidate &c) {
+        auto chain = std::make_shared<AskChain>();
+        if (c.chain)
+            chain->links = c.chain->links;
+        chain->links.push_back(AskLink{self, c.serial});
+        return chain;
+    };
+    AskContext out;
+    // A cycle: the target is still in the handler that waits (transitively) for this ask.
+    const quint64 targetBusy = target->handling.load(std::memory_order_acquire);
+    if (targetBusy) {
+        for (const Candidate &c : candidates) {
+            auto chain = chainOf(c);
+            for (std::size_t i = 0; i < chain->links.size(); ++i) {
+                const AskLink &link = chain->links[i];
+                if (link.actor.get() != target || link.serial != targetBusy)
+                    continue;
+                QStringList names;
+                for (std::size_t j = i; j < chain->links.size(); ++j)
+                    names.append(plainName(chain->links[j].actor.get()));
+                names.append(plainName(target));
+                out.cycle = names.join(QStringLiteral(" -> "));
+                qCWarning(lcStageActor,
+                          "stage::%s: ask cycle: %s: actor %s is still in the handler that waits for this ask (%s), "
+                          "which will end in its timeout",
+                          function, qPrintable(out.cycle), qPrintable(plainName(target)),
+                          qPrintable(actorTypeName(message)));
+                out.chain = std::move(chain);
+                return out;
+            }
+        }
+    }
+    out.chain = chainOf(candidates.front());
+    return out;
+}
+
+void warnActorProtocol(const char *function, const QString &name, const std::type_info &registered,
+                       const std::type_info &wanted)
+{
+    qCWarning(lcStageActor, "stage::%s: actor %s has the protocol %s, not %s; a null reference is returned", function,
               qPrintable(name), qPrintable(actorTypeName(registered)), qPrintable(actorTypeName(wanted)));
 }
 
@@ -352,7 +441,7 @@ std::exception_ptr askRefusal(const ActorShared *shared, std::chrono::millisecon
 }
 
 void rethrowAskError(std::exception_ptr error, const ActorShared *shared, const std::type_info &message,
-                     std::chrono::milliseconds timeout)
+                     std::chrono::milliseconds timeout, const QString &cycle)
 {
     try {
         std::rethrow_exception(error);
@@ -362,7 +451,8 @@ void rethrowAskError(std::exception_ptr error, const ActorShared *shared, const 
     // Only timeouts get here.
     const QString what = QStringLiteral("stage::Actor: actor %1 did not answer %2 within %3 ms")
                              .arg(displayName(shared), actorTypeName(message))
-                             .arg(timeout.count());
+                             .arg(timeout.count())
+        + (cycle.isEmpty() ? QString() : QStringLiteral(" (ask cycle: %1)").arg(cycle));
     qCDebug(lcStageActor, "%s", qPrintable(what));
     throw TimeoutError(what.toStdString());
 }
@@ -384,25 +474,156 @@ void warnUnanswered(const ActorShared *shared, const std::type_info &message)
 
 bool unregisterActor(const QString &name)
 {
-    detail::RegisteredActor removed; // released outside the lock
-    auto &registry = detail::actorRegistry();
-    std::lock_guard lock(registry.mutex);
-    auto it = registry.entries.find(name);
-    if (it == registry.entries.end())
-        return false;
-    removed = std::move(it->second);
-    registry.entries.erase(it);
-    return true;
+    return Registry::global()->remove(name);
 }
 
 QStringList registeredActors()
 {
-    auto &registry = detail::actorRegistry();
-    std::lock_guard lock(registry.mutex);
-    QStringList names;
-    for (const auto &entry : registry.entries)
-        names.append(entry.first);
-    return names;
+    return Registry::global()->names();
+}
+
+// ---- Registry ----
+
+Registry::Registry(QObject *parent) : QObject(parent)
+{
+    std::lock_guard lock(detail::g_registriesMutex);
+    detail::g_registries.push_back(this);
+}
+
+Registry::~Registry()
+{
+    std::map<QString, detail::RegisteredActor> entries; // released outside the lock
+    std::lock_guard lock(detail::g_registriesMutex);
+    std::erase(detail::g_registries, this);
+    entries.swap(m_entries);
+}
+
+Registry *Registry::global()
+{
+    // Never destroyed: actors destroyed during static destruction still find it.
+    static Registry *const registry = [] {
+        auto *r = new Registry;
+        r->setObjectName(QStringLiteral("global"));
+        return r;
+    }();
+    return registry;
+}
+
+Registry *Registry::nearest(const QObject *object)
+{
+    for (const QObject *o = object; o; o = o->parent()) {
+        if (auto *self = qobject_cast<Registry *>(const_cast<QObject *>(o)); self && o == object)
+            return self;
+        for (QObject *child : o->children()) {
+            if (auto *registry = qobject_cast<Registry *>(child))
+                return registry;
+        }
+    }
+    return global();
+}
+
+namespace {
+QString registryName(const Registry *registry)
+{
+    const QString name = registry->objectName();
+    return name.isEmpty() ? QStringLiteral("(unnamed registry)") : QLatin1Char('"') + name + QLatin1Char('"');
+}
+} // namespace
+
+bool Registry::addEntry(const QString &name, detail::RegisteredActor actor, const char *function)
+{
+    if (name.isEmpty()) {
+        qCWarning(lcStageActor, "stage::%s: the name is empty; nothing is registered", function);
+        return false;
+    }
+    if (!actor.shared) {
+        qCWarning(lcStageActor, "stage::%s: the reference is null (default-constructed); nothing is registered as %s",
+                  function, qPrintable(name));
+        return false;
+    }
+    std::lock_guard lock(detail::g_registriesMutex);
+    auto it = m_entries.find(name);
+    if (it != m_entries.end()) {
+        if (it->second.shared == actor.shared)
+            return true; // the same actor again
+        qCWarning(lcStageActor,
+                  "stage::%s: the name %s is taken in registry %s by actor %s; actor %s is not registered "
+                  "(remove the name first)",
+                  function, qPrintable(name), qPrintable(registryName(this)),
+                  qPrintable(detail::displayName(it->second.shared)), qPrintable(detail::displayName(actor.shared)));
+        return false;
+    }
+    m_entries.emplace(name, std::move(actor));
+    notifyChanged();
+    return true;
+}
+
+detail::RegisteredActor Registry::entry(const QString &name) const
+{
+    std::lock_guard lock(detail::g_registriesMutex);
+    auto it = m_entries.find(name);
+    return it == m_entries.end() ? detail::RegisteredActor{} : it->second;
+}
+
+detail::RegisteredActor Registry::lookupEntry(const QObject *from, const QString &name)
+{
+    std::vector<const Registry *> chain; // nearest first
+    for (const QObject *o = from; o; o = o->parent()) {
+        if (auto *self = qobject_cast<const Registry *>(o); self && o == from)
+            chain.push_back(self);
+        for (const QObject *child : o->children()) {
+            if (auto *registry = qobject_cast<const Registry *>(child))
+                chain.push_back(registry);
+        }
+    }
+    chain.push_back(global());
+    for (const Registry *registry : chain) {
+        detail::RegisteredActor found = registry->entry(name);
+        if (found.ref)
+            return found;
+    }
+    return {};
+}
+
+bool Registry::remove(const QString &name)
+{
+    detail::RegisteredActor removed; // released outside the lock
+    std::lock_guard lock(detail::g_registriesMutex);
+    auto it = m_entries.find(name);
+    if (it == m_entries.end())
+        return false;
+    removed = std::move(it->second);
+    m_entries.erase(it);
+    notifyChanged();
+    return true;
+}
+
+bool Registry::contains(const QString &name) const
+{
+    std::lock_guard lock(detail::g_registriesMutex);
+    return m_entries.count(name) != 0;
+}
+
+QStringList Registry::names() const
+{
+    std::lock_guard lock(detail::g_registriesMutex);
+    QStringList out;
+    out.reserve(qsizetype(m_entries.size()));
+    for (const auto &entry : m_entries)
+        out.append(entry.first);
+    return out;
+}
+
+int Registry::count() const
+{
+    std::lock_guard lock(detail::g_registriesMutex);
+    return int(m_entries.size());
+}
+
+void Registry::notifyChanged()
+{
+    // Queued even on the registry's own thread: the mutex is held here, and a slot may call back.
+    QMetaObject::invokeMethod(this, &Registry::namesChanged, Qt::QueuedConnection);
 }
 
 ActorBase::ActorBase(QObject *parent) : Group(parent), m_shared(std::make_shared<detail::ActorShared>())

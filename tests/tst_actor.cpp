@@ -230,6 +230,69 @@ QCoro::Task<> answerLater(stage::ActorRef<Doubler> doubler, int x, stage::Reply<
     }
 }
 
+// ---- ask cycles: A's handler asks B, whose handler (or the work it deferred) asks A ----
+
+struct Start
+{
+    int mode = 0; // what B does with the Hop: see Hop
+};
+struct Hop
+{
+    int mode = 0; // 0: asks A back from its handler; 1: takes the reply, asks A back later; 2: asks C
+};
+struct Back
+{};
+using Cycler = stage::Protocol<QString(Start), QString(Hop), int(Back)>;
+
+/* The three actors' references, set before they are started. */
+struct CycleWiring
+{
+    stage::ActorRef<Cycler> a, b, c;
+    std::atomic<int> backs{0}; // Back handled (C's and A's)
+};
+
+/* How an ask of A ended, as a text: the value, or "<kind>: <what>". */
+template<typename R>
+QCoro::Task<QString> askText(stage::ActorRef<Cycler> ref, R message, std::chrono::milliseconds timeout)
+{
+    try {
+        if constexpr (std::is_same_v<R, Back>)
+            co_return QString::number(co_await ref.ask(std::move(message), timeout));
+        else
+            co_return co_await ref.ask(std::move(message), timeout);
+    } catch (...) {
+        QString what;
+        const QString kind = kindOf(std::current_exception(), &what);
+        co_return kind + QStringLiteral(": ") + what;
+    }
+}
+
+/* B's deferred work: after a pause (B's handler has returned by then), asks A back and answers. */
+QCoro::Task<> backLater(stage::ActorRef<Cycler> a, stage::Reply<QString> reply)
+{
+    co_await stage::sleep(30ms);
+    reply.send(co_await askText(a, Back{}, 400ms));
+}
+
+void spawnCycler(stage::Actor<Cycler> &actor, CycleWiring *wiring)
+{
+    actor.spawn([] { return 0; },
+                [wiring](int &, const Start &m) -> QCoro::Task<QString> {
+                    co_return co_await askText(wiring->b, Hop{m.mode}, 5s);
+                },
+                [wiring](int &, Hop &m, stage::Reply<QString> &reply) -> QCoro::Task<> {
+                    if (m.mode == 1) {
+                        backLater(wiring->a, std::move(reply)); // noreply: answered later
+                        co_return;
+                    }
+                    reply.send(co_await askText(m.mode == 2 ? wiring->c : wiring->a, Back{}, 400ms));
+                },
+                [wiring](int &, const Back &) {
+                    wiring->backs.fetch_add(1);
+                    return 7;
+                });
+}
+
 } // namespace
 
 class tst_Actor : public QObject
@@ -906,6 +969,164 @@ private Q_SLOTS:
         static_assert(stage::detail::ProtocolTraits<Calc>::accepts<Add>);
         static_assert(!stage::detail::ProtocolTraits<Calc>::accepts<Double>);
         QVERIFY(ref.isNull());
+    }
+
+    void askCycle_endsInTheTimeoutAndTheWarningNamesTheCycle_data()
+    {
+        QTest::addColumn<int>("mode");
+        QTest::newRow("from B's handler") << 0;
+        QTest::newRow("from B's deferred reply") << 1;
+    }
+    void askCycle_endsInTheTimeoutAndTheWarningNamesTheCycle()
+    {
+        QFETCH(int, mode);
+        CycleWiring wiring;
+        stage::Actor<Cycler> a;
+        stage::Actor<Cycler> b;
+        a.setObjectName(QStringLiteral("cycleA"));
+        b.setObjectName(QStringLiteral("cycleB"));
+        a.setThreadCount(1); // each on its own thread: the chain travels with the asks
+        b.setThreadCount(1);
+        wiring.a = a.ref();
+        wiring.b = b.ref();
+        spawnCycler(a, &wiring);
+        spawnCycler(b, &wiring);
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral(
+            "^stage::ActorRef::ask: ask cycle: cycleA -> cycleB -> cycleA: actor cycleA is still in the handler that "
+            "waits for this ask \\(.*Back\\), which will end in its timeout$")));
+        QElapsedTimer timer;
+        timer.start();
+        const QString answer = stage::waitFor(askText(wiring.a, Start{mode}, 10s), 20s);
+        // B's ask of A ended in its own timeout (400 ms), which names the cycle; A answered with it.
+        QVERIFY2(answer.startsWith(QStringLiteral("timeout: stage::Actor: actor 'cycleA' did not answer ")), qPrintable(answer));
+        QVERIFY2(answer.endsWith(QStringLiteral(" within 400 ms (ask cycle: cycleA -> cycleB -> cycleA)")), qPrintable(answer));
+        QVERIFY(timer.elapsed() >= 390);
+        // The Back queued behind A's Start was dropped unprocessed once A was free (its caller gone).
+        QTRY_COMPARE_WITH_TIMEOUT(a.expiredAsks(), qint64(1), Timeout);
+        QCOMPARE(wiring.backs.load(), 0);
+        // No cycle any more: A is free, and the same asks are answered.
+        QCOMPARE(stage::waitFor(askText(wiring.a, Back{}, 5s), 10s), QStringLiteral("7"));
+    }
+
+    void askCycle_chainsWithoutACycleAreNotWarned()
+    {
+        QTest::failOnWarning(QRegularExpression(QStringLiteral("ask cycle")));
+        CycleWiring wiring;
+        stage::Actor<Cycler> a;
+        stage::Actor<Cycler> b;
+        stage::Actor<Cycler> c;
+        a.setObjectName(QStringLiteral("chainA"));
+        b.setObjectName(QStringLiteral("chainB"));
+        c.setObjectName(QStringLiteral("chainC"));
+        b.setThreadCount(1);
+        wiring.a = a.ref();
+        wiring.b = b.ref();
+        wiring.c = c.ref();
+        spawnCycler(a, &wiring);
+        spawnCycler(b, &wiring);
+        spawnCycler(c, &wiring);
+        // A -> B -> C: a chain, no cycle.
+        QCOMPARE(stage::waitFor(askText(wiring.a, Start{2}, 5s), 10s), QStringLiteral("7"));
+        // B asks A while A is idle (asked from outside, not from A's handler): no cycle either.
+        QCOMPARE(stage::waitFor(askText(wiring.b, Hop{0}, 5s), 10s), QStringLiteral("7"));
+        QCOMPARE(stage::waitFor(askText(wiring.b, Hop{1}, 5s), 10s), QStringLiteral("7"));
+        QCOMPARE(wiring.backs.load(), 3);
+        QCOMPARE(a.expiredAsks(), qint64(0));
+    }
+
+    void registry_scopedToASupervisorSubtree()
+    {
+        CalcProbe probe1, probe2;
+        stage::Supervisor root;
+        root.setBackoff(stage::Backoff::none());
+        auto *left = new stage::Supervisor;
+        auto *right = new stage::Supervisor;
+        left->setMaxRestarts(10);
+        QVERIFY(root.addChild(left));
+        QVERIFY(root.addChild(right));
+        auto *leftNames = new stage::Registry(left);
+        leftNames->setObjectName(QStringLiteral("left"));
+        auto *rightNames = new stage::Registry(right);
+        QSignalSpy leftChanged(leftNames, &stage::Registry::namesChanged);
+        auto *calc1 = new stage::Actor<Calc>;
+        auto *calc2 = new stage::Actor<Calc>;
+        calc1->setObjectName(QStringLiteral("calc1"));
+        calc2->setObjectName(QStringLiteral("calc2"));
+        QVERIFY(left->addChild(calc1));
+        QVERIFY(right->addChild(calc2));
+        spawnCalc(*calc1, &probe1);
+        spawnCalc(*calc2, &probe2);
+        auto *leftGroup = new stage::Group;
+        QVERIFY(left->addChild(leftGroup));
+        QVERIFY(root.start());
+
+        // The nearest registry: the one attached to the node's supervisor, else the global one.
+        QCOMPARE(stage::Registry::nearest(calc1), leftNames);
+        QCOMPARE(stage::Registry::nearest(leftGroup), leftNames);
+        QCOMPARE(stage::Registry::nearest(calc2), rightNames);
+        QCOMPARE(stage::Registry::nearest(&root), stage::Registry::global());
+        QCOMPARE(stage::Registry::nearest(leftNames), leftNames);
+        QCOMPARE(stage::Registry::nearest(nullptr), stage::Registry::global());
+
+        // One name per registry, the same name in two subtrees.
+        QVERIFY(stage::Registry::nearest(calc1)->add(QStringLiteral("calc"), calc1->ref()));
+        QVERIFY(rightNames->add(QStringLiteral("calc"), calc2->ref()));
+        QVERIFY(leftNames->add(QStringLiteral("calc"), calc1->ref())); // the same actor again: a no-op
+        QTest::ignoreMessage(QtWarningMsg,
+                             "stage::Registry::add: the name calc is taken in registry \"left\" by actor 'calc1'; actor "
+                             "'calc2' is not registered (remove the name first)");
+        QVERIFY(!leftNames->add(QStringLiteral("calc"), calc2->ref()));
+        QCOMPARE(leftNames->find<Calc>(QStringLiteral("calc")), calc1->ref());
+        QCOMPARE(leftNames->names(), QStringList{QStringLiteral("calc")});
+        QCOMPARE(leftNames->count(), 1);
+        QTRY_COMPARE_WITH_TIMEOUT(leftChanged.size(), 1, Timeout);
+
+        // Lookup walks up: the nearest registry, the ones above, then the global one.
+        QCOMPARE(stage::Registry::lookup<Calc>(leftGroup, QStringLiteral("calc")), calc1->ref());
+        QCOMPARE(stage::Registry::lookup<Calc>(calc2, QStringLiteral("calc")), calc2->ref());
+        QVERIFY(stage::Registry::lookup<Calc>(&root, QStringLiteral("calc")).isNull());
+        QVERIFY(stage::registerActor(QStringLiteral("tst_actor.scoped"), calc2->ref()));
+        QCOMPARE(stage::Registry::lookup<Calc>(leftGroup, QStringLiteral("tst_actor.scoped")), calc2->ref());
+        QCOMPARE(stage::Registry::lookup<Calc>(nullptr, QStringLiteral("tst_actor.scoped")), calc2->ref());
+        QTest::ignoreMessage(QtWarningMsg,
+                             "stage::registerActor: the name tst_actor.scoped is taken in registry \"global\" by actor "
+                             "'calc2'; actor 'calc1' is not registered (remove the name first)");
+        QVERIFY(!stage::registerActor(QStringLiteral("tst_actor.scoped"), calc1->ref()));
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral(
+            "^stage::Registry::lookup: actor calc has the protocol stage::Protocol<.*Add.*>, not "
+            "stage::Protocol<int \\(.*Double\\)>; a null reference is returned$")));
+        QVERIFY(stage::Registry::lookup<Doubler>(leftGroup, QStringLiteral("calc")).isNull());
+
+        // The reference survives restarts: the supervisor restarts calc1 after a failure.
+        auto found = stage::Registry::lookup<Calc>(leftGroup, QStringLiteral("calc"));
+        QCOMPARE(stage::waitFor(found.ask(Add{3, 4}), 10s), 7);
+        QCOMPARE(stage::waitFor(found.ask(FailOnce{9}), 10s), 9);
+        QVERIFY(left->restartChild(calc1));
+        QCOMPARE(stage::waitFor(found.ask(Add{1, 1}), 10s), 2);
+        QCOMPARE(probe1.inits.load(), 3);
+        QCOMPARE(stage::Registry::lookup<Calc>(leftGroup, QStringLiteral("calc")), found);
+        QCOMPARE(stage::waitFor(stage::Registry::lookup<Calc>(leftGroup, QStringLiteral("calc")).ask(Total{}), 10s), 2);
+
+        // Bad input.
+        QTest::ignoreMessage(QtWarningMsg, "stage::Registry::add: the name is empty; nothing is registered");
+        QVERIFY(!leftNames->add(QString(), calc1->ref()));
+        QTest::ignoreMessage(QtWarningMsg,
+                             "stage::Registry::add: the reference is null (default-constructed); nothing is registered as y");
+        QVERIFY(!leftNames->add(QStringLiteral("y"), stage::ActorRef<Calc>()));
+        QVERIFY(!leftNames->remove(QStringLiteral("y")));
+
+        // Destroyed: removed from every registry that held it.
+        QVERIFY(leftNames->add(QStringLiteral("calc-again"), calc1->ref()));
+        QTRY_COMPARE_WITH_TIMEOUT(leftChanged.size(), 2, Timeout);
+        delete calc1;
+        QCOMPARE(leftNames->count(), 0);
+        QVERIFY(!leftNames->contains(QStringLiteral("calc")));
+        QVERIFY(stage::Registry::lookup<Calc>(leftGroup, QStringLiteral("calc")).isNull());
+        QTRY_COMPARE_WITH_TIMEOUT(leftChanged.size(), 3, Timeout); // one change for both names
+        QVERIFY(rightNames->remove(QStringLiteral("calc")));
+        QVERIFY(stage::unregisterActor(QStringLiteral("tst_actor.scoped")));
+        QCOMPARE(rightNames->count(), 0);
+        stage::waitFor(root.shutdown());
     }
 
     void throwingAsyncAndReplyingHandlers_keepTheReplyForTheRestartedActor()

@@ -26,6 +26,7 @@
 #include <ctime>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -155,21 +156,86 @@ struct ActorReplyOf<P, M, true>
     using type = typename ProtocolTraits<P>::template ReplyAt<ProtocolTraits<P>::template indexOf<M>>;
 };
 
-/* What an actor's mailbox holds: one letter, and an ask's deadline (max for a tell). */
+class ActorShared;
+
+/* One actor waiting in a handler: the actor, and the serial of the message it was handling. */
+struct AskLink
+{
+    std::shared_ptr<ActorShared> actor;
+    quint64 serial = 0;
+};
+
+/*
+    The chain of asking actors an ask carries (ask-cycle detection): the actors whose handlers
+    wait, transitively, for this ask's answer, oldest first, the asker last. Made only for an ask
+    from an actor's handler (or from work it deferred); null otherwise. The liveness of the ask's
+    own reply is kept too, so that a handler that defers its reply keeps the chain while the reply
+    is pending. Immutable once the ask is queued; any thread.
+*/
+struct AskChain
+{
+    std::vector<AskLink> links;
+    std::weak_ptr<void> reply;                 // the ask's reply state
+    bool (*pending)(const void *) = nullptr;  // whether that state is still unanswered
+
+    bool isPending() const
+    {
+        if (!pending)
+            return false;
+        std::shared_ptr<void> state = reply.lock();
+        return state && pending(state.get());
+    }
+    template<typename S>
+    void watch(const std::shared_ptr<ReplyState<S>> &state)
+    {
+        reply = state;
+        pending = [](const void *s) {
+            auto *typed = static_cast<ReplyState<S> *>(const_cast<void *>(s));
+            std::lock_guard lock(typed->mutex);
+            return typed->status == ReplyState<S>::Status::Pending;
+        };
+    }
+};
+using AskChainPtr = std::shared_ptr<const AskChain>;
+
+/* What an ask from an actor's handler carries: its chain, and the cycle it closes (empty if none). */
+struct AskContext
+{
+    std::shared_ptr<AskChain> chain;
+    QString cycle; // "A -> B -> A"
+};
+
+/* The chain of an ask made now on this thread to \a target, and the cycle it closes (warned
+   about under stage.actor, naming \a function and \a message). Cheap when the caller is no
+   actor's handler. */
+STAGE_EXPORT AskContext askContextSlow(Worker *current, const ActorShared *target, const char *function,
+                                       const std::type_info &message);
+inline AskContext askContext(const ActorShared *target, const char *function, const std::type_info &message)
+{
+    Worker *current = Worker::current();
+    if (!current || !target)
+        return {};
+    return askContextSlow(current, target, function, message);
+}
+
+/* What an actor's mailbox holds: one letter, an ask's deadline (max for a tell), and the chain of
+   asking actors behind an ask made from a handler (null otherwise). */
 template<typename P>
 struct ActorEnvelope
 {
     typename ProtocolTraits<P>::Letter letter;
     ActorClock::time_point deadline = ActorClock::time_point::max();
+    AskChainPtr chain;
 
     template<typename M, typename R>
-    static ActorEnvelope make(M &&message, std::optional<Reply<ActorStored<R>>> reply, ActorClock::time_point deadline)
+    static ActorEnvelope make(M &&message, std::optional<Reply<ActorStored<R>>> reply, ActorClock::time_point deadline,
+                              AskChainPtr chain = nullptr)
     {
         constexpr std::size_t I = ProtocolTraits<P>::template indexOf<std::remove_cvref_t<M>>;
         return ActorEnvelope{typename ProtocolTraits<P>::Letter(
                                  std::in_place_index<I>,
                                  ActorLetter<std::remove_cvref_t<M>, R>{std::forward<M>(message), std::move(reply)}),
-                             deadline};
+                             deadline, std::move(chain)};
     }
 
     friend void stageFailReplies(ActorEnvelope &envelope, const DeadLettered &why)
@@ -225,6 +291,36 @@ public:
     std::atomic<Worker *> worker{nullptr};    // the run in progress, or null
     std::atomic<QThread *> homeThread{nullptr}; // the thread of the run in progress, or of the last one
 
+    // ---- ask-cycle detection ----
+    /* The run's thread, before a message's handler: it is handling message \a serial now,
+       asked with \a chain (null: a tell, or an ask from outside any actor). */
+    void beginMessage(quint64 serial, const AskChainPtr &chain) noexcept
+    {
+        if (chain || currentChain)
+            currentChain = chain;
+        handling.store(serial, std::memory_order_release);
+    }
+    /* The run's thread, after it: idle. \a deferred: a replying handler returned, its reply
+       perhaps taken for later; its chain is kept while that ask is pending. */
+    void endMessage(bool deferred) noexcept
+    {
+        if (deferred && currentChain)
+            keepDeferred(handling.load(std::memory_order_relaxed));
+        handling.store(0, std::memory_order_release);
+    }
+    /* The serial of the message being handled now, or 0 between messages. Any thread. */
+    std::atomic<quint64> handling{0};
+    quint64 lastSerial = 0;    // the run's thread
+    AskChainPtr currentChain;  // the run's thread: the chain of the message handled now
+    struct Deferred
+    {
+        AskChainPtr chain;
+        quint64 serial = 0;
+    };
+    std::mutex deferredMutex;
+    std::vector<Deferred> deferred; // chains of replies taken by replying handlers, pending
+    void keepDeferred(quint64 serial);
+
 private:
     mutable std::mutex m_mutex;
     QString m_name;
@@ -251,7 +347,8 @@ STAGE_EXPORT std::exception_ptr askRefusal(const ActorShared *shared, std::chron
 /* The exception an ask ends with after \a error: TimeoutError and AskExpired become the
    actor's TimeoutError naming the actor, the message type and the duration; the rest as is. */
 [[noreturn]] STAGE_EXPORT void rethrowAskError(std::exception_ptr error, const ActorShared *shared,
-                                               const std::type_info &message, std::chrono::milliseconds timeout);
+                                               const std::type_info &message, std::chrono::milliseconds timeout,
+                                               const QString &cycle = QString());
 STAGE_EXPORT void warnNullActorRef(const char *function);
 STAGE_EXPORT void warnUnanswered(const ActorShared *shared, const std::type_info &message);
 
@@ -327,10 +424,10 @@ STAGE_EXPORT bool readGadgetFields(const QMetaObject &metaObject, void *gadget, 
                                    QString *error);
 /* The properties of \a gadget as a map. */
 STAGE_EXPORT QVariantMap gadgetToMap(const QMetaObject &metaObject, const void *gadget);
-STAGE_EXPORT bool registerActorImpl(const QString &name, RegisteredActor actor);
 STAGE_EXPORT RegisteredActor registeredActorImpl(const QString &name);
 STAGE_EXPORT void unregisterActorsOf(const ActorShared *shared);
-STAGE_EXPORT void warnActorProtocol(const QString &name, const std::type_info &registered, const std::type_info &wanted);
+STAGE_EXPORT void warnActorProtocol(const char *function, const QString &name, const std::type_info &registered,
+                                    const std::type_info &wanted);
 
 STAGE_EXPORT QMetaObject::Connection monitorActor(ActorShared *shared, QObject *context,
                                                  std::function<void(const QString &)> callback);
@@ -500,16 +597,24 @@ decltype(auto) callInit(Init &init, Worker &worker)
         return init();
 }
 
+/* Makes \a worker known as a run of \a shared (for the chains of its handlers' asks), or forgets it. */
+STAGE_EXPORT void registerActorWorker(Worker *worker, const std::shared_ptr<ActorShared> &shared);
+STAGE_EXPORT void unregisterActorWorker(Worker *worker);
+
 /* Clears the actor's running worker when the run ends, however it ends. */
 struct ActorRunScope
 {
-    ActorRunScope(ActorShared *s, Worker *w) : shared(s), worker(w)
+    ActorRunScope(const std::shared_ptr<ActorShared> &s, Worker *w) : shared(s.get()), worker(w)
     {
         shared->worker.store(w, std::memory_order_release);
         shared->homeThread.store(w->thread(), std::memory_order_release);
+        registerActorWorker(w, s);
     }
     ~ActorRunScope()
     {
+        unregisterActorWorker(worker);
+        shared->handling.store(0, std::memory_order_release); // a handler that threw: no longer waiting
+        shared->currentChain.reset();
         Worker *expected = worker;
         shared->worker.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel);
     }
@@ -539,10 +644,11 @@ QCoro::Task<> runReplyingHandler(H &handler, State &state, M &message, Reply<S> 
     co_await stage::child(std::invoke(handler, state, message, reply));
 }
 
-/* Handles letter I: at once for a synchronous handler (returns nullopt), or returns the task. */
+/* Handles letter I: at once for a synchronous handler (returns nullopt), or returns the task.
+   \a replying: set when the handler answers through its Reply (and so may defer it). */
 template<typename P, std::size_t I, typename State, typename Handlers>
 std::optional<QCoro::Task<>> handleLetter(State &state, typename ProtocolTraits<P>::Letter &letters, Handlers &handlers,
-                                          const ActorShared *shared)
+                                          const ActorShared *shared, bool &replying)
 {
     using M = typename ProtocolTraits<P>::template Message<I>;
     using R = typename ProtocolTraits<P>::template ReplyAt<I>;
@@ -552,6 +658,7 @@ std::optional<QCoro::Task<>> handleLetter(State &state, typename ProtocolTraits<
     auto &handler = std::get<h>(handlers);
     using T = HandlerTraits<std::tuple_element_t<h, Handlers>>;
     if constexpr (T::replying) {
+        replying = true;
         if (!letter.reply) // a tell: the handler answers into nothing
             letter.reply.emplace(makeReply<S>().first);
         if constexpr (T::async) {
@@ -582,11 +689,12 @@ std::optional<QCoro::Task<>> handleLetter(State &state, typename ProtocolTraits<
 
 template<typename P, typename State, typename Handlers, std::size_t... I>
 std::optional<QCoro::Task<>> dispatchLetter(State &state, typename ProtocolTraits<P>::Letter &letters,
-                                            Handlers &handlers, const ActorShared *shared, std::index_sequence<I...>)
+                                            Handlers &handlers, const ActorShared *shared, bool &replying,
+                                            std::index_sequence<I...>)
 {
     std::optional<QCoro::Task<>> task;
     const std::size_t index = letters.index();
-    (void)((index == I ? (task = handleLetter<P, I>(state, letters, handlers, shared), true) : false) || ...);
+    (void)((index == I ? (task = handleLetter<P, I>(state, letters, handlers, shared, replying), true) : false) || ...);
     return task;
 }
 
@@ -595,7 +703,7 @@ template<typename P, typename State, typename Init, typename Handlers>
 QCoro::Task<> actorRun(Worker &worker, Mailbox<ActorEnvelope<P>> mailbox, std::shared_ptr<ActorShared> shared,
                        std::shared_ptr<Init> init, std::shared_ptr<Handlers> handlers)
 {
-    ActorRunScope scope(shared.get(), &worker);
+    ActorRunScope scope(shared, &worker);
     std::optional<State> state;
     if constexpr (TaskValue<InitResult<Init>>::isTask)
         state.emplace(co_await stage::child(callInit(*init, worker)));
@@ -618,10 +726,16 @@ QCoro::Task<> actorRun(Worker &worker, Mailbox<ActorEnvelope<P>> mailbox, std::s
             shared->noteExpired();
             continue;
         }
+        // Busy with this message until its handler returns: an ask that comes back to this actor
+        // from the actors its handler asks (the chain) closes a cycle.
+        shared->beginMessage(++shared->lastSerial, envelope.chain);
+        bool replying = false;
         std::optional<QCoro::Task<>> pending = dispatchLetter<P>(*state, envelope.letter, *handlers, shared.get(),
+                                                                 replying,
                                                                  std::make_index_sequence<ProtocolTraits<P>::count>());
         if (pending)
             co_await stage::child(std::move(*pending));
+        shared->endMessage(replying);
         worker.heartbeat(); // one iteration per message handled
     } // acknowledged here: the handler returned (a throw puts the envelope back, reply and all)
 }
@@ -781,8 +895,11 @@ public:
         if (detail::mayRefuse(m_shared.get(), timeout))
             refused = detail::askRefusal(m_shared.get(), timeout, "ActorRef::ask", typeid(M), false);
         if (!m_mailbox) // refused: runAsk throws before it reads the mailbox
-            return runAsk<M, R>(Mailbox<Envelope>(), m_shared, std::move(message), timeout, std::move(refused));
-        return runAsk<M, R>(*m_mailbox, m_shared, std::move(message), timeout, std::move(refused));
+            return runAsk<M, R>(Mailbox<Envelope>(), m_shared, std::move(message), timeout, std::move(refused), {});
+        detail::AskContext context;
+        if (!refused)
+            context = detail::askContext(m_shared.get(), "ActorRef::ask", typeid(M));
+        return runAsk<M, R>(*m_mailbox, m_shared, std::move(message), timeout, std::move(refused), std::move(context));
     }
 
     /*!
@@ -816,17 +933,23 @@ public:
         const std::chrono::milliseconds effective =
             m_shared ? m_shared->effectiveTimeout(timeout) : std::chrono::milliseconds(1);
         const auto deadline = detail::deadlineAfter(effective);
+        detail::AskContext context;
+        if (!refused)
+            context = detail::askContext(m_shared.get(), "ActorRef::askFuture", typeid(M));
+        // The chain's reply liveness is not watched here (the future holds the receiver): a
+        // handler that defers this ask's reply does not keep its chain.
         QFuture<S> answer = stage::request<S>(
             m_mailbox ? *m_mailbox : Mailbox<Envelope>(),
-            [&message, &refused, deadline](Reply<S> reply) -> Envelope {
+            [&message, &refused, &context, deadline](Reply<S> reply) -> Envelope {
                 if (refused)
                     std::rethrow_exception(refused);
-                return Envelope::template make<M, R>(std::move(message), std::move(reply), deadline);
+                return Envelope::template make<M, R>(std::move(message), std::move(reply), deadline,
+                                                     std::move(context.chain));
             },
             effective);
         std::shared_ptr<detail::ActorShared> shared = m_shared;
-        auto mapError = [shared, effective]() -> R {
-            detail::rethrowAskError(std::current_exception(), shared.get(), typeid(M), effective);
+        auto mapError = [shared, effective, cycle = std::move(context.cycle)]() -> R {
+            detail::rethrowAskError(std::current_exception(), shared.get(), typeid(M), effective, cycle);
         };
         if constexpr (std::is_void_v<R>)
             return answer.then(QtFuture::Launch::Sync, [](std::monostate) {}).onFailed(std::move(mapError));
@@ -857,11 +980,13 @@ public:
             std::rethrow_exception(refused);
         const std::chrono::milliseconds effective = m_shared->effectiveTimeout(timeout);
         auto out = std::make_shared<detail::BlockingAsk<detail::ActorStored<R>>>();
+        detail::AskContext context = detail::askContext(m_shared.get(), "ActorRef::askBlocking", typeid(M));
         // The ask runs as a coroutine on the actor's thread (its event loop); this thread waits.
         const bool posted = m_shared->postToNode(
-            [mailbox = *m_mailbox, shared = m_shared, message = std::move(message), effective, out]() mutable {
+            [mailbox = *m_mailbox, shared = m_shared, message = std::move(message), effective, out,
+             context = std::move(context)]() mutable {
                 detail::runBlockingAsk<R>(runAsk<M, R>(mailbox, std::move(shared), std::move(message), effective,
-                                                       nullptr),
+                                                       nullptr, std::move(context)),
                                           out);
             });
         if (!posted)
@@ -888,9 +1013,11 @@ private:
 
     // \a mailbox is read only before the first suspension, while the caller's reference lives
     // (a full mailbox: copied first); \a shared is kept for the error's text.
+    // \a context: the chain of asking actors (an ask from a handler), and the cycle it closes.
     template<typename M, typename R>
     static QCoro::Task<R> runAsk(const Mailbox<Envelope> &mailbox, std::shared_ptr<detail::ActorShared> shared,
-                                 M message, std::chrono::milliseconds timeout, std::exception_ptr refused)
+                                 M message, std::chrono::milliseconds timeout, std::exception_ptr refused,
+                                 detail::AskContext context)
     {
         using S = detail::ActorStored<R>;
         if (refused)
@@ -901,7 +1028,10 @@ private:
         const auto deadline = detail::coarseNow() + effective;
         auto replyPair = makeReply<S>();
         ReplyReceiver<S> answer = std::move(replyPair.second);
-        Envelope envelope = Envelope::template make<M, R>(std::move(message), std::move(replyPair.first), deadline);
+        if (context.chain)
+            context.chain->watch(detail::ReplyAccess::stateOf(answer));
+        Envelope envelope = Envelope::template make<M, R>(std::move(message), std::move(replyPair.first), deadline,
+                                                          std::move(context.chain));
         std::chrono::milliseconds wait = effective;
         if (mailbox.trySend(std::move(envelope)) != SendStatus::Sent) { // moved from only when Sent
             Mailbox<Envelope> keep = mailbox; // before suspending: the caller's reference may go
@@ -921,7 +1051,7 @@ private:
         } catch (...) {
             error = std::current_exception();
         }
-        detail::rethrowAskError(error, shared.get(), typeid(M), effective);
+        detail::rethrowAskError(error, shared.get(), typeid(M), effective, context.cycle);
     }
 
     std::optional<Mailbox<Envelope>> m_mailbox;
@@ -1183,11 +1313,150 @@ std::shared_ptr<const ActorVariantMessages> variantMessages(const ActorRef<P> &r
 
 } // namespace detail
 
+namespace detail {
+struct RegistryAccess; // src/actor.cpp
+}
+
 /*!
-    Makes the actor behind \a ref known under \a name (global), for code that cannot be handed the
-    reference: `stage::registeredActor<AdderProtocol>("adder")`. The reference survives the actor's
-    restarts, and so does the entry; it is removed when the actor is destroyed (or by
-    unregisterActor()). Registering a name again replaces the entry.
+    A directory of actors by name: the references stay valid across the actors' restarts, and an
+    entry goes when its actor is destroyed. There is one global registry (global(), used by
+    registerActor() and by QML's Stage.ask()), and any number of scoped ones: a Registry made the
+    child of a stage::Supervisor (or of any QObject) serves that subtree, so that the actors of
+    one subtree find each other by name without clashing with another subtree's.
+
+    \code
+    auto *sessions = new stage::Supervisor(&root);
+    auto *names = new stage::Registry(sessions);            // serves sessions' subtree
+    auto *cache = new stage::Actor<CacheProtocol>;
+    sessions->addChild(cache);
+    names->add("cache", cache->ref());
+    // From any node of the subtree (here a worker's group): the nearest registry first, then the
+    // registries above it, then the global one.
+    auto ref = stage::Registry::lookup<CacheProtocol>(someGroupUnderSessions, "cache");
+    \endcode
+
+    Names are unique per registry: adding a name that another actor holds is refused (a warning
+    under stage.actor naming both actors and the registry, and false); adding the same actor under
+    the same name again is a no-op (true). A name may be held in several registries: lookup()
+    finds the nearest.
+
+    Lifetime: an entry is removed when its actor is destroyed (before ActorBase's destructor
+    returns), or by remove(); destroying a registry drops its entries. The registry holds
+    references (ActorRef copies), not the actors: it keeps no actor alive.
+    Thread: add(), find(), remove(), contains() and names() from any thread (the registries share
+    one mutex). namesChanged() is queued to the registry's thread (its event loop emits it after
+    the change, also when the change was made there); the global registry lives on the thread
+    that first used it. nearest() and lookup() walk QObject parents: call them on the
+    thread of the object they start from.
+    Bad input: an empty name or a null reference: a warning under stage.actor, and false.
+*/
+class STAGE_EXPORT Registry : public QObject
+{
+    Q_OBJECT
+    Q_PROPERTY(QStringList names READ names NOTIFY namesChanged)
+    Q_PROPERTY(int count READ count NOTIFY namesChanged)
+
+public:
+    explicit Registry(QObject *parent = nullptr);
+    ~Registry() override;
+
+    /*! The process-wide registry (objectName "global"); never destroyed. Thread: any. */
+    static Registry *global();
+    /*!
+        The registry that serves \a object: a Registry among the children of \a object or of its
+        nearest ancestor that has one; global() if none does (or \a object is null). A Registry
+        passed in serves itself. Thread: \a object's.
+    */
+    static Registry *nearest(const QObject *object);
+
+    /*!
+        Registers \a ref under \a name. True once registered (or if this very actor already
+        holds \a name here). False, with a warning under stage.actor, when another actor holds
+        \a name in this registry (remove() it first), for an empty \a name, or a null \a ref.
+        Registering one actor under several names is allowed. Thread: any.
+    */
+    template<typename P>
+    bool add(const QString &name, const ActorRef<P> &ref)
+    {
+        return addEntry(name, makeEntry(ref), "Registry::add");
+    }
+    /*!
+        The reference registered here as \a name, or a null one if there is none, or if its actor
+        has another protocol than \a P (then with a warning naming both). This registry only.
+        Thread: any.
+    */
+    template<typename P>
+    ActorRef<P> find(const QString &name) const
+    {
+        return typed<P>(entry(name), name, "Registry::find");
+    }
+    /*!
+        Looks \a name up from \a from: in nearest(\a from), then in each registry further up the
+        QObject parents of \a from, then in global(); the first that holds \a name answers (a
+        nearer name shadows a farther one; an entry there with another protocol than \a P gives a
+        null reference and a warning, without looking further). A null reference if none holds it.
+        Thread: \a from's (null \a from: the global registry only, any thread).
+    */
+    template<typename P>
+    static ActorRef<P> lookup(const QObject *from, const QString &name)
+    {
+        return typed<P>(lookupEntry(from, name), name, "Registry::lookup");
+    }
+
+    /*! Removes \a name; false if this registry does not hold it. Thread: any. */
+    bool remove(const QString &name);
+    /*! Whether this registry holds \a name. Thread: any. */
+    bool contains(const QString &name) const;
+    /*! The names held here, sorted. Thread: any. */
+    QStringList names() const;
+    /*! How many names are held here. Thread: any. */
+    int count() const;
+
+Q_SIGNALS:
+    /*! A name was added or removed (an actor's destruction included). On the registry's thread. */
+    void namesChanged();
+
+private:
+    template<typename P>
+    friend bool registerActor(const QString &name, const ActorRef<P> &ref);
+    template<typename P>
+    friend ActorRef<P> registeredActor(const QString &name);
+    friend struct detail::RegistryAccess;
+
+    template<typename P>
+    static detail::RegisteredActor makeEntry(const ActorRef<P> &ref)
+    {
+        if (ref.isNull())
+            return {};
+        return detail::RegisteredActor{
+            std::make_shared<ActorRef<P>>(ref), &typeid(P), detail::ActorRefAccess::shared(ref),
+            detail::variantMessages(ref, std::make_index_sequence<detail::ProtocolTraits<P>::count>())};
+    }
+    template<typename P>
+    static ActorRef<P> typed(const detail::RegisteredActor &entry, const QString &name, const char *function)
+    {
+        if (!entry.ref)
+            return ActorRef<P>();
+        if (*entry.protocol != typeid(P)) {
+            detail::warnActorProtocol(function, name, *entry.protocol, typeid(P));
+            return ActorRef<P>();
+        }
+        return *static_cast<const ActorRef<P> *>(entry.ref.get());
+    }
+    bool addEntry(const QString &name, detail::RegisteredActor actor, const char *function);
+    detail::RegisteredActor entry(const QString &name) const;
+    static detail::RegisteredActor lookupEntry(const QObject *from, const QString &name);
+    void notifyChanged(); // with the registries' mutex held
+
+    std::map<QString, detail::RegisteredActor> m_entries; // guarded by the registries' mutex
+};
+
+/*!
+    Registers the actor behind \a ref under \a name in the global registry (Registry::global()),
+    for code that cannot be handed the reference: `stage::registeredActor<AdderProtocol>("adder")`.
+    The reference survives the actor's restarts, and so does the entry; it is removed when the
+    actor is destroyed (or by unregisterActor()). Names are unique: registering a name that
+    another actor holds is refused (a warning, false); the same actor again is a no-op (true).
 
     From QML: the messages of \a P that are Q_GADGETs (their Q_PROPERTYs are the fields;
     default-constructible, with a void or copyable reply) can be sent by name, without their C++
@@ -1204,32 +1473,23 @@ std::shared_ptr<const ActorVariantMessages> variantMessages(const ActorRef<P> &r
 template<typename P>
 bool registerActor(const QString &name, const ActorRef<P> &ref)
 {
-    return detail::registerActorImpl(
-        name, detail::RegisteredActor{std::make_shared<ActorRef<P>>(ref), &typeid(P), detail::ActorRefAccess::shared(ref),
-                                      detail::variantMessages(ref, std::make_index_sequence<detail::ProtocolTraits<P>::count>())});
+    return Registry::global()->addEntry(name, Registry::makeEntry(ref), "registerActor");
 }
 
 /*!
-    The reference registered as \a name (registerActor()), or a null reference (ActorRef::isNull())
-    if there is none, or if the actor registered there has another protocol than \a P (then with a
-    warning under stage.actor naming both). Thread: any.
+    The reference registered as \a name in the global registry (registerActor()), or a null
+    reference (ActorRef::isNull()) if there is none, or if the actor registered there has another
+    protocol than \a P (then with a warning under stage.actor naming both). Thread: any.
 */
 template<typename P>
 ActorRef<P> registeredActor(const QString &name)
 {
-    detail::RegisteredActor entry = detail::registeredActorImpl(name);
-    if (!entry.ref)
-        return ActorRef<P>();
-    if (*entry.protocol != typeid(P)) {
-        detail::warnActorProtocol(name, *entry.protocol, typeid(P));
-        return ActorRef<P>();
-    }
-    return *static_cast<const ActorRef<P> *>(entry.ref.get());
+    return Registry::typed<P>(Registry::global()->entry(name), name, "registeredActor");
 }
 
-/*! Removes actor \a name from the registry; false if it was not registered. Thread: any. */
+/*! Removes actor \a name from the global registry; false if it was not registered. Thread: any. */
 STAGE_EXPORT bool unregisterActor(const QString &name);
-/*! The registered actor names, sorted. Thread: any. */
+/*! The names in the global registry, sorted. Thread: any. */
 STAGE_EXPORT QStringList registeredActors();
 
 /*!
