@@ -415,9 +415,14 @@ bool Waiter::settleError(std::exception_ptr error) noexcept
 {
     if (!claim())
         return false;
+    publishError(std::move(error));
+    return true;
+}
+
+void Waiter::publishError(std::exception_ptr error) noexcept
+{
     m_error = std::move(error);
     publish(Outcome::Error);
-    return true;
 }
 
 void Waiter::rethrowError() const

@@ -166,16 +166,6 @@ private:
 
 namespace detail {
 
-/* Mailbox's friend: the core, for DropOldest (a take that is not a delivery). */
-struct MailboxAccess
-{
-    template<typename T>
-    static const std::shared_ptr<MailboxCore<T>> &core(const Mailbox<T> &mailbox) noexcept
-    {
-        return mailbox.m_core;
-    }
-};
-
 /*
     The shared state of one connection: the counters the emitting threads write, the throttled
     log, and the link to the feed (which may be deleted on its thread at any time).
@@ -300,19 +290,26 @@ public:
         }
         using Push = typename MailboxCore<T>::Push;
         Push status = Push::Full;
-        switch (state.overflow) {
-        case SignalFeed::Overflow::Reject:
-            status = m_core->tryPush(*value);
-            break;
-        case SignalFeed::Overflow::DropOldest:
-            status = pushDroppingOldest(*value);
-            break;
-        case SignalFeed::Overflow::Block:
-            if (state.blockAllowedHere())
-                status = m_core->pushBlocking(*value, std::chrono::steady_clock::time_point::max());
-            else // refused (logged): as Reject on this thread
+        try {
+            switch (state.overflow) {
+            case SignalFeed::Overflow::Reject:
                 status = m_core->tryPush(*value);
-            break;
+                break;
+            case SignalFeed::Overflow::DropOldest:
+                status = pushDroppingOldest(*value);
+                break;
+            case SignalFeed::Overflow::Block:
+                if (state.blockAllowedHere())
+                    status = m_core->pushBlocking(*value, std::chrono::steady_clock::time_point::max());
+                else // refused (logged): as Reject on this thread
+                    status = m_core->tryPush(*value);
+                break;
+            }
+        } catch (...) {
+            // A journaled mailbox's journal refused the message (stage::JournalError): counted
+            // and logged as a message that could not be made, never thrown into the emitter.
+            state.noteMapFailed(std::current_exception());
+            return;
         }
         switch (status) {
         case Push::Sent:
@@ -334,11 +331,13 @@ private:
         // Other producers may take the room made here (with four racing for it, a round is lost
         // three times in four): up to 1024 rounds, then the emission is rejected (counted)
         // rather than spinning on.
+        typename MailboxCore<T>::Outgoing out; // a journaled mailbox's: encoded once
         for (int round = 0; round < 1024; ++round) {
-            const Push status = m_core->tryPush(value);
+            const Push status = m_core->tryPush(value, &out);
             if (status != Push::Full)
                 return status;
             if (auto oldest = m_core->tryTake()) { // not a delivery: no consumer ever sees it
+                m_core->noteDropped(*oldest);
                 m_state->noteDropped();
                 oldest.reset(); // its replies (if any) break here: stage::BrokenReply
             }
@@ -445,7 +444,9 @@ FeedConnection connect(const Sender *sender, Signal signal, const Mailbox<T> &ma
 /*!
     As above, but each emission sends \a map(args...) (converted to T). \a map runs on the
     emitting thread, once per emission; it must be thread-safe if several threads emit. An
-    exception from it is caught: the emission is counted in SignalFeed::rejected() and logged.
+    exception from it is caught: the emission is counted in SignalFeed::rejected() and logged,
+    as is a journaled mailbox's refusal of the message (stage::JournalError, any overload). An
+    emission into a journaled mailbox does not wait for the journal's commit (as trySend()).
 
     \code
     stage::connect(timer, &QTimer::timeout, ticks, [] { return Tick{QDateTime::currentDateTime()}; });

@@ -19,7 +19,11 @@ class Mailbox;
 namespace detail {
 template<typename T>
 class ReceiveAwaitable;
-struct MailboxAccess; // stage::connect()'s DropOldest policy takes the oldest message (connect.h)
+template<typename T>
+class SendAwaitable;
+template<typename T>
+class FlushAwaitable;
+struct MailboxAccess;
 }
 
 /*! A snapshot of a mailbox's counters. */
@@ -174,8 +178,7 @@ public:
     void ack() noexcept
     {
         if (m_core) {
-            m_core->acknowledged.fetch_add(1, std::memory_order_relaxed);
-            m_core->noteChanged();
+            m_core->noteAcknowledged(m_item.id);
             m_core.reset();
         }
     }
@@ -202,8 +205,7 @@ private:
         // foreign co_await), and not made during that destruction: a stop, as an unwinding.
         const bool destroyed = detail::bodyDestructionDepth() > m_destroyDepth;
         if (std::uncaught_exceptions() <= m_uncaught && !destroyed) {
-            core->acknowledged.fetch_add(1, std::memory_order_relaxed);
-            core->noteChanged();
+            core->noteAcknowledged(m_item.id);
             return;
         }
         // Unwinding (or a StopMode::Destroy stop destroying the body): the consumer failed or
@@ -329,6 +331,7 @@ public:
         }
         ++m_item.deliveries;
         m_core->delivered.fetch_add(1, std::memory_order_relaxed);
+        m_core->noteDelivered(m_item);
         m_core->noteChanged();
         return Delivery<T>(std::move(m_core), std::move(m_item), worker); // no second reference count
     }
@@ -370,6 +373,11 @@ public:
     {
         if (AwaitableBase::await_ready())
             return true;
+        if (m_core->isJournaled()) [[unlikely]] {
+            m_status = m_core->tryPush(*m_value, &m_out); // encode() may throw: nothing queued
+            // Queued: not done before its append is durable.
+            return m_status == Core::Push::Closed;
+        }
         m_status = m_core->tryPush(*m_value);
         return m_status != Core::Push::Full;
     }
@@ -377,13 +385,24 @@ public:
     bool await_suspend(std::coroutine_handle<> handle)
     {
         markSuspended();
-        m_waiter = makeWaiter<typename Core::SendWaiter>(m_core, std::move(*m_value));
+        if (m_status == Core::Push::Sent) { // journaled, queued: wait for the commit
+            m_commit = makeWaiter<CommitWaiter>();
+            m_commit->suspend(handle, false); // bounded; a stop now would lose a queued send's outcome
+            m_commit->claim();
+            m_core->publishWhenDurable(m_out.ticket, m_commit.get());
+            return true;
+        }
+        m_waiter = makeWaiter<typename Core::SendWaiter>(m_core, std::move(*m_value), std::move(m_out));
         m_waiter->suspend(handle);
         return m_core->waitForRoom(m_waiter.get());
     }
 
     void await_resume()
     {
+        if (m_commit) {
+            m_commit->rethrowIfFailed(); // a stage::JournalError
+            return;
+        }
         if (!m_waiter && m_status == Core::Push::Sent)
             return; // queued by await_ready(): a stop requested since then is the next awaitable's
         throwIfStoppedBeforeSuspending();
@@ -402,6 +421,41 @@ private:
     std::optional<T> m_value;
     typename Core::Push m_status = Core::Push::Full;
     WaiterRef<typename Core::SendWaiter> m_waiter;
+    typename Core::Outgoing m_out;      // a journaled mailbox's
+    WaiterRef<CommitWaiter> m_commit;   // a journaled send queued at once, waiting for its commit
+};
+
+/* Mailbox::flush(): waits until what was appended to the journal before it is durable. */
+template<typename T>
+class FlushAwaitable
+{
+public:
+    explicit FlushAwaitable(std::shared_ptr<MailboxCore<T>> core) : m_core(std::move(core)) {}
+
+    bool await_ready()
+    {
+        if (!m_core->isJournaled())
+            return true;
+        m_ticket = m_core->journal()->lastTicket();
+        return m_ticket == 0;
+    }
+    void await_suspend(std::coroutine_handle<> handle)
+    {
+        m_commit = makeWaiter<CommitWaiter>();
+        m_commit->suspend(handle, false); // bounded: the stop is the next awaitable's
+        m_commit->claim();
+        m_core->publishWhenDurable(m_ticket, m_commit.get());
+    }
+    void await_resume() const
+    {
+        if (m_commit)
+            m_commit->rethrowIfFailed(); // a stage::JournalError
+    }
+
+private:
+    std::shared_ptr<MailboxCore<T>> m_core;
+    quint64 m_ticket = 0;
+    WaiterRef<CommitWaiter> m_commit;
 };
 
 } // namespace detail
@@ -463,7 +517,12 @@ public:
     */
     detail::SendAwaitable<T> send(T value) const { return detail::SendAwaitable<T>(m_core, std::move(value)); }
 
-    /*! Queues \a value if there is room now; moved from only when Sent. Thread: any. */
+    /*!
+        Queues \a value if there is room now; moved from only when Sent. Thread: any.
+        A journaled mailbox: Sent means appended to the journal, not yet durable: flush() (or a
+        later send()) tells when it is; the journal's encoding errors are thrown
+        (stage::JournalError), nothing queued.
+    */
     SendStatus trySend(T &&value) const { return toStatus(m_core->tryPush(value)); }
     SendStatus trySend(const T &value) const
     {
@@ -480,8 +539,48 @@ public:
     {
         const auto deadline = timeout.count() < 0 ? std::chrono::steady_clock::time_point::max()
                                                    : std::chrono::steady_clock::now() + timeout;
+        if (m_core->isJournaled()) [[unlikely]] {
+            typename Core::Outgoing out;
+            const auto push = m_core->pushBlocking(value, deadline, &out);
+            if (push == Core::Push::Sent) // then the commit, however long it takes
+                m_core->journal()->waitDurable(out.ticket, std::chrono::steady_clock::time_point::max());
+            return toStatus(push);
+        }
         return toStatus(m_core->pushBlocking(value, deadline));
     }
+
+    /*!
+        Waits until every message sent to this mailbox's journal before the call is durable (a
+        durable or distributed mailbox: see isJournaled()); at once for an in-memory mailbox.
+        With trySend(), this is how a producer keeps many sends in flight and still knows when
+        they are safe: send a batch, then flush.
+        Thread: a coroutine; resumes on its own thread. Cancellation: not a cancellation point
+        (the wait is bounded by the journal's commit). Errors: throws stage::JournalError if the
+        journal failed to make them durable.
+    */
+    detail::FlushAwaitable<T> flush() const { return detail::FlushAwaitable<T>(m_core); }
+    /*!
+        As flush(), blocking the calling thread at most \a timeout (negative: no limit); false if
+        the timeout passed first. Never on the thread of a consumer of this mailbox. Thread: any.
+    */
+    bool flushBlocking(std::chrono::milliseconds timeout = std::chrono::milliseconds(-1)) const
+    {
+        if (!m_core->isJournaled())
+            return true;
+        const quint64 ticket = m_core->journal()->lastTicket();
+        if (ticket == 0)
+            return true;
+        const auto deadline = timeout.count() < 0 ? std::chrono::steady_clock::time_point::max()
+                                                   : std::chrono::steady_clock::now() + timeout;
+        return m_core->journal()->waitDurable(ticket, deadline);
+    }
+
+    /*!
+        True for a durable or distributed mailbox, made by Stage::Durable's stage::DurableStore or
+        Stage::Redis: a journal keeps its messages outside the process's memory; false for
+        \c{Mailbox<T>(...)}, which is in memory only.
+    */
+    bool isJournaled() const { return m_core->isJournaled(); }
 
     /*!
         Waits for the next message and hands it over as a Delivery.
@@ -500,6 +599,7 @@ public:
             return std::nullopt;
         ++item->deliveries;
         m_core->delivered.fetch_add(1, std::memory_order_relaxed);
+        m_core->noteDelivered(*item);
         m_core->noteChanged();
         return Delivery<T>(m_core, std::move(*item), detail::currentWorker());
     }
@@ -565,6 +665,10 @@ private:
     {
         m_core->createObject(parent);
     }
+    explicit Mailbox(std::shared_ptr<Core> core, QObject *parent) : m_core(std::move(core))
+    {
+        m_core->createObject(parent);
+    }
     static SendStatus toStatus(typename Core::Push push)
     {
         switch (push) {
@@ -581,6 +685,65 @@ private:
     std::shared_ptr<Core> m_core;
 };
 
+namespace detail {
+
+/* Mailbox's friend: its core, for stage::connect()'s DropOldest (a take that is not a delivery),
+   and for the backends of journaled mailboxes (Stage::Durable, Stage::Redis; detail/journal.h). */
+struct MailboxAccess
+{
+    template<typename T>
+    static const std::shared_ptr<MailboxCore<T>> &core(const Mailbox<T> &mailbox) noexcept
+    {
+        return mailbox.m_core;
+    }
+    template<typename T>
+    static std::weak_ptr<MailboxCore<T>> weakCore(const Mailbox<T> &mailbox) noexcept
+    {
+        return mailbox.m_core;
+    }
+
+    /* A Mailbox<T> whose messages \a journal keeps. \a capacity: -1 unbounded or >= 1 (bounds
+       the in-memory queue); \a parent: its QObject side's parent. */
+    template<typename T>
+    static Mailbox<T> makeJournaled(int capacity, std::shared_ptr<Journal<T>> journal, QObject *parent = nullptr)
+    {
+        Q_ASSERT(journal);
+        return Mailbox<T>(std::make_shared<MailboxCore<T>>(capacity < 0 ? -1 : checkedCapacity(capacity), parent,
+                                                           std::move(journal)),
+                          parent);
+    }
+
+    /* The journal's feed. Any thread, not under a lock the journal's hooks take: queues a
+       message the journal holds at the back of the in-memory queue (or hands it to a waiting
+       consumer), beyond the capacity if need be, with its counts (\a deliveries: times handed to
+       a consumer before; \a failures: times a consumer failed holding it). False if the mailbox
+       is gone or closed (the message stays the journal's). */
+    template<typename T>
+    static bool inject(const std::weak_ptr<MailboxCore<T>> &core, T &&value, quint64 id, quint32 deliveries,
+                       quint32 failures)
+    {
+        const auto c = core.lock();
+        if (!c)
+            return false;
+        MailboxItem<T> item{std::move(value), failures, deliveries, id};
+        return c->inject(item);
+    }
+
+    /* A dead letter the journal kept: shown by takeDeadLetters() and deadLetterReasons() with
+       its \a reason; the journal hears deadLettersRemoved() when it is taken or dropped. */
+    template<typename T>
+    static bool injectDeadLetter(const std::weak_ptr<MailboxCore<T>> &core, T &&value, quint64 id, quint32 failures,
+                                 const QString &reason)
+    {
+        const auto c = core.lock();
+        if (!c)
+            return false;
+        c->injectDeadLetter(std::move(value), id, failures, reason);
+        return true;
+    }
+};
+
+} // namespace detail
 } // namespace stage
 
 Q_DECLARE_METATYPE(stage::MailboxStatistics)

@@ -2,6 +2,7 @@
 
 // The mailbox machinery. Not API: the names in stage::detail may change.
 
+#include <stage/detail/journal.h>
 #include <stage/detail/ringqueue.h>
 #include <stage/detail/spinmutex.h>
 #include <stage/detail/waiter.h>
@@ -66,6 +67,8 @@ public:
     int capacity() const noexcept { return m_capacity; }
     bool isBounded() const noexcept { return m_capacity > 0; }
     bool isClosed() const noexcept { return m_closed.load(std::memory_order_acquire); }
+    /* A durable or distributed mailbox: a journal keeps its messages (fixed at construction). */
+    bool isJournaled() const noexcept { return m_journaled; }
     /* Messages queued now (not counting those held by consumers). */
     virtual int count() const noexcept = 0;
     /* The counters (they live in the typed core, where its layout wants them). */
@@ -149,6 +152,7 @@ private:
     std::atomic<bool> m_watched{false};
 
 protected:
+    bool m_journaled = false; // set by the typed core's constructor, before the core is shared
     const int m_capacity; // > 0 bounded, -1 unbounded
 };
 
@@ -156,12 +160,17 @@ STAGE_EXPORT int checkedCapacity(int capacity);
 STAGE_EXPORT std::exception_ptr mailboxClosedError(const char *function);
 [[noreturn]] STAGE_EXPORT void throwMailboxClosed(const char *function);
 
+/* A send or flush to a journaled mailbox waiting for its journal's commit (JournalBase::whenDurable). */
+class CommitWaiter final : public Waiter
+{};
+
 template<typename T>
 struct MailboxItem
 {
     T value;
     quint32 failures = 0;   // times a consumer failed while holding it
     quint32 deliveries = 0; // times it was handed to a consumer
+    quint64 id = 0;         // the journal's id (a journaled mailbox), else 0
 };
 
 template<typename T>
@@ -172,6 +181,7 @@ struct DeadLetterRecord
     QString reason;
     int failures;
     bool settled = false; // its replies failed (and its reason final)
+    quint64 journalId = 0; // its message's id in the journal (a journaled mailbox)
 };
 
 template<typename T>
@@ -191,6 +201,17 @@ public:
         quint64 lastId = 0;
         std::atomic<int> limit{DefaultDeadLetterLimit}; // written under mutex
         DeadLetterDropLog dropLog;
+        // A journaled mailbox's journal: here, created with the core, so that an in-memory
+        // mailbox pays nothing for it (the core's lines are full). Never changes.
+        std::shared_ptr<Journal<T>> journal;
+    };
+    // What a send to a journaled mailbox carries through the push: its bytes (encoded before
+    // any lock is taken), then the commit ticket its append got.
+    struct Outgoing
+    {
+        QByteArray bytes;
+        quint64 ticket = 0;
+        bool encoded = false;
     };
     enum class Push { Sent, Full, Closed };
 
@@ -216,9 +237,12 @@ public:
     class SendWaiter final : public Waiter
     {
     public:
-        SendWaiter(std::shared_ptr<MailboxCore> c, T &&v) : core(std::move(c)), value(std::move(v)) {}
+        SendWaiter(std::shared_ptr<MailboxCore> c, T &&v, Outgoing &&o)
+            : core(std::move(c)), value(std::move(v)), out(std::move(o))
+        {}
         std::shared_ptr<MailboxCore> core;
         std::optional<T> value; // empty once queued
+        Outgoing out;           // a journaled mailbox's
         SendWaiter *nextWaiting = nullptr; // in core's list of waiting senders (inMutex)
 
     private:
@@ -226,6 +250,17 @@ public:
     };
 
     MailboxCore(int capacity, QObject *parent) : MailboxCoreBase(capacity, parent) {}
+    /* A journaled mailbox (Stage::Durable, Stage::Redis; see detail/journal.h). */
+    MailboxCore(int capacity, QObject *parent, std::shared_ptr<Journal<T>> journal)
+        : MailboxCoreBase(capacity, parent)
+    {
+        dead = std::make_unique<DeadLetters>();
+        dead->journal = std::move(journal);
+        m_journaled = true;
+    }
+
+    /* A journaled mailbox's journal (isJournaled() only). Any thread. */
+    Journal<T> *journal() const noexcept { return dead->journal.get(); }
 
     /* Messages queued: pushed (written under the producer lock) minus taken (under the consumer
        lock); two single-writer counters on two cache lines, instead of one both sides write. */
@@ -246,7 +281,7 @@ public:
     ~MailboxCore() override
     {
         checkLayout();
-        if (const std::size_t lost = in.size() + out.size())
+        if (const std::size_t lost = in.size() + out.size(); lost && !isJournaled()) // a journal keeps them
             logLost(lost);
         if (dead) { // the letters die with the mailbox: their callers hear why, not just "broken"
             std::lock_guard lock(dead->mutex);
@@ -274,25 +309,50 @@ public:
         return true;
     }
 
-    /* Queues \a value (moved from only on Sent). */
-    Push tryPush(T &value)
+    /* Queues \a value (moved from only on Sent). A journaled mailbox encodes it first (into
+       \a out, given or not; the journal's encode() may throw: nothing queued), appends it (the
+       ticket in \a out) and queues it locally if its journal does. */
+    Push tryPush(T &value, Outgoing *out = nullptr)
     {
+        Outgoing local;
+        if (isJournaled()) [[unlikely]]
+            out = encode(value, out ? out : &local);
         {
             std::lock_guard lock(inMutex);
             if (isClosed())
                 return Push::Closed;
-            if (!takeRoomLocked())
-                return Push::Full;
-            pushLocked(Item{std::move(value)});
+            if (isJournaled() && !journal()->queuesLocally()) [[unlikely]] {
+                appendRemoteLocked(*out);
+            } else {
+                if (!takeRoomLocked())
+                    return Push::Full;
+                pushLocked(Item{std::move(value)}, out);
+            }
         }
         noteChanged();
         return Push::Sent;
     }
 
+    /* Encodes \a value into \a out unless done already (a retried push). */
+    Outgoing *encode(const T &value, Outgoing *out)
+    {
+        if (!out->encoded) {
+            out->bytes = journal()->encode(value);
+            out->encoded = true;
+        }
+        return out;
+    }
+
     /* Blocks the calling thread while full, until \a deadline. */
     template<typename Clock, typename Duration>
-    Push pushBlocking(T &value, std::chrono::time_point<Clock, Duration> deadline)
+    Push pushBlocking(T &value, std::chrono::time_point<Clock, Duration> deadline, Outgoing *out = nullptr)
     {
+        Outgoing local;
+        if (isJournaled()) [[unlikely]] {
+            out = encode(value, out ? out : &local);
+            if (!journal()->queuesLocally()) // nothing queued here: never full
+                return tryPush(value, out);
+        }
         {
             std::unique_lock lock(inMutex);
             while (!isClosed() && !takeRoomLocked()) {
@@ -330,7 +390,7 @@ public:
             }
             if (isClosed())
                 return Push::Closed;
-            pushLocked(Item{std::move(value)});
+            pushLocked(Item{std::move(value)}, out);
         }
         noteChanged();
         return Push::Sent;
@@ -353,10 +413,8 @@ public:
                     ++roomCredit; // the room taken goes back
                 return true; // the stop's resumption is posted
             }
-            if (!isClosed()) {
-                pushLocked(Item{std::move(*waiter->value)});
-                waiter->value.reset();
-            }
+            if (!isClosed())
+                return !pushWaiterLocked(waiter, false); // a journaled one waits for its commit
             return false;
         }
         waiter->ref();
@@ -438,6 +496,8 @@ public:
         {
             std::lock_guard lock(outMutex);
             std::lock_guard inLock(inMutex);
+            if (isJournaled()) [[unlikely]]
+                journal()->requeued(item.id, item.failures);
             if (!handOffLocked(item)) {
                 out.push_front(std::move(item)); // may exceed the capacity: nothing is dropped
                 m_pushed.store(m_pushed.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
@@ -462,7 +522,7 @@ public:
             d.records.push_back(Record{id, std::move(item.value),
                                        faulty ? QStringLiteral("its consumer was stopped as faulty while holding it")
                                               : QStringLiteral("its consumer failed while holding it"),
-                                       failures});
+                                       failures, false, item.id});
             dropOverflowLocked(d, dropped);
             kept = dropped.empty() || dropped.back().id != id;
         }
@@ -482,13 +542,17 @@ public:
         if (!d)
             return {};
         std::vector<Record> letters;
-        std::lock_guard lock(d->mutex);
-        letters.reserve(d->records.size());
-        for (auto &record : d->records) {
-            settleLocked(record);
-            letters.push_back(std::move(record));
+        {
+            std::lock_guard lock(d->mutex);
+            letters.reserve(d->records.size());
+            for (auto &record : d->records) {
+                settleLocked(record);
+                letters.push_back(std::move(record));
+            }
+            d->records.clear();
         }
-        d->records.clear();
+        if (isJournaled()) [[unlikely]]
+            noteDeadLettersRemoved(letters);
         return letters;
     }
 
@@ -565,7 +629,74 @@ public:
             if (room)
                 room->notify_all();
         }
+        if (isJournaled()) [[unlikely]]
+            journal()->mailboxClosed();
         noteChanged();
+    }
+
+    // Journaled mailboxes ---------------------------------------------------------------------
+
+    /* A Delivery was made of \a item (its deliveries counted already). */
+    void noteDelivered(const Item &item) noexcept
+    {
+        if (isJournaled()) [[unlikely]]
+            journal()->delivered(item.id);
+    }
+    /* A Delivery of message \a id was acknowledged. */
+    void noteAcknowledged(quint64 id) noexcept
+    {
+        acknowledged.fetch_add(1, std::memory_order_relaxed);
+        if (isJournaled()) [[unlikely]]
+            journal()->acknowledged(id);
+        noteChanged();
+    }
+    /* \a item was taken to be dropped by a policy (stage::connect()'s DropOldest). */
+    void noteDropped(const Item &item) noexcept
+    {
+        if (isJournaled()) [[unlikely]]
+            journal()->dropped(item.id);
+    }
+
+    /* The journal's feed: queues \a item at the back (or hands it to a waiting consumer),
+       beyond the capacity if need be. False if the mailbox is closed (the item is left). */
+    bool inject(Item &item)
+    {
+        {
+            std::lock_guard lock(inMutex);
+            if (isClosed())
+                return false;
+            queued.store(queued.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+            if (consumers.empty() || !handOffLocked(item)) {
+                in.push_back(std::move(item));
+                m_pushed.store(m_pushed.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+            }
+        }
+        noteChanged();
+        return true;
+    }
+
+    /* A dead letter the journal kept: settled already (its replies, if any, are long gone). */
+    void injectDeadLetter(T &&value, quint64 id, quint32 failures, const QString &reason)
+    {
+        DeadLetters &d = deadLetters();
+        std::deque<Record> dropped;
+        {
+            std::lock_guard lock(d.mutex);
+            d.records.push_back(Record{++d.lastId, std::move(value), reason, int(failures), true, id});
+            dropOverflowLocked(d, dropped);
+        }
+        settleDropped(d, dropped);
+        noteChanged();
+    }
+
+    /* A journaled send: publishes \a waiter (claimed) once \a ticket is durable. */
+    void publishWhenDurable(quint64 ticket, Waiter *waiter) noexcept
+    {
+        try {
+            journal()->whenDurable(ticket, waiter);
+        } catch (...) {
+            waiter->publishError(std::current_exception());
+        }
     }
 
     /* A FIFO of waiters linked through their nextWaiting (inMutex): no allocation to wait. A
@@ -674,9 +805,19 @@ private:
         waiter->deref();
     }
 
-    // inMutex held; room already taken.
-    void pushLocked(Item &&item)
+    // inMutex held; room already taken. A journaled mailbox appends first (\a out: encoded); if
+    // the append throws, the room goes back and nothing is queued.
+    void pushLocked(Item &&item, Outgoing *out = nullptr)
     {
+        if (isJournaled()) [[unlikely]] {
+            try {
+                item.id = journal()->append(std::move(out->bytes), out->ticket);
+            } catch (...) {
+                if (isBounded())
+                    ++roomCredit;
+                throw;
+            }
+        }
         queued.store(queued.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         if (!consumers.empty() && handOffLocked(item)) {
             ++roomCredit; // handed over: it never occupied the queue
@@ -684,6 +825,35 @@ private:
         }
         in.push_back(std::move(item));
         m_pushed.store(m_pushed.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+    }
+
+    // inMutex held: a send to a journal that does not queue locally (Redis): appended only.
+    void appendRemoteLocked(Outgoing &out)
+    {
+        journal()->append(std::move(out.bytes), out.ticket);
+        queued.store(queued.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+
+    // inMutex held, \a waiter claimed, room taken: queues its value. In-memory: published now if
+    // \a publish. Journaled: published once its append is durable, whatever \a publish says;
+    // an append that throws publishes the error. True if it was queued and is not published
+    // (a journaled one waits for its commit, or \a publish was false).
+    bool pushWaiterLocked(SendWaiter *w, bool publish)
+    {
+        try {
+            pushLocked(Item{std::move(*w->value)}, &w->out);
+        } catch (...) {
+            w->publishError(std::current_exception()); // the room went back in pushLocked()
+            return false;
+        }
+        w->value.reset();
+        if (isJournaled()) [[unlikely]] {
+            publishWhenDurable(w->out.ticket, w);
+            return false;
+        }
+        if (publish)
+            w->publish(Waiter::Outcome::Value);
+        return true;
     }
 
     // inMutex held. Consumers wait only while both queues are empty, so handing over keeps FIFO.
@@ -723,9 +893,7 @@ private:
                 SendWaiter *w = senders.pop();
                 waitingSenders.fetch_sub(1, std::memory_order_relaxed);
                 if (w->claim()) {
-                    pushLocked(Item{std::move(*w->value)});
-                    w->value.reset();
-                    w->publish(Waiter::Outcome::Value);
+                    pushWaiterLocked(w, true);
                 } else {
                     ++roomCredit; // it was stopped: the room goes to the next one
                 }
@@ -772,6 +940,8 @@ private:
             return;
         for (auto &record : dropped)
             settleLocked(record);
+        if (isJournaled()) [[unlikely]]
+            noteDeadLettersRemoved(dropped);
         const qint64 total = deadLettersDropped.fetch_add(qint64(dropped.size()), std::memory_order_relaxed)
             + qint64(dropped.size());
         qint64 lineCount = 0;
@@ -785,13 +955,32 @@ private:
         dropped.clear(); // their messages are destroyed here, outside every lock
     }
 
+    // Tells the journal that \a letters left the dead letters.
+    template<typename Letters>
+    void noteDeadLettersRemoved(const Letters &letters) noexcept
+    {
+        try {
+            std::vector<quint64> ids;
+            ids.reserve(letters.size());
+            for (const auto &record : letters)
+                if (record.journalId)
+                    ids.push_back(record.journalId);
+            if (!ids.empty())
+                journal()->deadLettersRemoved(ids);
+        } catch (...) {
+            // No memory for the list: the journal keeps them, to be shown again at its next open.
+        }
+    }
+
     // The letter's own (under its dead letters' mutex, or the caller's alone): its replies fail
-    // once, with its reason as it is now.
-    static void settleLocked(Record &record) noexcept
+    // once, with its reason as it is now; a journaled mailbox's journal records it with it.
+    void settleLocked(Record &record) noexcept
     {
         if (record.settled)
             return;
         record.settled = true;
+        if (isJournaled()) [[unlikely]]
+            journal()->deadLettered(record.journalId, quint32(record.failures), record.reason);
         if constexpr (CarriesReplies<T>) {
             try {
                 const DeadLettered why(record.failures, record.reason.toStdString());

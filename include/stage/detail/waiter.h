@@ -143,6 +143,8 @@ public:
     void resumeHere(Outcome outcome) noexcept;
     /* claim() + store \a error + publish(); false if another source won. */
     bool settleError(std::exception_ptr error) noexcept;
+    /* After a successful claim(): stores \a error and publishes Outcome::Error. Any thread. */
+    void publishError(std::exception_ptr error) noexcept;
 
     /* In await_resume: throws stage::Cancelled or the stored error; returns for a value. Inline:
        the throw then starts in the awaiting coroutine's own frame, one frame fewer to unwind
