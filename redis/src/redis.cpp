@@ -454,6 +454,15 @@ public:
         }
     }
 
+    bool allFlushed()
+    {
+        for (auto &s : m_streams) {
+            if (!isFlushed(s.get()))
+                return false;
+        }
+        return true;
+    }
+
     bool isFlushed(StreamP *s)
     {
         drainStream(s);
@@ -600,7 +609,7 @@ public:
 
     void connectReader(StreamP *s)
     {
-        if (s->reader || s->removed)
+        if (s->reader || s->removed || s->options.prefetch == 0)
             return;
         s->reader = openLink(s);
         if (!s->reader)
@@ -1397,7 +1406,7 @@ RedisStream::RedisStream(std::shared_ptr<RedisClient> client, const QString &nam
         }
     };
     check(options.capacity == 0 || options.capacity < -1, "capacity", d->options.capacity, defaults.capacity);
-    check(options.prefetch < 1, "prefetch", d->options.prefetch, defaults.prefetch);
+    check(options.prefetch < 0, "prefetch", d->options.prefetch, defaults.prefetch);
     check(options.claimMinIdle.count() < 100, "claimMinIdle", d->options.claimMinIdle, defaults.claimMinIdle);
     check(options.maxMessageSize < 1, "maxMessageSize", d->options.maxMessageSize, defaults.maxMessageSize);
     check(options.maxRedeliveries < 0, "maxRedeliveries", d->options.maxRedeliveries, defaults.maxRedeliveries);
@@ -1653,6 +1662,27 @@ int RedisConnection::connectAttempts() const
 bool RedisConnection::waitForConnected(std::chrono::milliseconds timeout) const
 {
     return d->waitForConnected(timeout);
+}
+
+bool RedisConnection::flushBlocking(std::chrono::milliseconds timeout) const
+{
+    if (d->onThread()) {
+        qCWarning(lcRedisCategory, "RedisConnection::flushBlocking: called on the connection's own thread");
+        return false;
+    }
+    QDeadlineTimer deadline(timeout);
+    for (;;) {
+        if (d->state() != State::Connected)
+            return false;
+        bool flushed = false;
+        auto *client = d.get();
+        client->runBlocking([client, &flushed] { flushed = client->allFlushed(); });
+        if (flushed)
+            return true;
+        if (deadline.hasExpired())
+            return false;
+        QThread::usleep(200);
+    }
 }
 
 std::shared_ptr<detail::RedisClient> RedisConnection::client() const

@@ -55,7 +55,8 @@ struct RedisMailboxOptions
     /*! At most this many entries read from the stream and not yet acknowledged by this
         process's consumers (default 256). They are pending for this consumer in Redis: another
         process takes them over only once they were idle \c claimMinIdle (this process keeps
-        refreshing the ones it holds). */
+        refreshing the ones it holds). 0: this process only sends (it never reads nor takes
+        over entries). */
     int prefetch = 256;
     /*! The consumer group (default "stage"); one per mailbox: every process that opens the
         mailbox with the same group shares its messages (each goes to one of them). */
@@ -336,6 +337,15 @@ public:
         passed (false). For threads without an event loop, tests and examples.
     */
     bool waitForConnected(std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) const;
+
+    /*!
+        Blocks the calling thread until everything the mailboxes of this connection queued
+        before the call (sends, acknowledgements, dead letters) was answered by Redis (true), or
+        \a timeout passed or the connection is not Connected (false). Use it before exiting so
+        that the last acknowledgements are not left to a takeover. Thread: any but the
+        connection's own.
+    */
+    bool flushBlocking(std::chrono::milliseconds timeout = std::chrono::milliseconds(10000)) const;
 
     /*!
         The mailbox kept in the stream \a name (created if missing, with its consumer group
