@@ -4,6 +4,7 @@ for every figure two or more systems reported, each system's value relative to t
 (1 = the fastest; 0.1 = ten times slower), on a log scale.
 
     scripts/bench-chart.py OUTPUT.png [--title TEXT] < results
+    scripts/bench-chart.py --self-test     (ctest bench_chart: known figures, checked ratios)
 
 "Fastest" is the highest value for a rate (`*_per_s`) and the lowest for a cost (`us_*`, `*_ms`,
 `bytes_*`: less memory counts as faster). `lost` is not a speed and is not drawn; nor are the
@@ -46,8 +47,57 @@ def workload_key(name):
     return (m.group(1), int(m.group(2)), m.group(3)) if m else (name, 0, "")
 
 
+SELF_TEST_INPUT = """\
+RESULT W1 stage msgs_per_s=20000000
+RESULT W1 tokio msgs_per_s=5000000
+RESULT W1 qt msgs_per_s=200000
+RESULT W1 limit msgs_per_s=90000000
+RESULT W2 stage msgs_per_s_signal=4800000
+RESULT W3 stage us_per_roundtrip=0.5
+RESULT W3 tokio us_per_roundtrip=0.25
+RESULT W3 erlang us_per_roundtrip=2
+RESULT W7 stage msgs_per_s=10000000
+RESULT W7 stage lost=0
+RESULT W7 tokio lost=200
+RESULT W7 erlang msgs_per_s=not-a-number
+noise that is not a RESULT line
+"""
+# figure -> {system: relative value}: what the input above must give.
+SELF_TEST_EXPECTED = {
+    "W1 msgs/s": {"stage": 1.0, "tokio": 0.25, "qt": 0.01},  # limit is a ceiling: not drawn
+    "W3 round trip": {"stage": 0.5, "tokio": 1.0, "erlang": 0.125},  # a cost: the lowest is fastest
+}  # W2: Stage only; W7: one number only (lost is not drawn)
+
+
+def self_test():
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        png = pathlib.Path(tmp) / "chart.png"
+        done = subprocess.run([sys.executable, __file__, str(png)], input=SELF_TEST_INPUT, text=True,
+                              capture_output=True)
+        if done.returncode != 0:
+            print(f"self-test FAILED: exit {done.returncode}: {done.stderr}")
+            return 1
+        header, *lines = (png.parent / "chart.png.dat").read_text().splitlines()
+        systems = header.split()[2:]
+        got = {}
+        for line in lines:
+            label, cells = line.rsplit('"', 1)[0].strip('"'), line.rsplit('"', 1)[1].split()
+            got[label] = {s: float(c) for s, c in zip(systems, cells) if c != "?"}
+        ok = set(got) == set(SELF_TEST_EXPECTED) and all(
+            set(got[k]) == set(v) and all(abs(got[k][s] - v[s]) < 1e-9 for s in v) for k, v in SELF_TEST_EXPECTED.items())
+        magic = png.read_bytes()[:8] if png.exists() else b""
+        if not ok or magic != b"\x89PNG\r\n\x1a\n":
+            print(f"self-test FAILED: figures {got}, expected {SELF_TEST_EXPECTED}; PNG header {magic!r}")
+            return 1
+    print(f"self-test passed: {len(SELF_TEST_EXPECTED)} figures with the expected ratios, and a PNG")
+    return 0
+
+
 def main():
     args = sys.argv[1:]
+    if args == ["--self-test"]:
+        return self_test()
     if not args or args[0].startswith("-"):
         print(__doc__, file=sys.stderr)
         return 2
