@@ -58,7 +58,7 @@ DurableEngine::~DurableEngine()
     m_thread.join(); // applies what is queued first
     // Waiters still listed can only be those of a failed store (settled already) or none.
     for (auto &entry : m_waiters) {
-        entry.second->settleError(std::make_exception_ptr(
+        entry.second->publishError(std::make_exception_ptr(
             JournalError("DurableStore: the store was closed before the message was committed")));
         entry.second->deref();
     }
@@ -484,10 +484,11 @@ void DurableEngine::settleWaiters()
         }
     }
     for (auto &[ticket, waiter] : due) {
+        // The mailbox claimed the waiter before whenDurable(): publish it, exactly once.
         if (failed)
-            waiter->settleError(std::make_exception_ptr(
+            waiter->publishError(std::make_exception_ptr(
                 JournalError(QStringLiteral("DurableStore %1: %2").arg(m_fileName, error).toStdString())));
-        else if (waiter->claim())
+        else
             waiter->publish(Waiter::Outcome::Value);
         waiter->deref();
     }
@@ -703,12 +704,11 @@ void DurableEngine::whenDurable(quint64 ticket, Waiter *waiter)
             error = m_error;
         }
     }
-    if (error.isEmpty()) { // durable already
-        if (waiter->claim())
-            waiter->publish(Waiter::Outcome::Value);
+    if (error.isEmpty()) { // durable already (publish() only posts the resumption)
+        waiter->publish(Waiter::Outcome::Value);
         return;
     }
-    waiter->settleError(std::make_exception_ptr(
+    waiter->publishError(std::make_exception_ptr(
         JournalError(QStringLiteral("DurableStore %1: %2").arg(m_fileName, error).toStdString())));
 }
 
