@@ -11,6 +11,16 @@
 #  define STAGE_EXPORT Q_DECL_IMPORT
 #endif
 
+/*!
+    \namespace stage
+    \brief Stage for Qt: restartable, cancellable, supervised C++20 coroutine workers and reliable
+    mailboxes for Qt 6 (QCoro 0.8).
+
+    Everything public is in this namespace; \c stage::detail is not API. The headers are one
+    concept each (\c <stage/group.h>, \c <stage/mailbox.h>, ...); \c <stage/stage.h> includes
+    them all. Each concept logs under a category of its own: \c stage.group, \c stage.mailbox,
+    \c stage.supervisor, \c stage.worker, \c stage.node, \c stage.actor, and so on.
+*/
 namespace stage {
 
 /*! Log category of the coroutine runtime (workers, awaitables): \c stage.worker. */

@@ -44,7 +44,7 @@ RegisteredWorker toRegisteredWorker(F &&body)
 
 /*!
     Registers the worker body \a body under \a name, for groups that name their worker instead of
-    holding a factory (a QML \c{Group { worker: "indexer" }}, or registeredWorkerFactory()).
+    holding a factory (a QML `Group { worker: "indexer" }`, or registeredWorkerFactory()).
     \a body takes (stage::Worker &, const QVariantMap &arguments), (stage::Worker &) or nothing and
     returns QCoro::Task<>; like a Group factory, it is called once per worker run.
 

@@ -379,12 +379,14 @@ std::pair<Request<std::decay_t<Q>, R>, ReplyReceiver<R>> makeRequest(Q &&payload
 template<typename T>
 void failReplies(T &message, const DeadLettered &why);
 
+/*! Fails \a reply with \a why (stage::DeadLettered): the customization point for a Reply itself. A reply already sent keeps its answer. */
 template<typename R>
 void stageFailReplies(Reply<R> &reply, const DeadLettered &why)
 {
     reply.fail(why);
 }
 
+/*! Fails the replies of the value \a message holds, if any. */
 template<typename U>
 void stageFailReplies(std::optional<U> &message, const DeadLettered &why)
 {
@@ -392,6 +394,7 @@ void stageFailReplies(std::optional<U> &message, const DeadLettered &why)
         failReplies(*message, why);
 }
 
+/*! Fails the replies of the alternative \a message holds (none if it is valueless). */
 template<typename... Us>
 void stageFailReplies(std::variant<Us...> &message, const DeadLettered &why)
 {
@@ -399,6 +402,7 @@ void stageFailReplies(std::variant<Us...> &message, const DeadLettered &why)
         std::visit([&why](auto &alternative) { failReplies(alternative, why); }, message);
 }
 
+/*! Fails the replies of the object \a message owns, if any. */
 template<typename U, typename D>
 void stageFailReplies(std::unique_ptr<U, D> &message, const DeadLettered &why)
 {

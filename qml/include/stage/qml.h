@@ -15,7 +15,7 @@ QT_END_NAMESPACE
 namespace stage {
 
 /*!
-    Makes \c{import Stage} work in \a engine: registers the module's types (they are in the
+    Makes `import Stage` work in \a engine: registers the module's types (they are in the
     Stage::Qml library the application links, so no plugin has to be found on disk) and adds
     "qrc:/qt/qml" to the engine's import paths, which Qt 6.4 does not search by default (6.5 does).
     Call it before loading QML that imports Stage. Idempotent. Thread: the engine's thread.
