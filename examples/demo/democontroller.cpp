@@ -1,6 +1,7 @@
 #include "democontroller.h"
 
 #include <stage/mailbox.h>
+#include <stage/processgroup.h>
 
 #include <QtCore/QMetaEnum>
 #include <QtQml/QJSEngine>
@@ -28,6 +29,7 @@ DemoController::DemoController(DemoWorld *world, QObject *parent)
     connect(world, &DemoWorld::hangBegan, this, &DemoController::onHangBegan);
     watchMailbox(world->paths.object());
     watchMailbox(world->requests.object());
+    watchMailbox(world->images.object());
     m_sampler.setInterval(sampleIntervalMs());
     connect(&m_sampler, &QTimer::timeout, this, &DemoController::sample);
     m_sampler.start();
@@ -229,6 +231,11 @@ stage::MailboxBase *DemoController::requestsMailbox() const
     return m_world->requests.object();
 }
 
+stage::MailboxBase *DemoController::imagesMailbox() const
+{
+    return m_world->images.object();
+}
+
 void DemoController::setStatus(const QString &status)
 {
     if (m_status == status)
@@ -267,6 +274,7 @@ QVariantMap DemoController::capabilities(const QString &name) const
     return {{QStringLiteral("throw"), known},
             {QStringLiteral("hang"), known},
             {QStringLiteral("poison"), worker == QLatin1String("indexer") || worker == QLatin1String("fetcher")},
+            {QStringLiteral("segfault"), qobject_cast<stage::ProcessGroup *>(node) != nullptr},
             {QStringLiteral("storm"), node && !workersUnder(node).isEmpty() && (supervised || !group)},
             {QStringLiteral("stop"), supervised && node->isRunning()},
             {QStringLiteral("start"), supervised && !node->isRunning()},
@@ -281,6 +289,8 @@ bool DemoController::act(const QString &action, const QString &node)
         return injectHang(node);
     if (action == QLatin1String("poison"))
         return injectPoison(node);
+    if (action == QLatin1String("segfault"))
+        return injectSegfault(node);
     if (action == QLatin1String("storm"))
         return startStorm(node);
     if (action == QLatin1String("stop"))
@@ -302,8 +312,8 @@ bool DemoController::playScenario(int seconds)
     static const Step steps[] = {
         {0.06, "throw", "fetcher"}, {0.12, "poison", "indexer"}, {0.18, "hang", "poller"},
         {0.24, "throw", "indexer"}, {0.30, "poison", "fetcher"}, {0.36, "hang", "indexer"},
-        {0.44, "stop", "network"},  {0.54, "start", "network"},  {0.60, "storm", "devices"},
-        {0.70, "throw", "hasher"},
+        {0.40, "segfault", "thumbnailer"}, {0.44, "stop", "network"}, {0.54, "start", "network"},
+        {0.60, "storm", "devices"}, {0.70, "throw", "hasher"},
     };
     if (m_scenarioPlaying || seconds <= 0)
         return false;
@@ -386,6 +396,18 @@ bool DemoController::injectPoison(const QString &name)
         return false;
     }
     ++m_faults.poisons;
+    return true;
+}
+
+bool DemoController::injectSegfault(const QString &name)
+{
+    auto *group = qobject_cast<stage::ProcessGroup *>(findNode(name));
+    if (!group)
+        return false;
+    m_world->sendPoisonImage();
+    ++m_faults.segfaults;
+    m_log->add(name, QStringLiteral("fault"),
+               QStringLiteral("segfault: an image its codec crashes on, in a child process; the app carries on"));
     return true;
 }
 
@@ -519,10 +541,13 @@ QList<DemoController::Account> DemoController::accountsNow() const
     // twice rather than missed (only a redelivery, moving back, can be missed for one sample).
     const int pathsCount = m_world->paths.count();
     const int requestsCount = m_world->requests.count();
+    const int imagesCount = m_world->images.count();
     const auto pathsStats = m_world->paths.statistics();
     const auto requestsStats = m_world->requests.statistics();
+    const auto imagesStats = m_world->images.statistics();
     return {account(QStringLiteral("paths"), m_world->pathsLedger, pathsStats, pathsCount),
-            account(QStringLiteral("requests"), m_world->requestsLedger, requestsStats, requestsCount)};
+            account(QStringLiteral("requests"), m_world->requestsLedger, requestsStats, requestsCount),
+            account(QStringLiteral("images"), m_world->imagesLedger, imagesStats, imagesCount)};
 }
 
 void DemoController::sample()
@@ -567,6 +592,10 @@ void DemoController::sample()
                          {QStringLiteral("serverSlow"), server.slow},
                          {QStringLiteral("serverGarbage"), server.garbage},
                          {QStringLiteral("readings"), m_world->readings.load()},
+                         {QStringLiteral("thumbnails"), m_world->thumbnails.load()},
+                         {QStringLiteral("imagesSent"), m_world->imagesSent.load()},
+                         {QStringLiteral("imagesDeadLettered"), m_world->imagesDeadLettered.load()},
+                         {QStringLiteral("thumbnailProcesses"), qint64(m_world->thumbnailPids.size())},
                          {QStringLiteral("lastReading"), m_world->lastReadingCentis.load() / 100.0},
                          {QStringLiteral("restarts"), totalRestarts()}};
 

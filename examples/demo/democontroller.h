@@ -35,6 +35,7 @@ class DemoController : public QObject
     Q_PROPERTY(QStringList nodeNames READ nodeNames NOTIFY treeChanged)
     Q_PROPERTY(stage::MailboxBase *pathsMailbox READ pathsMailbox CONSTANT)
     Q_PROPERTY(stage::MailboxBase *requestsMailbox READ requestsMailbox CONSTANT)
+    Q_PROPERTY(stage::MailboxBase *imagesMailbox READ imagesMailbox CONSTANT)
     Q_PROPERTY(EventLog *eventLog READ log CONSTANT)
     Q_PROPERTY(QVariantMap work READ work NOTIFY sampled)
     Q_PROPERTY(QVariantList accounts READ accounts NOTIFY sampled)
@@ -69,6 +70,8 @@ public:
 
     stage::MailboxBase *pathsMailbox() const;
     stage::MailboxBase *requestsMailbox() const;
+    stage::MailboxBase *imagesMailbox() const;
+    DemoWorld *world() const { return m_world; }
     EventLog *log() const { return m_log; }
     QVariantMap work() const { return m_work; }
     QVariantList accounts() const { return m_accountsVariant; }
@@ -86,7 +89,7 @@ public:
     void setTarget(const QString &target);
     QVariantMap can() const { return m_can; }
 
-    /* What the fault buttons can do to \a name: {throw, hang, poison, storm, stop, start: bool}. */
+    /* What the fault buttons can do to \a name: {throw, hang, poison, segfault, storm, stop, start: bool}. */
     Q_INVOKABLE QVariantMap capabilities(const QString &name) const;
     Q_INVOKABLE QObject *node(const QString &name) const { return findNode(name); }
     /* The next step of the group's worker throws (while holding a message, if it reads one). */
@@ -96,6 +99,9 @@ public:
     Q_INVOKABLE bool injectHang(const QString &name);
     /* A message its consumer fails on every time: dead-lettered after its redeliveries. */
     Q_INVOKABLE bool injectPoison(const QString &name);
+    /* An image the thumbnailer's codec segfaults on (a process group's child): its children
+       crash on it until it is dead-lettered ("killed by signal 11"); the app carries on. */
+    Q_INVOKABLE bool injectSegfault(const QString &name);
     /* Every run of the node's workers fails as it starts until the supervisor above them (the
        node itself, for a supervisor) exceeds its intensity and gives up. */
     Q_INVOKABLE bool startStorm(const QString &name);
@@ -106,12 +112,13 @@ public:
     /*
         Plays the scripted scenario over \a seconds: every fault button once, at fixed fractions
         of the run (throw fetcher, poison indexer, hang poller, throw indexer, poison fetcher,
-        hang indexer, stop network, start network, storm devices, throw hasher), each step aiming
+        hang indexer, segfault thumbnailer, stop network, start network, storm devices, throw
+        hasher), each step aiming
         the fault panel at its node first. Refused while a scenario plays.
     */
     Q_INVOKABLE bool playScenario(int seconds = 20);
     bool isScenarioPlaying() const { return m_scenarioPlaying; }
-    /* Performs \a action ("throw", "hang", "poison", "storm", "stop", "start") on \a node. */
+    /* Performs \a action ("throw", "hang", "poison", "segfault", "storm", "stop", "start") on \a node. */
     Q_INVOKABLE bool act(const QString &action, const QString &node);
 
     /* One mailbox's accounting. lost = sent - acknowledged - deadLettered - queued - held. */
@@ -134,7 +141,7 @@ public:
     const QList<Storm> &storms() const { return m_storms; }
     struct FaultCounts
     {
-        int throws = 0, hangs = 0, poisons = 0, storms = 0, stops = 0, starts = 0;
+        int throws = 0, hangs = 0, poisons = 0, segfaults = 0, storms = 0, stops = 0, starts = 0;
     };
     FaultCounts faultCounts() const { return m_faults; }
     /* Restarts in the whole tree (groups' worker restarts + supervisors' restart decisions). */

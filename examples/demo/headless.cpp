@@ -3,6 +3,7 @@
 #include "democontroller.h"
 #include "world.h"
 
+#include <stage/processgroup.h>
 #include <stage/waitfor.h>
 
 #include <QtCore/QAbstractItemModel>
@@ -181,7 +182,16 @@ void HeadlessRun::finish()
         recovered = recovered && node->state() == stage::Node::State::Running;
         QString line = QStringLiteral("  %1%2").arg(QString(depth * 2, QLatin1Char(' ')), node->objectName().leftJustified(14 - depth * 2));
         line += stateName(node->state()).leftJustified(11);
-        if (auto *group = qobject_cast<const stage::Group *>(node)) {
+        if (auto *processes = qobject_cast<const stage::ProcessGroup *>(node)) {
+            const auto s = processes->statistics();
+            line += QStringLiteral("process group, %1 child process(es): started %2, failed %3, restarted %4; "
+                                   "%5 processed")
+                        .arg(processes->size())
+                        .arg(s.started)
+                        .arg(s.failed)
+                        .arg(s.restarted)
+                        .arg(processes->processedMessages());
+        } else if (auto *group = qobject_cast<const stage::Group *>(node)) {
             const auto s = group->statistics();
             line += QStringLiteral("group %1 worker(s)%2: started %3, failed %4, abandoned %5, restarted %6")
                         .arg(group->size())
@@ -256,6 +266,11 @@ void HeadlessRun::finish()
     const QList<DemoController::Account> live = m_controller->accountsNow();
     const Settled paths = settle(live[0], m_world->pathsLedger, m_world->paths);
     const Settled requests = settle(live[1], m_world->requestsLedger, m_world->requests);
+    const QStringList imageReasons = m_world->images.object()->deadLetterReasons();
+    const Settled images = settle(live[2], m_world->imagesLedger, m_world->images);
+    int crashReasons = 0;
+    for (const QString &reason : imageReasons)
+        crashReasons += reason.contains(QLatin1String("killed by signal")) ? 1 : 0;
 
     bool stormsOk = !m_controller->storms().isEmpty();
     QStringList stormLines;
@@ -268,7 +283,7 @@ void HeadlessRun::finish()
                                    storm.recovered ? QStringLiteral("then recovered") : QStringLiteral("did NOT recover")));
     }
     const auto faults = m_controller->faultCounts();
-    const qint64 lost = paths.lost + requests.lost;
+    const qint64 lost = paths.lost + requests.lost + images.lost;
 
     out(QString());
     out(QStringLiteral("== Stage Demo summary (seed %1, %2 s of faults, drained in %3 ms) ==")
@@ -279,7 +294,7 @@ void HeadlessRun::finish()
     for (const QString &line : std::as_const(tree))
         out(line);
     out(QStringLiteral("messages:"));
-    for (const Settled *s : {&paths, &requests}) {
+    for (const Settled *s : {&paths, &requests, &images}) {
         out(QStringLiteral("  %1 sent %2, acknowledged %3, redelivered %4, dead-lettered %5, left queued %6, lost %7"
                            " (acknowledged twice: %8; sends the mailbox counted: %9)")
                 .arg(s->live.name.leftJustified(9))
@@ -304,10 +319,18 @@ void HeadlessRun::finish()
             .arg(work.value(QStringLiteral("fetchAttempts")).toLongLong())
             .arg(work.value(QStringLiteral("serverDropped")).toLongLong()));
     out(QStringLiteral("      %1 device readings").arg(work.value(QStringLiteral("readings")).toLongLong()));
-    out(QStringLiteral("faults injected: throw %1, hang %2, poison %3, storm %4, stop %5, start %6")
+    out(QStringLiteral("      %1 thumbnails by %2 child processes of the thumbnailer; %3 image(s) dead-lettered (%4 by a "
+                       "crash: %5)")
+            .arg(work.value(QStringLiteral("thumbnails")).toLongLong())
+            .arg(work.value(QStringLiteral("thumbnailProcesses")).toLongLong())
+            .arg(images.dead)
+            .arg(crashReasons)
+            .arg(imageReasons.isEmpty() ? QStringLiteral("-") : imageReasons.constLast()));
+    out(QStringLiteral("faults injected: throw %1, hang %2, poison %3, segfault %4, storm %5, stop %6, start %7")
             .arg(faults.throws)
             .arg(faults.hangs)
             .arg(faults.poisons)
+            .arg(faults.segfaults)
             .arg(faults.storms)
             .arg(faults.stops)
             .arg(faults.starts));
@@ -332,13 +355,19 @@ void HeadlessRun::finish()
         {QStringLiteral("the tree recovered (every node Running)"), recovered},
         {QStringLiteral("drained (nothing queued or held)"), drainedInTime},
         {QStringLiteral("lost %1").arg(lost), lost == 0},
-        {QStringLiteral("nothing acknowledged twice"), paths.live.duplicates == 0 && requests.live.duplicates == 0},
-        {QStringLiteral("every send counted by both sides (%1 = %2, %3 = %4)")
+        {QStringLiteral("nothing acknowledged twice"),
+         paths.live.duplicates == 0 && requests.live.duplicates == 0 && images.live.duplicates == 0},
+        {QStringLiteral("every segfault dead-lettered by a crash (%1 of %2)").arg(crashReasons).arg(faults.segfaults),
+         crashReasons == faults.segfaults},
+        {QStringLiteral("every send counted by both sides (%1 = %2, %3 = %4, %5 = %6)")
              .arg(paths.live.sent)
              .arg(paths.queuedByMailbox)
              .arg(requests.live.sent)
-             .arg(requests.queuedByMailbox),
-         paths.live.sent == paths.queuedByMailbox && requests.live.sent == requests.queuedByMailbox},
+             .arg(requests.queuedByMailbox)
+             .arg(images.live.sent)
+             .arg(images.queuedByMailbox),
+         paths.live.sent == paths.queuedByMailbox && requests.live.sent == requests.queuedByMailbox
+             && images.live.sent == images.queuedByMailbox},
         {QStringLiteral("the screenshot is not blank"), !image.blank()},
         {QStringLiteral("the view showed every node"), viewRows == treeNodes},
         {QStringLiteral("clean shutdown"), shutDown && hangsOver},

@@ -1,6 +1,8 @@
 // Stage Demo: a Qt Quick app whose background work (an indexer on worker threads, a fetcher over
 // real TCP to a flaky local server, a device poller with a watchdog, hashing on the thread pool)
-// runs in one supervision tree declared in Main.qml, and heals itself in front of you.
+// runs in one supervision tree declared in Main.qml, and heals itself in front of you. The
+// thumbnailer runs a fragile image codec in child processes (a stage::ProcessGroup): when it
+// segfaults, a child dies, never the app. Those children are this binary started again.
 //
 // The worker bodies are C++ coroutines (workers.cpp), registered by name before the QML is
 // loaded; Main.qml declares the tree that runs them and the window that watches it.
@@ -12,6 +14,7 @@
 //   stage-demo --check-image FILE     is FILE a screenshot with something on it (status 1 if blank)
 #include "democontroller.h"
 #include "headless.h"
+#include "isolated.h"
 #include "world.h"
 
 #include <stage/qml.h>
@@ -30,6 +33,12 @@ Q_IMPORT_QML_PLUGIN(StageDemoPlugin)
 
 int main(int argc, char **argv)
 {
+    // First: in a child process of the thumbnailer (a stage::ProcessGroup), run its entry point
+    // and exit; nothing below (no window, no QML) runs there.
+    isolated::registerEntries();
+    if (const auto code = stage::runChildProcess(argc, argv))
+        return *code;
+
     // No display: the offscreen platform and Qt Quick's software renderer (scripts/stage demo
     // prefers Xvfb when it is installed). Decided before the application exists.
     const bool noDisplay = qEnvironmentVariableIsEmpty("DISPLAY") && qEnvironmentVariableIsEmpty("WAYLAND_DISPLAY");

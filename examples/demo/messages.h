@@ -3,6 +3,8 @@
 
 #include <stage/reply.h>
 
+#include <QtCore/QByteArray>
+#include <QtCore/QDataStream>
 #include <QtCore/QHash>
 #include <QtCore/QMutex>
 #include <QtCore/QSet>
@@ -30,6 +32,37 @@ struct FetchAnswer
 };
 // A dead-lettered request fails its reply with stage::DeadLettered at once (stage::Request).
 using FetchRequest = stage::Request<FetchQuery, FetchAnswer>;
+
+/* An image for the thumbnailer, a child process (mailbox "images"), and what it makes of it.
+   They cross the process boundary in their QDataStream form. */
+struct ImageJob
+{
+    quint64 id = 0;
+    QByteArray image; // the "IMG1" format of isolated.cpp
+};
+struct Thumbnail
+{
+    quint64 id = 0;
+    int width = 0, height = 0;
+    quint32 checksum = 0; // of the 8x8 thumbnail
+    qint64 pid = 0;       // the child process that made it
+};
+inline QDataStream &operator<<(QDataStream &s, const ImageJob &j) { return s << j.id << j.image; }
+inline QDataStream &operator>>(QDataStream &s, ImageJob &j) { return s >> j.id >> j.image; }
+inline QDataStream &operator<<(QDataStream &s, const Thumbnail &t)
+{
+    return s << t.id << qint32(t.width) << qint32(t.height) << t.checksum << t.pid;
+}
+inline QDataStream &operator>>(QDataStream &s, Thumbnail &t)
+{
+    qint32 w = 0, h = 0;
+    s >> t.id >> w >> h >> t.checksum >> t.pid;
+    t.width = w;
+    t.height = h;
+    return s;
+}
+// A dead-lettered image (its child crashed on it every time) fails its reply with DeadLettered.
+using ImageRequest = stage::Request<ImageJob, Thumbnail>;
 
 /*
     Accounts for the messages of one mailbox by id, from the application's side: the producer

@@ -20,7 +20,10 @@ set(expected
     "indexer +Running +group 2 worker\\(s\\) on 2 thread\\(s\\): started [0-9]+, failed [0-9]+, abandoned [1-9]" # the shutdown timeout
     "paths +sent [1-9][0-9]*, acknowledged [1-9][0-9]*, redelivered [1-9][0-9]*, dead-lettered [1-9][0-9]*, left queued 0, lost 0 "
     "requests +sent [1-9][0-9]*, acknowledged [1-9][0-9]*, redelivered [1-9][0-9]*, dead-lettered [1-9][0-9]*, left queued 0, lost 0 "
-    "the SupervisorView's model had 9 rows \\(the tree has 9 nodes\\)"
+    "images +sent [1-9][0-9]*, acknowledged [1-9][0-9]*, redelivered [1-9][0-9]*, dead-lettered 1, left queued 0, lost 0 "
+    "thumbnailer +Running +process group, 1 child process\\(es\\): started [0-9]+, failed [4-9]" # the segfaults
+    "image\\(s\\) dead-lettered \\(1 by a crash: [^)]*killed by signal 11"
+    "the SupervisorView's model had 10 rows \\(the tree has 10 nodes\\)"
     "result: PASS")
 foreach(pattern IN LISTS expected)
     if(NOT out MATCHES "${pattern}")

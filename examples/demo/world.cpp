@@ -1,5 +1,8 @@
 #include "world.h"
 
+#include "isolated.h"
+
+#include <stage/qfuture.h>
 #include <stage/registry.h>
 
 #include <QtCore/QCoreApplication>
@@ -49,22 +52,33 @@ Index::Totals Index::totals() const
 }
 
 DemoWorld::DemoWorld(const Options &opts, QObject *parent)
-    : QObject(parent), options(opts), faults(workerNames()), paths(this), requests(this),
-      m_feed(paths, &pathsLedger, opts.seed, this), m_server(opts.seed * 7919u + 1u, this)
+    : QObject(parent), options(opts), faults(workerNames()), paths(this), requests(this), images(64, this),
+      m_feed(paths, &pathsLedger, opts.seed, this), m_server(opts.seed * 7919u + 1u, this),
+      m_imageRandom(opts.seed * 104729u + 7u)
 {
     paths.object()->setObjectName(QStringLiteral("paths"));
     requests.object()->setObjectName(QStringLiteral("requests"));
+    images.object()->setObjectName(QStringLiteral("images"));
+    m_imageTimer.setInterval(opts.imageIntervalMs);
+    connect(&m_imageTimer, &QTimer::timeout, this, [this] {
+        if (isProducing())
+            sendImage(isolated::makeImage(m_imageRandom));
+    });
     connect(&m_feed, &FileFeed::note, this, [this](const QString &text) { emit note(QStringLiteral("files"), text); });
 }
 
 DemoWorld::~DemoWorld()
 {
     // The app is ending: what is still queued goes with it, quietly.
+    m_imageTimer.stop();
     paths.close();
     requests.close();
+    images.close();
     while (paths.tryReceive()) {
     }
     while (requests.tryReceive()) {
+    }
+    while (images.tryReceive()) {
     }
     for (const QString &name : workerNames())
         stage::unregisterWorker(name);
@@ -86,6 +100,7 @@ bool DemoWorld::start()
     if (!m_server.listen())
         return false;
     m_serverPort.store(m_server.port());
+    m_imageTimer.start();
     return m_feed.start(options.initialFiles, options.fileIntervalMs);
 }
 
@@ -138,6 +153,33 @@ void DemoWorld::sendPoisonRequest()
     requestsLedger.noteSent(id);
     if (requests.trySend(std::move(request)) != stage::SendStatus::Sent)
         requestsLedger.takeBack(id);
+}
+
+void DemoWorld::sendPoisonImage()
+{
+    sendImage(isolated::makePoisonImage());
+}
+
+void DemoWorld::sendImage(QByteArray image)
+{
+    const quint64 id = m_nextImageId++;
+    auto [request, answer] = stage::makeRequest<Thumbnail>(ImageJob{id, std::move(image)});
+    imagesLedger.noteSent(id);
+    if (images.trySend(std::move(request)) != stage::SendStatus::Sent) {
+        imagesLedger.takeBack(id);
+        return;
+    }
+    imagesSent.fetch_add(1);
+    // The answer comes back on this thread (no timeout: it is answered, dead-lettered, or broken
+    // when the app ends). The child answers before it acknowledges: noted done after the ack.
+    stage::then(stage::toFuture(std::move(answer)), this,
+                [this](const Thumbnail &thumbnail) {
+                    imagesLedger.noteDone(thumbnail.id);
+                    thumbnails.fetch_add(1);
+                    thumbnailPids.insert(thumbnail.pid);
+                })
+        .onFailed(this, [this](const stage::DeadLettered &) { imagesDeadLettered.fetch_add(1); })
+        .onFailed(this, [](const std::exception &) {}); // broken when the app ends
 }
 
 void DemoWorld::post(const QString &node, const QString &text)

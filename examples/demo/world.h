@@ -12,6 +12,8 @@
 #include <QtCore/QHash>
 #include <QtCore/QMutex>
 #include <QtCore/QObject>
+#include <QtCore/QRandomGenerator>
+#include <QtCore/QTimer>
 
 #include <atomic>
 
@@ -42,10 +44,12 @@ private:
 };
 
 /*
-    Owns the work the tree's workers do: the two mailboxes and their ledgers, the file feed, the
-    flaky server, the simulated device, the index and the fault flags; registers the worker bodies
-    by name ("indexer", "hasher", "fetcher", "requester", "poller") and the mailboxes ("paths",
-    "requests") for the QML declaration to use. Lives on the GUI thread; worker bodies reach it
+    Owns the work the tree's workers do: the three mailboxes and their ledgers, the file feed, the
+    flaky server, the simulated device, the image source, the index and the fault flags; registers
+    the worker bodies by name ("indexer", "hasher", "fetcher", "requester", "poller") and the
+    mailboxes ("paths", "requests") for the QML declaration to use. The images go to the
+    thumbnailer, a ProcessGroup (isolated.h): the world sends one every imageIntervalMs and
+    counts the thumbnails its child processes answer with (on the GUI thread). Lives on the GUI thread; worker bodies reach it
     from their own threads through the thread-safe parts only (mailboxes, ledgers, index, faults,
     atomics, post()).
 
@@ -66,6 +70,7 @@ public:
         double deviceHangRate = 0.004; // per poll: a natural hang every ~30 s
         int hangMs = 3000;             // how long an injected foreign hang lasts
         int fetchTimeoutMs = 800;      // the fetcher's wait for the server, per attempt
+        int imageIntervalMs = 300;     // a new image for the thumbnailer
     };
 
     explicit DemoWorld(const Options &options, QObject *parent = nullptr);
@@ -81,6 +86,9 @@ public:
 
     /* Sends a request the server always answers with garbage: it ends in the dead letters. */
     void sendPoisonRequest();
+    /* Sends an image the thumbnailer's codec segfaults on: its child processes crash on it until
+       it is dead-lettered; the app carries on. */
+    void sendPoisonImage();
     /* Writes a file the indexer always fails on. */
     QString writeCorruptFile() { return m_feed.writeCorruptFile(); }
 
@@ -91,6 +99,8 @@ public:
     Ledger requestsLedger;
     stage::Mailbox<PathMessage> paths;
     stage::Mailbox<FetchRequest> requests;
+    Ledger imagesLedger;
+    stage::Mailbox<ImageRequest> images;
     FileFeed &feed() { return m_feed; }
     /* The flaky server's port: set by start(), before any worker runs. Thread: any. */
     quint16 serverPort() const { return m_serverPort.load(); }
@@ -99,6 +109,10 @@ public:
     // The requester's view of its requests (GUI thread).
     std::atomic<qint64> requestsSent{0}, requestsAnswered{0}, requestsDeadLettered{0}, requestsTimedOut{0},
         fetchAttempts{0};
+    // The thumbnailer's answers (GUI thread): thumbnails made, images dead-lettered, and the
+    // distinct child processes that made them.
+    std::atomic<qint64> imagesSent{0}, thumbnails{0}, imagesDeadLettered{0};
+    QSet<qint64> thumbnailPids;
     // The poller's readings (GUI thread).
     std::atomic<qint64> readings{0};
     std::atomic<int> lastReadingCentis{0};
@@ -122,10 +136,14 @@ Q_SIGNALS:
 
 private:
     void registerWorkers();
+    void sendImage(QByteArray image);
 
     FileFeed m_feed;
     FlakyServer m_server;
     std::atomic<bool> m_producing{true};
     std::atomic<quint16> m_serverPort{0};
     std::atomic<quint64> m_nextRequestId{1};
+    quint64 m_nextImageId = 1;
+    QRandomGenerator m_imageRandom;
+    QTimer m_imageTimer;
 };

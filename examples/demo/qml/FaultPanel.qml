@@ -45,6 +45,10 @@ ColumnLayout {
             enabled: panel.can.poison; onClicked: DemoController.injectPoison(panel.target)
         }
         DemoButton {
+            objectName: "segfaultButton"; text: "Segfault"; Layout.fillWidth: true
+            enabled: panel.can.segfault; onClicked: DemoController.injectSegfault(panel.target)
+        }
+        DemoButton {
             objectName: "stormButton"; text: "Restart storm"; Layout.fillWidth: true
             enabled: panel.can.storm; onClicked: DemoController.startStorm(panel.target)
         }

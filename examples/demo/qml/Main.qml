@@ -69,6 +69,16 @@ Window {
                 Supervisor.restartType: Stage.Transient
             }
         }
+        // Thumbnails by a fragile image codec, in child processes (this app started again):
+        // a segfault kills one child, never the app; the image it held is redelivered, and
+        // dead-lettered ("killed by signal 11") after its redeliveries.
+        ProcessGroup {
+            objectName: "thumbnailer"; entry: "thumbnailer"
+            size: 1
+            maxRestarts: 6; restartPeriod: 10000   // absorbs a poison image's crashes itself
+            backoff: Stage.exponentialBackoff(10, 500)
+            shutdownTimeout: 1000
+        }
     }
 
     ColumnLayout {
@@ -145,8 +155,8 @@ Window {
                 }
             }
             ColumnLayout {
-                Layout.preferredWidth: 440
-                Layout.maximumWidth: 440
+                Layout.preferredWidth: 500
+                Layout.maximumWidth: 500
                 Layout.fillHeight: true
                 spacing: Theme.gap
 
@@ -157,7 +167,7 @@ Window {
                     Layout.preferredHeight: 204
                     GridLayout {
                         anchors.fill: parent
-                        columns: 3
+                        columns: 4
                         rowSpacing: 8; columnSpacing: 8
                         StatTile {
                             objectName: "filesIndexed"
@@ -186,6 +196,12 @@ Window {
                             Layout.fillWidth: true; Layout.fillHeight: true
                             label: "device readings"; value: window.work.readings || 0
                             detail: (window.work.lastReading || 0).toFixed(2) + " °C last"
+                        }
+                        StatTile {
+                            objectName: "thumbnails"
+                            Layout.fillWidth: true; Layout.fillHeight: true
+                            label: "thumbnails"; value: window.work.thumbnails || 0
+                            detail: "by " + (window.work.thumbnailProcesses || 0) + " processes"
                         }
                         StatTile {
                             objectName: "restarts"
@@ -230,6 +246,13 @@ Window {
                     title: "mailbox \"requests\""; subtitle: "requester → fetcher, with replies"
                     mailbox: DemoController.requestsMailbox
                     account: window.accounts.length > 1 ? window.accounts[1] : ({})
+                }
+                MailboxCard {
+                    objectName: "imagesCard"
+                    Layout.fillWidth: true; Layout.fillHeight: true
+                    title: "mailbox \"images\""; subtitle: "app → thumbnailer's child processes, with replies"
+                    mailbox: DemoController.imagesMailbox
+                    account: window.accounts.length > 2 ? window.accounts[2] : ({})
                 }
             }
             Card {

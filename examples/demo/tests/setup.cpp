@@ -1,6 +1,7 @@
 // The C++ side of Stage Demo's Qt Quick Tests: the demo's world and DemoController, as main()
 // creates them, before any QML is loaded; `import Stage` and `import StageDemo` linked in.
 #include "democontroller.h"
+#include "isolated.h"
 #include "world.h"
 
 #include <stage/qml.h>
@@ -43,6 +44,16 @@ private:
     std::unique_ptr<DemoController> m_controller;
 };
 
-QUICK_TEST_MAIN_WITH_SETUP(stage_demo, Setup)
+// QUICK_TEST_MAIN_WITH_SETUP(stage_demo, Setup), with the thumbnailer's children first: they
+// are this binary started again (stage::runChildProcess runs them and returns their code).
+int main(int argc, char **argv)
+{
+    isolated::registerEntries();
+    if (const auto code = stage::runChildProcess(argc, argv))
+        return *code;
+    QTEST_SET_MAIN_SOURCE_PATH
+    Setup setup;
+    return quick_test_main_with_setup(argc, argv, "stage_demo", QUICK_TEST_SOURCE_DIR, &setup);
+}
 
 #include "setup.moc"

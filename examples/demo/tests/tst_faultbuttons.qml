@@ -58,7 +58,8 @@ TestCase {
         verify(view)
         compare(DemoController.tree.objectName, "demo")
         compare(DemoController.nodeNames,
-                ["demo", "files", "indexer", "hasher", "network", "fetcher", "requester", "devices", "poller"])
+                ["demo", "files", "indexer", "hasher", "network", "fetcher", "requester", "devices", "poller",
+                 "thumbnailer"])
         tryVerify(allRunning, 10000)
         waitForRendering(win.contentItem)
     }
@@ -154,6 +155,36 @@ TestCase {
         verify(!DemoController.injectPoison("poller"))
     }
 
+    function test_segfault_thumbnailer_childCrashesAppCarriesOn() {
+        const thumbnailer = node("thumbnailer")
+        const images = DemoController.imagesMailbox
+        const dead = images.deadLettered
+        const failed = thumbnailer.statistics.failed
+        const processed = thumbnailer.processedMessages
+        aim("thumbnailer")
+        verify(button("segfaultButton").enabled)
+        verify(!button("throwButton").enabled) // the fault flags live in this process, not in its children
+        mouseClick(button("segfaultButton"))
+        // The poisoned image kills a child 4 times (1 delivery + 3 redeliveries), then it is
+        // dead-lettered with the child's exit reason; this process (the test) carries on.
+        tryVerify(() => images.deadLettered > dead, 30000)
+        verify(thumbnailer.statistics.failed >= failed + 4)
+        tryVerify(() => logHas("dead-lettered after 4 failed deliveries: killed by signal 11"), 5000)
+        tryVerify(() => logHas("failed: killed by signal 11"), 5000)
+        tryCompare(thumbnailer, "state", Node.Running, 10000)
+        // And it heals: new images are made into thumbnails by a new child.
+        tryVerify(() => thumbnailer.processedMessages > processed + 2, 10000)
+        tryVerify(() => shown("thumbnailer", SupervisionTreeModel.DeadLettersRole) === images.deadLetterCount, 5000)
+        const card = findChild(win.contentItem, "imagesCard")
+        tryVerify(() => Number(findChild(card, "deadLetters").text) === images.deadLetterCount, 5000)
+    }
+
+    function test_segfault_isRefusedElsewhere() {
+        aim("indexer")
+        verify(!button("segfaultButton").enabled)
+        verify(!DemoController.injectSegfault("indexer"))
+    }
+
     function test_storm_escalatesAndTheParentRecovers() {
         const devices = node("devices")
         const root = DemoController.tree
@@ -189,7 +220,7 @@ TestCase {
 
     function test_zz_nothingLost() {
         // After every fault above: every message sent is acknowledged, dead-lettered or queued.
-        tryVerify(() => DemoController.accounts.length === 2, 5000)
+        tryVerify(() => DemoController.accounts.length === 3, 5000)
         tryCompare(DemoController, "lost", 0, 5000)
         tryVerify(() => findChild(win.contentItem, "lostBadge").children[0].text === "lost: 0", 5000)
     }
@@ -201,8 +232,8 @@ TestCase {
         mouseClick(button)
         verify(DemoController.scenarioPlaying)
         verify(!button.enabled)
-        tryVerify(() => DemoController.status.indexOf("scenario 1/10: throw fetcher") === 0, 5000)
-        tryVerify(() => DemoController.status.indexOf("scenario 10/10: throw hasher") === 0, 40000)
+        tryVerify(() => DemoController.status.indexOf("scenario 1/11: throw fetcher") === 0, 5000)
+        tryVerify(() => DemoController.status.indexOf("scenario 11/11: throw hasher") === 0, 40000)
         tryVerify(() => !DemoController.scenarioPlaying, 20000)
         tryVerify(allRunning, 20000)
         verify(DemoController.work.restarts > restarts)
