@@ -47,7 +47,9 @@
 // alone.
 //
 // Opcodes are the input byte % 26; the inputs of the corpus written before the slots (op % 24)
-// had their opcode bytes rewritten as op % 24, so that they mean what they meant.
+// had their opcode bytes rewritten as op % 24, so that they mean what they meant. Bytes 234..255
+// are actor operations (see "actors" below); the corpus's opcode bytes in that range, written
+// before, were rewritten as op % 26 (STAGE_FUZZ_LEGACY_OPS=1 prints where they are).
 //
 // Invariants checked after every step (mailboxes consumed only on the main thread; the others,
 // and everything, at the end):
@@ -112,6 +114,7 @@ namespace {
     } while (0)
 
 constexpr int MaxIds = 512;
+constexpr uint8_t ActorOpBase = 234; // opcode bytes from here on are actor operations (9 * 26: below, op % 26)
 constexpr int MaxSteps = 96;
 
 enum class St : uint8_t {
@@ -371,6 +374,7 @@ struct Input
 {
     const uint8_t *p;
     size_t n;
+    const uint8_t *start = nullptr;
     uint8_t u8()
     {
         if (!n)
@@ -401,6 +405,437 @@ void spinFor(int ms)
         processEvents(1);
     } while (timer.elapsed() < ms);
 }
+
+// ---- actors (issue #17): asks and tells of stage::Actor under faults ----------------------------
+//
+// Opcode bytes 234..255 (op % 26 would be 0..21) are actor operations ((byte - 234) % 8): a new
+// actor in one of two slots (on the main thread or a thread of its own, bounded or not, a root or
+// a supervisor's child, its askTimeout and maxRedeliveries from the input), tell, ask (a
+// coroutine), askFuture (slot code), restart / stop / start, delete / deleteLater, setAskTimeout
+// / setMaxRedeliveries, and a nested ask (the handler asks the other actor, or itself). What a
+// handler does is the message's behaviour: answer, throw (restart and redelivery, dead letter
+// after maxRedeliveries), sleep, hang until stopped, ask the other actor, throw
+// stage::Cancelled, a foreign sleep; a replying handler answers now, defers its answer to a
+// coroutine, drops its reply, or throws.
+// Checked: every ask ends exactly once (its value, which must be the right one, or TimeoutError,
+// DeadLettered, BrokenReply, MailboxClosed: never another exception, never silently), a handler
+// never completes twice for one message, and at the end every ask has ended and every actor
+// coroutine has finished.
+
+struct Job
+{
+    int id = 0;
+    int behaviour = 0;
+};
+struct DeferJob
+{
+    int id = 0;
+    int behaviour = 0;
+};
+struct Note
+{
+    int id = 0;
+    int behaviour = 0;
+};
+using FuzzActorProtocol = stage::Protocol<int(Job), int(DeferJob), void(Note)>;
+using FuzzActor = stage::Actor<FuzzActorProtocol>;
+using FuzzRef = stage::ActorRef<FuzzActorProtocol>;
+
+constexpr int MaxAsks = 256;
+
+enum class AskEnd : uint8_t { Value, Timeout, DeadLettered, Broken, Closed, Invalid };
+
+struct ActorTracker
+{
+    std::mutex mutex;
+    int nextId = 0;
+    int ends[MaxAsks] = {};       // how many times each ask ended (must end exactly once)
+    int completions[MaxAsks] = {}; // a handler completed for the message (at most once)
+    int attempts[MaxAsks] = {};    // handler entries
+    std::atomic<int> coroutines{0}; // ask coroutines, deferred answers and nested asks alive
+    FuzzRef refs[2]; // the world's references, for nested asks (guarded by the mutex)
+    std::array<std::atomic<long long>, 6> endKinds{};
+
+    void reset()
+    {
+        std::lock_guard lock(mutex);
+        nextId = 0;
+        for (int i = 0; i < MaxAsks; ++i)
+            ends[i] = completions[i] = attempts[i] = 0;
+    }
+    void setRef(int slot, FuzzRef ref)
+    {
+        FuzzRef old; // released outside the lock
+        std::lock_guard lock(mutex);
+        old = std::exchange(refs[slot % 2], std::move(ref));
+    }
+    FuzzRef ref(int slot)
+    {
+        std::lock_guard lock(mutex);
+        return refs[slot % 2];
+    }
+    int newId()
+    {
+        std::lock_guard lock(mutex);
+        return nextId < MaxAsks ? nextId++ : -1;
+    }
+    void ended(int id, AskEnd kind)
+    {
+        std::lock_guard lock(mutex);
+        CHECK(id >= 0 && id < MaxAsks, id);
+        CHECK(++ends[id] == 1, id, ends[id]); // an ask resolved twice
+        endKinds[int(kind)].fetch_add(1);
+    }
+    int attempt(int id)
+    {
+        std::lock_guard lock(mutex);
+        return attempts[id]++;
+    }
+    void completed(int id)
+    {
+        std::lock_guard lock(mutex);
+        CHECK(++completions[id] == 1, id, completions[id]); // handled again after it completed
+    }
+};
+
+ActorTracker ga;
+
+struct CoroutineCount
+{
+    CoroutineCount() { ga.coroutines.fetch_add(1); }
+    ~CoroutineCount() { ga.coroutines.fetch_sub(1); }
+};
+
+int jobAnswer(int id) { return id * 3 + 1; }
+int deferAnswer(int id) { return id * 5 + 2; }
+
+/* How an ask ended: its exception's kind (anything else is a violation). */
+AskEnd askEndOf(std::exception_ptr error)
+{
+    try {
+        std::rethrow_exception(error);
+    } catch (const stage::DeadLettered &) {
+        return AskEnd::DeadLettered;
+    } catch (const stage::BrokenReply &) {
+        return AskEnd::Broken;
+    } catch (const stage::TimeoutError &) {
+        return AskEnd::Timeout;
+    } catch (const stage::MailboxClosed &) {
+        return AskEnd::Closed;
+    } catch (const stage::InvalidOperation &) {
+        return AskEnd::Invalid;
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "stage-fuzz: an ask failed with %s\n", e.what());
+        violation("an ask failed with an undocumented exception (a handler's own, or a cancel)");
+    } catch (...) {
+        violation("an ask failed with a non-std exception");
+    }
+}
+
+/* A nested ask from a handler (its result is ignored: a timeout, a cycle or a self-ask refusal). */
+QCoro::Task<> nestedAsk(int slot, int timeoutMs)
+{
+    CoroutineCount count;
+    FuzzRef copy = ga.ref(slot);
+    if (copy.isNull())
+        co_return;
+    try {
+        co_await copy.ask(Job{-1, 0}, std::chrono::milliseconds(1 + timeoutMs));
+    } catch (const std::exception &) {
+    }
+}
+
+/* A deferred answer: after \a ms, from a coroutine started by the replying handler. */
+QCoro::Task<> answerLater(stage::Reply<int> reply, int id, int ms)
+{
+    CoroutineCount count;
+    co_await stage::sleep(std::chrono::milliseconds(ms)); // cancelled with the actor's run: the reply breaks
+    reply.send(deferAnswer(id));
+}
+
+void spawnFuzzActor(FuzzActor &actor)
+{
+    actor.spawn(
+        [] { return 0; },
+        [](int &handled, const Job &m) -> QCoro::Task<int> {
+            if (m.id < 0) { // a nested ask's probe
+                co_return 0;
+            }
+            const int attempt = ga.attempt(m.id);
+            const int param = m.behaviour >> 3;
+            switch (m.behaviour & 7) {
+            case 1: // throw (the first param % 4 attempts, or always with param 3)
+                if (param % 4 == 3 || attempt < param % 4)
+                    throw Fail();
+                break;
+            case 2:
+                co_await stage::sleep(std::chrono::milliseconds(param % 8));
+                break;
+            case 3: // hang until stopped (the caller times out)
+                co_await stage::sleep(1h);
+                break;
+            case 4:
+                co_await nestedAsk(param, param % 16);
+                break;
+            case 5:
+                if (attempt == 0)
+                    throw stage::Cancelled();
+                break;
+            case 6:
+                co_await QCoro::sleepFor(1ms);
+                break;
+            default:
+                break;
+            }
+            ++handled;
+            ga.completed(m.id);
+            co_return jobAnswer(m.id);
+        },
+        [](int &handled, DeferJob &m, stage::Reply<int> &reply) {
+            const int attempt = ga.attempt(m.id);
+            const int param = m.behaviour >> 2;
+            switch (m.behaviour & 3) {
+            case 0:
+                reply.send(deferAnswer(m.id));
+                break;
+            case 1:
+                answerLater(std::move(reply), m.id, param % 6);
+                break;
+            case 2: // dropped: a warning, and the caller gets BrokenReply at once
+                break;
+            default:
+                if (param % 3 == 2 || attempt < param % 3)
+                    throw Fail();
+                reply.send(deferAnswer(m.id));
+                break;
+            }
+            ++handled;
+            ga.completed(m.id);
+        },
+        [](int &handled, const Note &m) {
+            const int attempt = ga.attempt(m.id);
+            if ((m.behaviour & 1) && attempt < 1 + (m.behaviour >> 1) % 5)
+                throw Fail();
+            ++handled;
+            ga.completed(m.id);
+        });
+}
+
+/* One ask as a coroutine: records how it ended. */
+template<typename M>
+QCoro::Task<> askOnce(FuzzRef ref, M message, int timeoutMs, int expected)
+{
+    CoroutineCount count;
+    const int id = message.id;
+    AskEnd end = AskEnd::Value;
+    try {
+        const int value = co_await ref.ask(std::move(message), std::chrono::milliseconds(timeoutMs));
+        CHECK(value == expected, value, expected);
+    } catch (...) {
+        end = askEndOf(std::current_exception());
+    }
+    ga.ended(id, end);
+}
+
+struct ActorRec
+{
+    QPointer<FuzzActor> actor;
+    FuzzRef ref; // kept after the actor is gone: asks then fail with MailboxClosed
+};
+
+/* The actors of one input: kept apart from the rest of the world. */
+struct ActorWorld
+{
+    std::array<ActorRec, 2> actors;
+    QObject *ctx = nullptr; // the world's context object, for askFuture's continuations
+
+    ~ActorWorld()
+    {
+        ga.setRef(0, FuzzRef());
+        ga.setRef(1, FuzzRef());
+    }
+
+    /* \a usable: whether the world may touch an object (not being deleted). */
+    template<typename Usable>
+    void step(uint8_t op, Input &in, std::array<QPointer<Supervisor>, 3> &sups, Usable usable)
+    {
+        const uint8_t a = in.u8();
+        ActorRec &rec = actors[a % 2];
+        switch (op % 8) {
+        case 0: { // a new actor
+            const uint8_t b = in.u8();
+            if (rec.actor)
+                break;
+            auto *actor = (b & 1) ? new FuzzActor(1 + (b >> 1) % 3) : new FuzzActor;
+            actor->setObjectName(QStringLiteral("actor%1").arg(a % 2));
+            actor->setBackoff(stage::Backoff::none());
+            actor->setAskTimeout(1 + (b >> 3) % 24);
+            actor->setMaxRedeliveries((b >> 5) % 4);
+            actor->setShutdownTimeout(10);
+            if (a & 0x10)
+                actor->setThreadCount(1);
+            if (a & 0x20) { // a supervisor's child (if it has one), started with it
+                if (Supervisor *s = sups[(a >> 6) % sups.size()]; s && usable(s))
+                    s->addChild(actor, RestartType((b >> 1) % 3));
+            }
+            rec.actor = actor;
+            rec.ref = actor->ref();
+            ga.setRef(a % 2, rec.ref);
+            spawnFuzzActor(*actor);
+            break;
+        }
+        case 1: { // tell
+            const uint8_t b = in.u8();
+            if (rec.ref.isNull())
+                break;
+            const int id = ga.newId();
+            if (id < 0)
+                break;
+            const stage::SendStatus status = rec.ref.tell(Note{id, b});
+            // A tell has no reply: it ends now, with its status (what the handler does is checked
+            // by the completions).
+            ga.ended(id, status == stage::SendStatus::Sent ? AskEnd::Value : AskEnd::Closed);
+            break;
+        }
+        case 2: // ask
+        case 7: { // ask a replying handler
+            const uint8_t b = in.u8(), t = in.u8();
+            if (rec.ref.isNull())
+                break;
+            const int id = ga.newId();
+            if (id < 0)
+                break;
+            const int timeout = (t & 0x80) ? -1 : 1 + t % 24; // -1: the actor's askTimeout
+            if (op % 8 == 2)
+                askOnce(rec.ref, Job{id, b}, timeout, jobAnswer(id));
+            else
+                askOnce(rec.ref, DeferJob{id, b}, timeout, deferAnswer(id));
+            break;
+        }
+        case 3: { // askFuture, continued on the world's context
+            const uint8_t b = in.u8(), t = in.u8();
+            if (rec.ref.isNull())
+                break;
+            const int id = ga.newId();
+            if (id < 0)
+                break;
+            auto *coroutine = new CoroutineCount; // until the continuation runs
+            rec.ref.askFuture(Job{id, b}, std::chrono::milliseconds(1 + t % 24))
+                .then(ctx,
+                      [id, coroutine](int value) {
+                          CHECK(value == jobAnswer(id), value, jobAnswer(id));
+                          ga.ended(id, AskEnd::Value);
+                          delete coroutine;
+                      })
+                .onFailed(ctx, [id, coroutine] {
+                    ga.ended(id, askEndOf(std::current_exception()));
+                    delete coroutine;
+                });
+            break;
+        }
+        case 4: { // restart, stop, start
+            const uint8_t b = in.u8();
+            if (!rec.actor)
+                break;
+            switch (b % 3) {
+            case 0:
+                rec.actor->restart();
+                break;
+            case 1:
+                rec.actor->stop();
+                break;
+            default:
+                rec.actor->start();
+                break;
+            }
+            break;
+        }
+        case 5: // delete, deleteLater
+            if (rec.actor) {
+                if (a & 0x40)
+                    rec.actor->deleteLater();
+                else
+                    delete rec.actor.data();
+            }
+            break;
+        case 6: { // setAskTimeout (0 refused), setMaxRedeliveries
+            const uint8_t b = in.u8();
+            if (!rec.actor)
+                break;
+            if (b & 1)
+                rec.actor->setAskTimeout(int(b >> 1) % 24); // 0: refused with a warning
+            else
+                rec.actor->setMaxRedeliveries(int(b >> 1) % 5 - 1);
+            break;
+        }
+        }
+    }
+
+    void check()
+    {
+        for (auto &rec : actors) {
+            if (!rec.actor)
+                continue;
+            const stage::GroupStatistics s = rec.actor->statistics();
+            CHECK(s.isConsistent(), s.started, s.running);
+            CHECK(rec.actor->size() == 1, rec.actor->size());
+            CHECK(rec.actor->expiredAsks() >= 0);
+        }
+    }
+
+    /* Deletes the actors and waits until every ask has ended and every coroutine finished. */
+    void teardown()
+    {
+        QElapsedTimer settle;
+        settle.start();
+        auto allEnded = [] {
+            std::lock_guard lock(ga.mutex);
+            for (int id = 0; id < ga.nextId; ++id)
+                if (ga.ends[id] != 1)
+                    return false;
+            return true;
+        };
+        // First the asks end by themselves (an answer, a dead letter or their timeout: 24 ms at
+        // most, from the last call); then the actors go, breaking what is still pending.
+        while (!allEnded() && settle.elapsed() < 60)
+            processEvents(1);
+        for (auto &rec : actors) {
+            if (rec.actor) {
+                rec.actor->shutdown();
+            }
+        }
+        for (auto &rec : actors)
+            delete rec.actor.data();
+        QElapsedTimer timer;
+        timer.start();
+        auto done = [] {
+            std::lock_guard lock(ga.mutex);
+            for (int id = 0; id < ga.nextId; ++id)
+                if (ga.ends[id] != 1)
+                    return false;
+            return ga.coroutines.load() == 0;
+        };
+        while (!done() && timer.elapsed() < 5000)
+            processEvents(1);
+        {
+            std::lock_guard lock(ga.mutex);
+            for (int id = 0; id < ga.nextId; ++id)
+                CHECK(ga.ends[id] == 1, id, ga.ends[id]); // an ask never ended: lost silently
+            CHECK(ga.coroutines.load() == 0, ga.coroutines.load());
+        }
+        if (qEnvironmentVariableIsSet("STAGE_FUZZ_VERBOSE") && ga.nextId > 0) {
+            std::fprintf(stderr, "stage-fuzz: %d actor call(s) ended: value %lld, timeout %lld, dead letter %lld, broken %lld, "
+                         "closed %lld, invalid %lld\n", ga.nextId, ga.endKinds[0].load(), ga.endKinds[1].load(),
+                         ga.endKinds[2].load(), ga.endKinds[3].load(), ga.endKinds[4].load(), ga.endKinds[5].load());
+        }
+        for (auto &k : ga.endKinds)
+            k.store(0);
+        ga.setRef(0, FuzzRef());
+        ga.setRef(1, FuzzRef());
+        for (auto &rec : actors)
+            rec.ref = FuzzRef();
+    }
+};
 
 bool legal(Node::State s)
 {
@@ -488,6 +923,7 @@ struct World
     std::array<GroupRec, 4> groups;
     std::array<QPointer<Supervisor>, 3> sups;
     std::array<HandleRec, 2> handles;
+    ActorWorld actorWorld; // the actors: opcode bytes 234..255
 
     // Slots and the objects they may delete.
     std::vector<std::unique_ptr<SlotRec>> slotRecs;
@@ -1060,6 +1496,16 @@ struct World
     void step(Input &in)
     {
         const uint8_t op = in.u8();
+        static const bool legacyOps = qEnvironmentVariableIsSet("STAGE_FUZZ_LEGACY_OPS");
+        if (op >= ActorOpBase && legacyOps) // the meaning before actors: op % 26; say where it is
+            std::fprintf(stderr, "stage-fuzz: legacy opcode at offset %td\n", in.p - 1 - in.start);
+        if (op >= ActorOpBase && !legacyOps) { // an actor operation
+            if (verbose())
+                std::fprintf(stderr, "stage-fuzz: step: actor op %d\n", (op - ActorOpBase) % 8);
+            actorWorld.ctx = ctx.get();
+            actorWorld.step(uint8_t(op - ActorOpBase), in, sups, [this](const QObject *o) { return usable(o); });
+            return;
+        }
         if (verbose())
             std::fprintf(stderr, "stage-fuzz: step: op %d\n", op % 26);
         switch (op % 26) {
@@ -1412,6 +1858,7 @@ struct World
 
     void checkAll(bool final = false)
     {
+        actorWorld.check();
         for (auto &rec : boxes)
             checkBox(*rec, final);
         checkNodes(final);
@@ -1424,6 +1871,8 @@ struct World
         // everything, and let it end. The slots stay connected (and may delete objects) to the
         // end, but no longer start or restart a handle: the teardown has asked them to stop.
         tearingDown = true;
+        actorWorld.ctx = ctx.get();
+        actorWorld.teardown(); // first: every ask ends, the actors' coroutines finish
         for (auto &rec : boxes)
             rec->handle->close();
         for (auto &s : sups)
@@ -1576,10 +2025,11 @@ extern "C" int LLVMFuzzerInitialize(int *argc, char ***argv)
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     g.reset();
+    ga.reset();
     spinBudgetMs = 8;
     {
         World world;
-        Input in{data, size};
+        Input in{data, size, data};
         for (int i = 0; i < MaxSteps && !in.empty(); ++i) {
             world.step(in);
             world.checkAll();

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the hand-made seed inputs of stage-fuzz into a directory (tests/fuzz/corpus holds them,
 merged with what fuzzing found). The encoding is main.cpp's World::step(): one opcode byte
-(op % 26), then its argument bytes."""
+(op % 26; bytes 234..255 are actor operations, ActorWorld::step(): (byte - 234) % 8), then its
+argument bytes."""
 import os
 import sys
 
@@ -9,6 +10,12 @@ NEWBOX, TRYSEND, BLOCKING, SEND, CLOSE, DELOBJ, TRYRECV, TAKEDEAD, MAXREDEL = ra
 NEWGROUP, SPAWN, SETSIZE, GSHUT, GDEL, NEWSUP, ADD, REMOVE, START, SSHUT, SDEL, HANDLE = range(9, 21)
 EVENTS, SPIN = 21, 23
 SLOT_ONCE, SLOT_EVERY = 24, 25
+# Actor operations (ActorWorld::step): the byte, then the actor slot byte a (a % 2: the slot)
+A_NEW, A_TELL, A_ASK, A_ASKFUTURE, A_RESTART, A_DELETE, A_SET, A_ASK_REPLYING = range(234, 242)
+# Job behaviours (low 3 bits; the rest is a parameter): answer, throw, sleep, hang, nested ask,
+# Cancelled, foreign sleep. DeferJob (low 2 bits): answer now, defer, drop the reply, throw.
+J_ANSWER, J_THROW, J_SLEEP, J_HANG, J_NESTED, J_CANCELLED, J_FOREIGN = range(7)
+D_NOW, D_DEFER, D_DROP, D_THROW = range(4)
 
 # Slots (World::connectSlot): the emitter, the signal, the action, its argument.
 G, S, M, H = range(4)  # emitter kinds: group, supervisor, mailbox (its MailboxBase), WorkerHandle
@@ -68,6 +75,23 @@ def sup(slot, strategy, maxr=3):
 
 def node(kind, i):  # ('g', i) -> 0..3, ('s', i) -> 4..6, null -> 7
     return i if kind == 'g' else 4 + i
+
+
+def actor(slot, thread=False, capacity=None, ask_timeout=10, max_redeliveries=2, sup=None, restart=1):
+    """A new actor in slot (0-1): its own thread or the main one, bounded (capacity 1-3) or not,
+    askTimeout 1-24 ms, maxRedeliveries 0-3, the child of supervisor slot sup (0-2) or a root."""
+    a = slot | (0x10 if thread else 0) | ((0x20 | (sup << 6)) if sup is not None else 0)
+    b = (ask_timeout - 1) << 3 | max_redeliveries << 5
+    if capacity:
+        b |= 1 | (capacity - 1) << 1
+    else:
+        b |= restart << 1
+    return [A_NEW, a, b & 0xFF]
+
+
+def ask(slot, behaviour=J_ANSWER, timeout=20, replying=False):  # timeout None: the actor's askTimeout
+    t = 0x80 if timeout is None else timeout - 1
+    return [A_ASK_REPLYING if replying else A_ASK, slot, behaviour, t]
 
 
 def spin(ms=3):
@@ -171,6 +195,21 @@ seeds = {
     + slot(G, 0, state_is(STOPPING), DO_DELETE_SUPERVISOR) + sends(0, [2]) + events() + [SSHUT, 0] + spin(2),
     'slot-supervisor-changed-shutdown': box(0) + sup(0, 0) + group(0, 0, 1) + slot(G, 0, SUPERVISOR_CHANGED, DO_SHUTDOWN, 1)
     + [START, 0, ADD, 0, 0, 0] + sends(0, [0, 2]) + spin(),
+    # Actors (issue #17): every ask ends exactly once, never silently.
+    'actor-basic': actor(0) + ask(0) + ask(0, timeout=None) + [A_TELL, 0, 0, A_ASKFUTURE, 0, 0, 10]
+    + ask(0, D_NOW, replying=True) + ask(0, D_DROP, replying=True) + events(),
+    'actor-throw-restart': actor(0) + ask(0, J_THROW | 1 << 3) + ask(0, J_THROW | 3 << 3) + [A_TELL, 0, 1] + ask(0) + spin(),
+    'actor-deferred-drop': actor(1, thread=True) + ask(1, D_DEFER | 3 << 2, replying=True) + ask(1, D_DROP, replying=True)
+    + ask(1, D_THROW | 1 << 2, replying=True) + ask(1, D_THROW | 2 << 2, replying=True) + spin(),
+    'actor-hang-timeout-restart': actor(0, ask_timeout=3) + ask(0, J_HANG, timeout=3) + ask(0, timeout=None)
+    + [A_RESTART, 0, 0] + ask(0, timeout=11) + [A_RESTART, 0, 1] + ask(0, timeout=6) + [A_RESTART, 0, 2] + spin(2),
+    'actor-nested-cycle': actor(0) + actor(1, thread=True) + ask(0, J_NESTED | 1 << 3) + ask(1, J_NESTED) + ask(0, J_NESTED) + spin(),
+    'actor-delete-queued': actor(0, capacity=2) + ask(0, J_SLEEP | 5 << 3) + ask(0) + ask(0) + [A_TELL, 0, 0, A_DELETE, 0]
+    + ask(0, timeout=6) + [A_TELL, 0, 0],
+    'actor-supervised': sup(0, 0) + actor(0, sup=0) + [START, 0] + ask(0, J_THROW | 1 << 3) + ask(0) + [SDEL, 0]
+    + ask(0, timeout=11) + spin(),
+    'actor-settings': actor(0, thread=True) + [A_SET, 0, 0, A_SET, 0, 1, A_SET, 0, 7] + ask(0, J_CANCELLED)
+    + ask(0, J_FOREIGN) + [A_DELETE, 0x40] + events(2),
     'slot-threaded-delete-on-workerfinished': box(0) + group(0, 0, 2, threaded=True) + slot(G, 0, WORKER_FINISHED, DO_DELETE_EMITTER)
     + sends(0, [0, 1, 0, 2]) + spin(3),
 }
