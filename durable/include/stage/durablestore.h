@@ -127,8 +127,8 @@ public:
     explicit DurableStore(const QString &fileName, QObject *parent = nullptr);
     /*! Opens (or creates) \a fileName with \a durability. */
     DurableStore(const QString &fileName, Durability durability, QObject *parent = nullptr);
-    /*! Commits what is queued (at most 5 s) unless mailboxes of this store still exist: they keep
-        the file open. */
+    /*! If no mailbox of this store remains, commits what is queued and closes the file; otherwise
+        the mailboxes keep it open (closed with the last of them). Never throws. */
     ~DurableStore() override;
 
     QString fileName() const;
