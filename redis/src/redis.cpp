@@ -906,8 +906,7 @@ public:
                 auto *p = new Pending{this, s, nullptr};
                 ++s->outstanding;
                 redisAsyncCommandArgv(m_cmd->ac, &RedisClient::onAdded, p, 5, argv, lens);
-                add.bytes = QByteArray(); // hiredis copied it
-                s->inflightAdds.push_back(std::move(add));
+                s->inflightAdds.push_back(std::move(add)); // its bytes kept: written again if the link drops
                 s->pendingAdds.pop_front();
             }
         }
