@@ -103,7 +103,11 @@ QString DurableEngine::sqliteError(const char *what) const
         cause = QStringLiteral("the disk is full");
     else if (primary == SQLITE_READONLY || primary == SQLITE_PERM || primary == SQLITE_CANTOPEN)
         cause = QStringLiteral("the file cannot be written");
-    const QString detail = QString::fromUtf8(m_db ? sqlite3_errmsg(m_db) : sqlite3_errstr(code));
+    else if (primary == SQLITE_IOERR)
+        cause = QStringLiteral("the file could not be written or read");
+    QString detail = QString::fromUtf8(m_db ? sqlite3_errmsg(m_db) : sqlite3_errstr(code));
+    if (const int systemError = m_db ? sqlite3_system_errno(m_db) : 0)
+        detail += QStringLiteral("; system: %1").arg(QString::fromLocal8Bit(std::strerror(systemError)));
     return QStringLiteral("%1: %2%3(SQLite: %4)")
         .arg(QString::fromLatin1(what), cause, cause.isEmpty() ? QString() : QStringLiteral(" "), detail);
 }
@@ -381,11 +385,10 @@ bool DurableEngine::applyBatch(std::vector<Op> &batch, QString &error)
 
     auto step = [&](sqlite3_stmt *s) {
         const int rc = sqlite3_step(s);
+        if (rc != SQLITE_DONE)
+            error = sqliteError(sqlite3_sql(s)); // before the reset, which may clear the cause
         sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            return true;
-        error = sqliteError(sqlite3_sql(s));
-        return false;
+        return rc == SQLITE_DONE;
     };
     if (!step(m_begin))
         return false;

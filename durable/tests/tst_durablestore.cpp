@@ -23,6 +23,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -382,6 +383,55 @@ private Q_SLOTS:
         QVERIFY(!box.isClosed()); // closing is the process's own state
         QCOMPARE(box.count(), 1);
         QCOMPARE(box.tryReceive()->value(), 3);
+    }
+
+    void writeFailure_failsSendsAndKeepsTheFile()
+    {
+        // The disk "fills up" (a file size limit for this process) after some sends committed:
+        // the failing send throws JournalError, the store reports the failure once, later sends
+        // fail at once, and what was committed before is intact at the next open.
+        int committed = 0;
+        {
+            DurableStore store(m_file);
+            QSignalSpy failed(&store, &DurableStore::errorOccurred);
+            Mailbox<QByteArray> box = store.mailbox<QByteArray>(QStringLiteral("m"));
+            for (; committed < 10; ++committed)
+                box.sendBlocking(QByteArray(1000, char('a' + committed)));
+            QVERIFY(store.flushBlocking(10s));
+            const auto previousHandler = ::signal(SIGXFSZ, SIG_IGN);
+            rlimit old;
+            ::getrlimit(RLIMIT_FSIZE, &old);
+            rlimit limit = old;
+            limit.rlim_cur = QFileInfo(m_file + QStringLiteral("-wal")).size() + 64 * 1024;
+            QVERIFY(::setrlimit(RLIMIT_FSIZE, &limit) == 0);
+            bool threw = false;
+            QString what;
+            QTest::ignoreMessage(QtCriticalMsg, QRegularExpression(QStringLiteral("DurableStore: .* failed: .*")));
+            for (int i = 0; i < 200 && !threw; ++i) {
+                try {
+                    box.sendBlocking(QByteArray(4000, 'z'));
+                } catch (const stage::JournalError &e) {
+                    threw = true;
+                    what = QString::fromUtf8(e.what());
+                }
+            }
+            ::setrlimit(RLIMIT_FSIZE, &old);
+            ::signal(SIGXFSZ, previousHandler);
+            QVERIFY(threw);
+            qInfo("the send failed with: %s", qPrintable(what));
+            QVERIFY2(what.contains(QStringLiteral("disk is full")) || what.contains(QStringLiteral("SQLite")),
+                     qPrintable(what));
+            QVERIFY(!store.isOpen());
+            QVERIFY(!store.errorString().isEmpty());
+            QTRY_COMPARE_WITH_TIMEOUT(failed.size(), 1, 10000);
+            QVERIFY_THROWS_EXCEPTION(stage::JournalError, box.sendBlocking(QByteArray("late")));
+        }
+        DurableStore store(m_file);
+        QVERIFY2(store.isOpen(), qPrintable(store.errorString()));
+        Mailbox<QByteArray> box = store.mailbox<QByteArray>(QStringLiteral("m"));
+        QVERIFY(box.count() >= committed); // the first 10, and perhaps sends committed before the failure
+        for (int i = 0; i < committed; ++i)
+            QCOMPARE(box.tryReceive()->value(), QByteArray(1000, char('a' + i)));
     }
 
     void storeNotOpen_mailboxThrows()
