@@ -971,6 +971,33 @@ private Q_SLOTS:
         QVERIFY(ref.isNull());
     }
 
+    void restart_landingAsAnAsyncHandlerReturns_doesNotHandleItTwice()
+    {
+        // The handler asks for its actor's restart and returns without another suspension: the
+        // stop is reported to the run after the handler has answered. The message is handled
+        // once (acknowledged), answered once, and the restarted actor serves the next one.
+        stage::Actor<Doubler> actor;
+        actor.setBackoff(stage::Backoff::none());
+        std::atomic<int> inits{0};
+        std::atomic<int> entries{0};
+        std::atomic<bool> restarted{false};
+        actor.spawn([&inits] { return inits.fetch_add(1); },
+                    [&](int &, const Double &m) -> QCoro::Task<int> {
+                        entries.fetch_add(1);
+                        co_await stage::sleep(1ms);
+                        if (m.x == 1 && !restarted.exchange(true))
+                            actor.restart();
+                        co_return 2 * m.x;
+                    });
+        auto ref = actor.ref();
+        QCOMPARE(stage::waitFor(ref.ask(Double{1}), 10s), 2);
+        QCOMPARE(stage::waitFor(ref.ask(Double{5}), 10s), 10);
+        QTRY_COMPARE_WITH_TIMEOUT(inits.load(), 2, Timeout);
+        QCOMPARE(entries.load(), 2); // Double{1} once, Double{5} once
+        QCOMPARE(actor.statistics().failed, qint64(0));
+        QCOMPARE(actor.deadLetterCount(), 0);
+    }
+
     void askCycle_endsInTheTimeoutAndTheWarningNamesTheCycle_data()
     {
         QTest::addColumn<int>("mode");

@@ -624,31 +624,67 @@ struct ActorRunScope
     Worker *worker;
 };
 
-template<typename S, typename H, typename State, typename M>
-QCoro::Task<> runValueHandler(H &handler, State &state, M &message, std::optional<Reply<S>> &reply)
+/*
+    Keeps an async handler's frame known as the actor's worker's while it runs (so that a Stage
+    awaitable after a foreign co_await in it stays a cancellation point), as stage::child() does,
+    but awaited directly: the run learns that the handler has returned even when a stop is
+    reported right after (stage::child() would throw Cancelled then, and the handled message would
+    go back for a second handling).
+*/
+struct HandlerFrameScope
 {
+    template<typename T>
+    explicit HandlerFrameScope(const QCoro::Task<T> &task)
+    {
+        if (!task.isReady()) {
+            frame = frameOf(task);
+            registerFrame(frame, currentWorker());
+        }
+    }
+    ~HandlerFrameScope()
+    {
+        if (frame)
+            unregisterFrame(frame);
+    }
+    HandlerFrameScope(const HandlerFrameScope &) = delete;
+    HandlerFrameScope &operator=(const HandlerFrameScope &) = delete;
+    void *frame = nullptr;
+};
+
+/* \a handled is set once the handler has returned (and the reply is sent, with no suspension in
+   between): a stop reported after that must not put the message back (it would be handled twice). */
+template<typename S, typename H, typename State, typename M>
+QCoro::Task<> runValueHandler(H &handler, State &state, M &message, std::optional<Reply<S>> &reply, bool *handled)
+{
+    auto task = std::invoke(handler, state, message);
+    HandlerFrameScope scope(task);
     if constexpr (std::is_void_v<typename HandlerTraits<H>::Value>) {
-        co_await stage::child(std::invoke(handler, state, message));
+        co_await std::move(task);
+        *handled = true;
         if (reply)
             reply->send(S{});
     } else {
-        S value = co_await stage::child(std::invoke(handler, state, message));
+        S value = co_await std::move(task);
+        *handled = true;
         if (reply)
             reply->send(std::move(value));
     }
 }
 
 template<typename H, typename State, typename M, typename S>
-QCoro::Task<> runReplyingHandler(H &handler, State &state, M &message, Reply<S> &reply)
+QCoro::Task<> runReplyingHandler(H &handler, State &state, M &message, Reply<S> &reply, bool *handled)
 {
-    co_await stage::child(std::invoke(handler, state, message, reply));
+    auto task = std::invoke(handler, state, message, reply);
+    HandlerFrameScope scope(task);
+    co_await std::move(task);
+    *handled = true;
 }
 
 /* Handles letter I: at once for a synchronous handler (returns nullopt), or returns the task.
    \a replying: set when the handler answers through its Reply (and so may defer it). */
 template<typename P, std::size_t I, typename State, typename Handlers>
 std::optional<QCoro::Task<>> handleLetter(State &state, typename ProtocolTraits<P>::Letter &letters, Handlers &handlers,
-                                          const ActorShared *shared, bool &replying)
+                                          const ActorShared *shared, bool &replying, bool *handled)
 {
     using M = typename ProtocolTraits<P>::template Message<I>;
     using R = typename ProtocolTraits<P>::template ReplyAt<I>;
@@ -662,7 +698,7 @@ std::optional<QCoro::Task<>> handleLetter(State &state, typename ProtocolTraits<
         if (!letter.reply) // a tell: the handler answers into nothing
             letter.reply.emplace(makeReply<S>().first);
         if constexpr (T::async) {
-            return runReplyingHandler(handler, state, letter.message, *letter.reply);
+            return runReplyingHandler(handler, state, letter.message, *letter.reply, handled);
         } else {
             std::invoke(handler, state, letter.message, *letter.reply);
             if (letter.reply->isPending()) {
@@ -672,7 +708,7 @@ std::optional<QCoro::Task<>> handleLetter(State &state, typename ProtocolTraits<
             return std::nullopt;
         }
     } else if constexpr (T::async) {
-        return runValueHandler<S>(handler, state, letter.message, letter.reply);
+        return runValueHandler<S>(handler, state, letter.message, letter.reply, handled);
     } else {
         if constexpr (std::is_void_v<typename T::Value>) {
             std::invoke(handler, state, letter.message);
@@ -690,11 +726,13 @@ std::optional<QCoro::Task<>> handleLetter(State &state, typename ProtocolTraits<
 template<typename P, typename State, typename Handlers, std::size_t... I>
 std::optional<QCoro::Task<>> dispatchLetter(State &state, typename ProtocolTraits<P>::Letter &letters,
                                             Handlers &handlers, const ActorShared *shared, bool &replying,
-                                            std::index_sequence<I...>)
+                                            bool *handled, std::index_sequence<I...>)
 {
     std::optional<QCoro::Task<>> task;
     const std::size_t index = letters.index();
-    (void)((index == I ? (task = handleLetter<P, I>(state, letters, handlers, shared, replying), true) : false) || ...);
+    (void)((index == I ? (task = handleLetter<P, I>(state, letters, handlers, shared, replying, handled), true)
+                       : false)
+           || ...);
     return task;
 }
 
@@ -730,11 +768,21 @@ QCoro::Task<> actorRun(Worker &worker, Mailbox<ActorEnvelope<P>> mailbox, std::s
         // from the actors its handler asks (the chain) closes a cycle.
         shared->beginMessage(++shared->lastSerial, envelope.chain);
         bool replying = false;
+        bool handled = false; // an async handler's task has returned
         std::optional<QCoro::Task<>> pending = dispatchLetter<P>(*state, envelope.letter, *handlers, shared.get(),
-                                                                 replying,
+                                                                 replying, &handled,
                                                                  std::make_index_sequence<ProtocolTraits<P>::count>());
-        if (pending)
-            co_await stage::child(std::move(*pending));
+        if (pending) {
+            try {
+                co_await stage::child(std::move(*pending));
+            } catch (const Cancelled &) {
+                // A stop that came after the handler had returned: the message was handled (its
+                // reply sent), so it is acknowledged, not put back for a second handling.
+                if (handled)
+                    delivery->ack();
+                throw;
+            }
+        }
         shared->endMessage(replying);
         worker.heartbeat(); // one iteration per message handled
     } // acknowledged here: the handler returned (a throw puts the envelope back, reply and all)

@@ -41,6 +41,7 @@
 #include <QtCore/QTimer>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -54,6 +55,7 @@
 #include <string>
 #include <thread>
 #include <unordered_set>
+#include <variant>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -451,6 +453,379 @@ private:
     int m_total = 0;
 };
 
+// The actor subtree (issue #17) ------------------------------------------------------------------
+//
+//  root
+//  `-- actors (one-for-one): ledger (main thread), vault (a thread of its own), relay (main thread)
+//
+// Every chaos tick (25 ms) the main thread asks and tells them (ask(), askFuture()), a client
+// thread asks with askBlocking(), and, until the drain, the controller restarts one of them now
+// and then (Node::restart(), Supervisor::restartChild()), on top of the root's own restarts. A
+// Deposit's handler may throw before processing (a pure function of (seed, id, attempt), below
+// maxRedeliveries: redelivered to the restarted actor) or yield first (a cancellation point for
+// the restarts); a poison id always throws and must end dead-lettered. relay answers a Forward
+// later, from a coroutine that asks vault (a deferred reply).
+// Checked at the end: every ask ended exactly once; a value is the right one and its message was
+// processed exactly once; a dead letter only for a poison id; no message processed twice; every
+// tell accepted was processed once or (poison) dead-lettered; no other exception ever reached a
+// caller. Timeouts (5 s) and broken replies (a deferred reply cut by relay's restart) are
+// resolutions, counted and printed.
+
+namespace actorsoak {
+
+struct Deposit
+{
+    quint32 id = 0;
+};
+struct Forward
+{
+    quint32 id = 0;
+};
+struct Note
+{
+    quint32 id = 0;
+};
+using LedgerProtocol = stage::Protocol<quint64(Deposit), quint64(Forward), void(Note)>;
+using LedgerRef = stage::ActorRef<LedgerProtocol>;
+
+constexpr quint32 MaxCalls = 1u << 20;
+constexpr int ActorMaxRedeliveries = 3;
+constexpr quint64 ActorPoisonEvery = 2000;
+
+enum End : int { Value, Timeout, DeadLettered, Broken, Closed, Other, EndKinds };
+
+quint64 answer(quint32 id) { return mix(id) | 1; }
+
+/* What the actors and the callers share (outlives both). */
+struct State
+{
+    quint64 seed = 1;
+    std::atomic<quint32> nextId{0};
+    std::unique_ptr<std::atomic<uint8_t>[]> processed{new std::atomic<uint8_t>[MaxCalls]()};
+    std::unique_ptr<std::atomic<uint8_t>[]> attempts{new std::atomic<uint8_t>[MaxCalls]()};
+    std::unique_ptr<std::atomic<uint8_t>[]> ends{new std::atomic<uint8_t>[MaxCalls]()};
+    std::unique_ptr<std::atomic<uint8_t>[]> isTell{new std::atomic<uint8_t>[MaxCalls]()};
+    std::atomic<qint64> endKinds[EndKinds] = {};
+    std::atomic<qint64> wrongValues{0}, throwsBefore{0}, asks{0}, tells{0}, tellsRefused{0}, blockingAsks{0};
+    std::atomic<qint64> callersAlive{0};
+    LedgerRef vault; // for relay's deferred replies
+
+    bool isPoison(quint32 id) const { return mix(seed ^ (quint64(id) << 21) ^ 0xac7u) % ActorPoisonEvery == 0; }
+    quint32 newId()
+    {
+        const quint32 id = nextId.fetch_add(1);
+        return id < MaxCalls ? id : MaxCalls;
+    }
+    /* The handler's entry for \a id: throws by the plan, or returns whether to yield first. */
+    bool enter(quint32 id)
+    {
+        const int attempt = attempts[id].fetch_add(1);
+        if (isPoison(id))
+            throw std::runtime_error("poison");
+        const quint64 h = mix(seed * 131 + (quint64(id) << 8) + quint64(attempt));
+        if (attempt < ActorMaxRedeliveries && h % 1000 < 8) {
+            throwsBefore.fetch_add(1);
+            throw std::runtime_error("actor fault");
+        }
+        return (h >> 16) % 100 < 10;
+    }
+    void process(quint32 id) { processed[id].fetch_add(1); }
+    std::unique_ptr<std::atomic<uint8_t>[]> endKind{new std::atomic<uint8_t>[MaxCalls]()};
+    std::unique_ptr<std::atomic<uint8_t>[]> kindOfCall{new std::atomic<uint8_t>[MaxCalls]()}; // 0 ask, 1 future, 2 forward, 3 blocking
+    void ended(quint32 id, End kind)
+    {
+        endKind[id].store(uint8_t(kind));
+        ends[id].fetch_add(1);
+        endKinds[kind].fetch_add(1);
+    }
+};
+
+End endOf(std::exception_ptr error)
+{
+    try {
+        std::rethrow_exception(error);
+    } catch (const stage::DeadLettered &) {
+        return DeadLettered;
+    } catch (const stage::BrokenReply &) {
+        return Broken;
+    } catch (const stage::TimeoutError &) {
+        return Timeout;
+    } catch (const stage::MailboxClosed &) {
+        return Closed;
+    } catch (const std::exception &e) {
+        std::printf("actor soak: an ask failed with %s\n", e.what());
+        return Other;
+    }
+}
+
+/* relay's deferred answer: asks vault, answers the Forward with vault's answer (or its failure). */
+QCoro::Task<> forwardLater(std::shared_ptr<State> st, quint32 id, stage::Reply<quint64> reply)
+{
+    try {
+        reply.send(co_await st->vault.ask(Deposit{id}));
+    } catch (const stage::DeadLettered &e) {
+        reply.fail(e);
+    } catch (const std::exception &) {
+        // the reply breaks: the caller gets stage::BrokenReply (relay's restart cut this short)
+    }
+}
+
+void spawnLedger(stage::Actor<LedgerProtocol> &actor, std::shared_ptr<State> st)
+{
+    actor.spawn(
+        [] { return quint64(0); },
+        [st](quint64 &sum, const Deposit &m) -> QCoro::Task<quint64> {
+            if (st->enter(m.id))
+                co_await stage::sleep(0ms); // a cancellation point: a restart may land here
+            st->process(m.id);
+            sum += m.id;
+            co_return answer(m.id);
+        },
+        [st](quint64 &, Forward &m, stage::Reply<quint64> &reply) {
+            forwardLater(st, m.id, std::move(reply)); // noreply: answered later
+        },
+        [st](quint64 &sum, const Note &m) {
+            st->enter(m.id);
+            st->process(m.id);
+            sum += m.id;
+        });
+}
+
+template<typename M>
+QCoro::Task<> askOne(std::shared_ptr<State> st, LedgerRef ref, M message)
+{
+    st->callersAlive.fetch_add(1);
+    const quint32 id = message.id;
+    try {
+        const quint64 value = co_await ref.ask(std::move(message));
+        if (value != answer(id))
+            st->wrongValues.fetch_add(1);
+        st->ended(id, Value);
+    } catch (...) {
+        st->ended(id, endOf(std::current_exception()));
+    }
+    st->callersAlive.fetch_sub(1);
+}
+
+class ActorSoak
+{
+public:
+    void build(Supervisor *root, quint64 seed)
+    {
+        st = std::make_shared<State>();
+        st->seed = seed;
+        rng.seed(mix(seed ^ 0xac70));
+        sup = new Supervisor(Strategy::OneForOne);
+        sup->setObjectName(QStringLiteral("actors"));
+        sup->setMaxRestarts(1'000'000); // the actors' faults never escalate to the root
+        sup->setRestartPeriod(1000);
+        sup->setBackoff(stage::Backoff::none());
+        root->addChild(sup);
+        const char *names[] = {"ledger", "vault", "relay"};
+        for (int i = 0; i < 3; ++i) {
+            auto *actor = new stage::Actor<LedgerProtocol>;
+            actor->setObjectName(QString::fromLatin1(names[i]));
+            actor->setBackoff(stage::Backoff::none());
+            actor->setMaxRestarts(1'000'000);
+            actor->setMaxRedeliveries(ActorMaxRedeliveries);
+            if (i == 1)
+                actor->setThreadCount(1);
+            sup->addChild(actor, RestartType::Permanent);
+            spawnLedger(*actor, st);
+            actors[i] = actor;
+            refs[i] = actor->ref();
+        }
+        st->vault = refs[1];
+        client = std::thread([st = st, vault = refs[1], ledger = refs[0], stop = &stopClient, done = &clientDone] {
+            for (quint64 k = 0; !stop->load(); ++k) {
+                const quint32 id = st->newId();
+                if (id >= MaxCalls)
+                    break;
+                st->blockingAsks.fetch_add(1);
+                st->kindOfCall[id].store(3);
+                try {
+                    const quint64 value = (k % 2 ? vault : ledger).askBlocking(Deposit{id});
+                    if (value != answer(id))
+                        st->wrongValues.fetch_add(1);
+                    st->ended(id, Value);
+                } catch (...) {
+                    st->ended(id, endOf(std::current_exception()));
+                }
+                std::this_thread::sleep_for(2ms);
+            }
+            done->store(true);
+        });
+    }
+
+    /* One chaos tick: calls, and (unless \a quiet) now and then a restart. */
+    void tick(bool quiet)
+    {
+        if (calling) {
+            for (int i = 0; i < 12; ++i) {
+                const quint32 id = st->newId();
+                if (id >= MaxCalls)
+                    break;
+                const quint64 r = rng();
+                LedgerRef &ref = refs[r % 3];
+                switch ((r >> 8) % 4) {
+                case 0: { // a tell
+                    st->isTell[id].store(1);
+                    const auto status = ref.tell(Note{id});
+                    if (status == stage::SendStatus::Sent)
+                        st->tells.fetch_add(1);
+                    else
+                        st->tellsRefused.fetch_add(1);
+                    st->ended(id, status == stage::SendStatus::Sent ? Value : Closed);
+                    break;
+                }
+                case 1: { // askFuture, from slot code
+                    st->asks.fetch_add(1);
+                    st->callersAlive.fetch_add(1);
+                    st->kindOfCall[id].store(1);
+                    ref.askFuture(Deposit{id})
+                        .then(sup, [st = st, id](quint64 value) {
+                            if (value != answer(id))
+                                st->wrongValues.fetch_add(1);
+                            st->ended(id, Value);
+                            st->callersAlive.fetch_sub(1);
+                        })
+                        .onFailed(sup, [st = st, id] {
+                            st->ended(id, endOf(std::current_exception()));
+                            st->callersAlive.fetch_sub(1);
+                        });
+                    break;
+                }
+                case 2: // a Forward: relay and ledger answer it later (they ask vault)
+                    st->asks.fetch_add(1);
+                    st->kindOfCall[id].store(2);
+                    askOne(st, r % 3 == 1 ? refs[2] : ref, Forward{id});
+                    break;
+                default:
+                    st->asks.fetch_add(1);
+                    askOne(st, ref, Deposit{id});
+                    break;
+                }
+            }
+        }
+        if (quiet || rng() % 100 >= 8)
+            return;
+        auto *actor = actors[rng() % 3].data();
+        if (!actor)
+            return;
+        if (rng() % 2) {
+            actor->restart();
+            ++restarts;
+        } else if (sup->restartChild(actor)) {
+            ++restartChilds;
+        }
+    }
+
+    /* Before the drain: no more calls. */
+    void stopCalls()
+    {
+        calling = false;
+        stopClient.store(true);
+        // The client's askBlocking() runs its ask on the actors' thread (this one): keep its loop
+        // running until the client is done.
+        spinUntil([this] { return clientDone.load(); }, 30s);
+        if (client.joinable())
+            client.join();
+    }
+
+    /* Every call has ended and every accepted tell is settled (processed or dead-lettered). */
+    bool drained() const
+    {
+        if (st->callersAlive.load() != 0)
+            return false;
+        const quint32 n = std::min(st->nextId.load(), MaxCalls);
+        qint64 settledTells = 0;
+        for (quint32 id = 0; id < n; ++id) {
+            if (st->ends[id].load() == 0)
+                return false;
+            if (st->isTell[id].load() && st->processed[id].load() > 0)
+                ++settledTells;
+        }
+        qint64 poisonTells = 0;
+        for (quint32 id = 0; id < n; ++id)
+            poisonTells += st->isTell[id].load() && st->isPoison(id);
+        return settledTells + poisonTells >= st->tells.load();
+    }
+
+    /* After the tree's shutdown, before it is deleted. */
+    void verify(Checks &checks)
+    {
+        const quint32 n = std::min(st->nextId.load(), MaxCalls);
+        qint64 twice = 0, duplicates = 0, unended = 0, lostTells = 0, deadLetters = 0, deadNotPoison = 0;
+        std::unordered_set<quint32> deadIds;
+        for (auto &a : actors) {
+            if (!a)
+                continue;
+            for (auto &letter : a->takeDeadLetters()) {
+                ++deadLetters;
+                const quint32 id = std::visit([](auto &l) { return l.message.id; }, letter.value.letter);
+                deadIds.insert(id);
+                deadNotPoison += !st->isPoison(id);
+            }
+        }
+        for (quint32 id = 0; id < n; ++id) {
+            const int ends = st->ends[id].load();
+            unended += ends == 0;
+            twice += ends > 1;
+            const int processed = st->processed[id].load();
+            duplicates += processed > 1;
+            if (processed > 1 || (st->endKind[id].load() == Timeout && !st->isTell[id].load()))
+                std::printf("  actors: id %u: processed %d, attempts %d, tell %d, call kind %d, ended %d as %d\n", id,
+                            processed, int(st->attempts[id].load()), int(st->isTell[id].load()),
+                            int(st->kindOfCall[id].load()), ends, int(st->endKind[id].load()));
+            if (st->isTell[id].load()) {
+                if (processed == 0 && !deadIds.count(id))
+                    lostTells += 1; // accepted, never processed, not a dead letter (refused tells end Closed)
+            }
+        }
+        lostTells -= st->tellsRefused.load();
+        checks.equal(unended, 0, QStringLiteral("actors: calls that never ended"));
+        checks.equal(twice, 0, QStringLiteral("actors: calls that ended twice"));
+        checks.equal(duplicates, 0, QStringLiteral("actors: messages processed twice"));
+        checks.equal(st->wrongValues.load(), 0, QStringLiteral("actors: wrong answers"));
+        checks.equal(st->endKinds[Other].load(), 0, QStringLiteral("actors: asks failed with an undocumented exception"));
+        checks.equal(deadNotPoison, 0, QStringLiteral("actors: ordinary messages dead-lettered"));
+        checks.equal(lostTells, 0, QStringLiteral("actors: tells accepted and lost"));
+        qint64 expired = 0;
+        for (auto &a : actors)
+            if (a)
+                expired += a->expiredAsks();
+        std::printf("  actors: %u calls (%lld asks, %lld blocking, %lld tells + %lld refused): value %lld, timeout %lld, "
+                    "dead letter %lld, broken %lld, closed %lld, other %lld; %lld faults thrown, %lld dead letters, "
+                    "%lld expired asks, restarts %lld + restartChild %lld\n",
+                    n, st->asks.load(), st->blockingAsks.load(), st->tells.load(), st->tellsRefused.load(),
+                    st->endKinds[Value].load() - st->tells.load() - 0, st->endKinds[Timeout].load(),
+                    st->endKinds[DeadLettered].load(), st->endKinds[Broken].load(),
+                    st->endKinds[Closed].load() - st->tellsRefused.load(), st->endKinds[Other].load(),
+                    st->throwsBefore.load(), deadLetters, expired, restarts, restartChilds);
+    }
+
+    ~ActorSoak()
+    {
+        stopClient.store(true);
+        if (client.joinable())
+            client.join();
+    }
+
+private:
+    std::shared_ptr<State> st;
+    std::mt19937_64 rng;
+    QPointer<Supervisor> sup;
+    std::array<QPointer<stage::Actor<LedgerProtocol>>, 3> actors;
+    std::array<LedgerRef, 3> refs;
+    std::thread client;
+    std::atomic<bool> stopClient{false};
+    std::atomic<bool> clientDone{false};
+    bool calling = true;
+    qint64 restarts = 0, restartChilds = 0;
+};
+
+} // namespace actorsoak
+
 const char *stateName(Node::State s)
 {
     switch (s) {
@@ -531,6 +906,8 @@ private:
     // Totals folded in by checkGroup()
     qint64 gThrowsAsStops = 0; // faults thrown after a stop request: Cancelled
     qint64 gStarted = 0, gFailed = 0, gCancelled = 0, gAbandoned = 0, gRestarted = 0, gCompleted = 0;
+
+    actorsoak::ActorSoak actorSoak; // the actor subtree: its own calls, faults and checks
 };
 
 SupCtl *Soaker::addSupervisor(const QString &name, Strategy strategy, Supervisor *parent, int maxRestarts, int period)
@@ -653,6 +1030,7 @@ void Soaker::buildTree()
                                      GroupMaxRestarts, none, flaky->sv, RestartType::Permanent));
     staticGroups.push_back(makeGroup(QStringLiteral("C-main"), 2, 0, 1, false, StaticShutdownTimeout,
                                      GroupMaxRestarts, none, flaky->sv, RestartType::Transient));
+    actorSoak.build(root, opt.seed);
     QObject::connect(root, &Node::gaveUp, root, [this] {
         // The application's answer to a root that gave up: start it again (from the event loop).
         QTimer::singleShot(0, root, [this] {
@@ -794,6 +1172,7 @@ void Soaker::tick()
     reap(false);
     if (!quiet && rng() % 100 < 25)
         act();
+    actorSoak.tick(quiet);
     progress();
 }
 
@@ -1213,6 +1592,9 @@ int Soaker::run()
             return true;
         },
         180s);
+    actorSoak.stopCalls();
+    checks.expect(spinUntil([this] { return actorSoak.drained(); }, 60s),
+                  QStringLiteral("actors: calls still pending 60 s after the drain"));
     const double drainSeconds = double(clock.elapsed()) / 1000.0 - producingSeconds;
     if (!drained || stalled) {
         QString counts;
@@ -1246,6 +1628,7 @@ int Soaker::run()
     const double shutdownSeconds = double(clock.elapsed() - shutdownStart) / 1000.0;
 
     verify(producingSeconds, drainSeconds, shutdownSeconds, double(clock.elapsed()) / 1000.0);
+    actorSoak.verify(checks);
 
     for (auto &b : boxes)
         b.close();
