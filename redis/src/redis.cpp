@@ -38,6 +38,8 @@
 #include <mutex>
 #include <thread>
 
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 namespace stage {
@@ -372,6 +374,13 @@ public:
 
     void startOnThread()
     {
+        // hiredis writes with write(): a server that went away would raise SIGPIPE, whose default
+        // kills the process. Blocked on this thread only, where every write happens: the write
+        // fails with EPIPE instead and the link is torn down as lost.
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
         m_reconnectTimer = new QTimer(m_home);
         m_reconnectTimer->setSingleShot(true);
         QObject::connect(m_reconnectTimer, &QTimer::timeout, m_home, [this] { connectAll(); });

@@ -18,6 +18,8 @@
 #include <QtCore/QThread>
 
 #include <memory>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <vector>
 
 namespace stagetest {
@@ -53,6 +55,8 @@ public:
         args << m_extra;
         m_process = std::make_unique<QProcess>();
         m_process->setProcessChannelMode(QProcess::ForwardedErrorChannel);
+        // Dies with this process, also when a test crashes (no orphaned server).
+        m_process->setChildProcessModifier([] { ::prctl(PR_SET_PDEATHSIG, SIGKILL); });
         m_process->start(executable(), args);
         if (!m_process->waitForStarted(5000))
             return false;
