@@ -286,19 +286,31 @@ void DurableEngine::threadMain()
     std::vector<Task *> tasks;
     for (;;) {
         quint64 upto = 0;
+        bool stopping = false;
         {
             std::unique_lock lock(m_mutex);
-            while (m_queue.empty() && m_tasks.empty() && !m_stopping) {
-                m_writerIdle = true;
-                m_wake.wait(lock);
+            for (;;) {
+                bool haveOps;
+                {
+                    std::lock_guard queueLock(m_queueLock);
+                    haveOps = !m_queue.empty();
+                    m_writerIdle.store(!haveOps, std::memory_order_relaxed);
+                }
+                if (haveOps || !m_tasks.empty() || m_stopping)
+                    break;
+                m_wake.wait(lock); // a poster that finds m_writerIdle takes m_mutex to notify
             }
-            m_writerIdle = false;
-            if (m_queue.empty() && m_tasks.empty())
-                break; // stopping, and nothing left
-            batch.swap(m_queue);
+            m_writerIdle.store(false, std::memory_order_relaxed);
             tasks.swap(m_tasks);
+            stopping = m_stopping;
+        }
+        {
+            std::lock_guard queueLock(m_queueLock);
+            batch.swap(m_queue);
             upto = m_seq;
         }
+        if (batch.empty() && tasks.empty() && stopping)
+            break; // stopping, and nothing left
         for (Task *task : tasks) {
             if (!hasFailed())
                 task->run(m_db);
@@ -333,32 +345,41 @@ void DurableEngine::threadMain()
     m_db = nullptr;
 }
 
-// What one batch does to one message, coalesced: the transaction writes its final state.
-struct DurableEngine::Pending
-{
-    qint64 key = 0;
-    int append = -1;      // index of its Append op in the batch
-    int deadReason = -1;  // index of its last Dead op
-    quint32 deliveries = 0;
-    qint64 failures = -1; // -1: unchanged
-    int held = -1;        // -1: unchanged
-    enum Final : quint8 { None, Gone, Dead } final = None;
-};
-
 bool DurableEngine::applyBatch(std::vector<Op> &batch, QString &error)
 {
-    std::unordered_map<quint64, Pending> pending;
-    pending.reserve(batch.size());
+    // The messages of the batch, in the order first seen. Ids are mostly recent and close
+    // together (one counter for the file): a dense index over their range when it is small,
+    // a hash map otherwise.
+    quint64 minId = ~quint64(0), maxId = 0;
+    for (const Op &op : batch) {
+        minId = std::min(minId, op.id);
+        maxId = std::max(maxId, op.id);
+    }
+    const bool dense = maxId - minId < quint64(4 * batch.size() + 4096);
+    m_denseIndex.clear();
+    if (dense)
+        m_denseIndex.assign(std::size_t(maxId - minId + 1), -1);
+    std::unordered_map<quint64, int> sparseIndex;
+    m_pending.clear();
+    m_pending.reserve(batch.size());
+    std::vector<Pending> &pending = m_pending;
     std::vector<quint64> order;
     order.reserve(batch.size());
     for (int i = 0; i < int(batch.size()); ++i) {
         const Op &op = batch[i];
-        auto [it, inserted] = pending.try_emplace(op.id);
-        Pending &p = it->second;
-        if (inserted) {
-            p.key = op.key;
+        int *slot;
+        if (dense) {
+            slot = &m_denseIndex[std::size_t(op.id - minId)];
+        } else {
+            slot = &sparseIndex.try_emplace(op.id, -1).first->second;
+        }
+        if (*slot < 0) {
+            *slot = int(pending.size());
+            pending.emplace_back();
+            pending.back().key = op.key;
             order.push_back(op.id);
         }
+        Pending &p = pending[*slot];
         switch (op.kind) {
         case OpKind::Append:
             p.append = i;
@@ -394,8 +415,9 @@ bool DurableEngine::applyBatch(std::vector<Op> &batch, QString &error)
         return false;
     qint64 rows = 0;
     bool ok = true;
-    for (quint64 id : order) {
-        const Pending &p = pending[id];
+    for (std::size_t n = 0; n < order.size(); ++n) {
+        const quint64 id = order[n];
+        const Pending &p = pending[n]; // pending is in the order first seen too
         if (p.append >= 0) {
             if (p.final == Pending::Gone)
                 continue; // appended and acknowledged (or dropped) within the batch
@@ -461,7 +483,10 @@ void DurableEngine::fail(const QString &error)
             return;
         m_state = State::Failed;
         m_error = error;
-        m_queue.clear();
+        {
+            std::lock_guard queueLock(m_queueLock);
+            m_queue.clear();
+        }
         handler = m_onError;
     }
     qCCritical(lcDurableInternal, "DurableStore: %s failed: %s; sends fail with stage::JournalError from now on",
@@ -505,10 +530,7 @@ void DurableEngine::runOnWriter(const std::function<void(sqlite3 *)> &run)
         if (m_state != State::Open)
             throw JournalError(QStringLiteral("DurableStore %1: %2").arg(m_fileName, m_error).toStdString());
         m_tasks.push_back(&task);
-        if (m_writerIdle) {
-            m_writerIdle = false;
-            m_wake.notify_one();
-        }
+        m_wake.notify_one();
         m_committed.wait(lock, [&] { return task.done; });
     }
 }
@@ -641,54 +663,65 @@ void DurableEngine::closeMailbox(const QString &name)
     m_openNames.remove(name);
 }
 
+void DurableEngine::wakeWriter()
+{
+    std::lock_guard lock(m_mutex); // the writer is between its last look and its wait, or waiting
+    m_wake.notify_one();
+}
+
 quint64 DurableEngine::append(qint64 key, QByteArray &&bytes, quint64 &ticket)
 {
-    std::lock_guard lock(m_mutex);
-    if (m_state != State::Open)
-        throw JournalError(QStringLiteral("DurableStore %1: %2").arg(m_fileName, m_error).toStdString());
-    const quint64 id = m_nextId++;
-    ticket = ++m_seq;
-    m_queue.push_back(Op{id, key, std::move(bytes), 0, OpKind::Append});
-    if (m_writerIdle) {
-        m_writerIdle = false;
-        m_wake.notify_one();
+    quint64 id = 0;
+    bool wake = false;
+    {
+        std::lock_guard lock(m_queueLock);
+        if (m_state.load(std::memory_order_acquire) == State::Open) {
+            id = m_nextId++;
+            ticket = ++m_seq;
+            m_queue.push_back(Op{id, key, std::move(bytes), 0, OpKind::Append});
+            wake = takeWakeUpLocked();
+        }
     }
+    if (id == 0)
+        throw JournalError(QStringLiteral("DurableStore %1: %2").arg(m_fileName, errorString()).toStdString());
+    if (wake)
+        wakeWriter();
     return id;
 }
 
 void DurableEngine::post(Op &&op) noexcept
 {
+    bool wake = false;
     try {
-        std::lock_guard lock(m_mutex);
-        if (m_state != State::Open)
+        std::lock_guard lock(m_queueLock);
+        if (m_state.load(std::memory_order_acquire) != State::Open)
             return;
         m_queue.push_back(std::move(op));
         ++m_seq;
-        if (m_writerIdle) {
-            m_writerIdle = false;
-            m_wake.notify_one();
-        }
+        wake = takeWakeUpLocked();
     } catch (...) {
         // Out of memory: the operation is lost; the message comes back at the next open.
     }
+    if (wake)
+        wakeWriter();
 }
 
 void DurableEngine::postMany(std::vector<Op> &&ops) noexcept
 {
+    bool wake = false;
     try {
-        std::lock_guard lock(m_mutex);
-        if (m_state != State::Open)
+        std::lock_guard lock(m_queueLock);
+        if (m_state.load(std::memory_order_acquire) != State::Open)
             return;
         for (Op &op : ops) {
             m_queue.push_back(std::move(op));
             ++m_seq;
         }
-        if (m_writerIdle) {
-            m_writerIdle = false;
-            m_wake.notify_one();
-        }
+        wake = takeWakeUpLocked();
     } catch (...) {
     }
+    if (wake)
+        wakeWriter();
 }
 
 void DurableEngine::whenDurable(quint64 ticket, Waiter *waiter)
@@ -731,7 +764,11 @@ bool DurableEngine::waitDurable(quint64 ticket, std::chrono::steady_clock::time_
 bool DurableEngine::flush(std::chrono::steady_clock::time_point deadline)
 {
     std::unique_lock lock(m_mutex);
-    const quint64 target = m_seq;
+    quint64 target;
+    {
+        std::lock_guard queueLock(m_queueLock);
+        target = m_seq;
+    }
     auto done = [&] { return m_committedSeq >= target || m_state != State::Open; };
     if (deadline == std::chrono::steady_clock::time_point::max())
         m_committed.wait(lock, done);

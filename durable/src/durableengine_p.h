@@ -6,6 +6,7 @@
 // Not part of the Stage API: the engine behind stage::DurableStore. We mean it.
 
 #include <stage/detail/durablejournal.h>
+#include <stage/detail/spinmutex.h>
 
 #include <QtCore/QByteArray>
 #include <QtCore/QHash>
@@ -96,7 +97,17 @@ private:
         std::function<void(sqlite3 *)> run;
         bool done = false;
     };
-    struct Pending;
+    // What one batch does to one message, coalesced: the transaction writes its final state.
+    struct Pending
+    {
+        qint64 key = 0;
+        int append = -1;      // index of its Append op in the batch
+        int deadReason = -1;  // index of its last Dead op
+        quint32 deliveries = 0;
+        qint64 failures = -1; // -1: unchanged
+        int held = -1;        // -1: unchanged
+        enum Final : quint8 { None, Gone, Dead } final = None;
+    };
 
     void threadMain();
     bool openFile(QString &error);
@@ -104,6 +115,9 @@ private:
     void fail(const QString &error);
     void settleWaiters();
     bool exec(const char *sql, QString &error);
+    /* m_queueLock held: whether the writer sleeps and must be woken (it is marked awake). */
+    bool takeWakeUpLocked() noexcept { return m_writerIdle.exchange(false, std::memory_order_relaxed); }
+    void wakeWriter();
     QString sqliteError(const char *what) const;
 
     const QString m_fileName;
@@ -112,21 +126,31 @@ private:
     sqlite3_stmt *m_begin = nullptr, *m_commit = nullptr, *m_rollback = nullptr, *m_insert = nullptr,
                  *m_delete = nullptr, *m_update = nullptr, *m_markDead = nullptr;
 
+    // Two locks: the hooks' path takes only m_queueLock (a spin mutex around a vector push: the
+    // producer, the consumers and the writer's swap contend on it for a few instructions);
+    // everything else (state changes, waiters, tasks, the writer's sleep) is under m_mutex.
+    // Order: m_mutex, then m_queueLock.
     mutable std::mutex m_mutex;
     std::condition_variable m_wake;      // the writer: work queued, or stop
     std::condition_variable m_committed; // waitDurable(), flush(), tasks done, opened
-    std::vector<Op> m_queue;
+    SpinMutex m_queueLock;
+    std::vector<Op> m_queue;    // m_queueLock
+    quint64 m_seq = 0;          // m_queueLock: operations queued (an append's ticket is its sequence number)
+    quint64 m_nextId = 1;       // m_queueLock
+    std::atomic<bool> m_writerIdle{false}; // set under m_queueLock by the writer before it sleeps
     std::vector<Task *> m_tasks;
-    quint64 m_seq = 0;          // operations queued (an append's ticket is its sequence number)
     quint64 m_committedSeq = 0; // operations committed
-    quint64 m_nextId = 1;
-    bool m_writerIdle = false;
     bool m_stopping = false;
-    enum class State { Opening, Open, Failed } m_state = State::Opening;
+    enum class State { Opening, Open, Failed };
+    std::atomic<State> m_state{State::Opening}; // written under m_mutex
     QString m_error;
     QSet<QString> m_openNames;
     std::vector<std::pair<quint64, Waiter *>> m_waiters; // a heap, smallest ticket first
     std::function<void(const QString &)> m_onError;
+
+    // applyBatch()'s scratch space, kept between batches (writer thread only).
+    std::vector<Pending> m_pending;
+    std::vector<int> m_denseIndex;
 
     std::atomic<qint64> m_commits{0};
     std::atomic<qint64> m_rowsWritten{0};
