@@ -891,7 +891,7 @@ public:
                 const QByteArray sid = it->sid;
                 s->bySid.remove(sid);
                 s->held.erase(it);
-                deadLetter(s, sid, op.failures, op.reason);
+                deadLetter(s, sid, op.failures, op.reason, true);
                 break;
             }
             case StreamP::OpKind::Closed:
@@ -1216,10 +1216,16 @@ public:
         return true;
     }
 
-    void deadLetter(StreamP *s, const QByteArray &sid, quint32 failures, const QString &reason)
+    /* \a byMailbox: the mailbox dead-lettered it (and warned); otherwise the journal did (an
+       entry no consumer may see), which warns here. */
+    void deadLetter(StreamP *s, const QByteArray &sid, quint32 failures, const QString &reason, bool byMailbox = false)
     {
-        qCWarning(lcRedisCategory, "mailbox %s: entry %s dead-lettered: %s", qPrintable(s->name), sid.constData(),
-                  qPrintable(reason));
+        if (byMailbox)
+            qCDebug(lcRedisCategory, "mailbox %s: entry %s dead-lettered: %s", qPrintable(s->name), sid.constData(),
+                    qPrintable(reason));
+        else
+            qCWarning(lcRedisCategory, "mailbox %s: entry %s dead-lettered: %s", qPrintable(s->name), sid.constData(),
+                      qPrintable(reason));
         if (!m_cmd || !m_cmd->ready)
             return; // stays pending: dead-lettered again when taken over
         command(s, nullptr,

@@ -30,6 +30,10 @@
 // Every decision comes from the seed; the interleavings do not, and the checks hold for all.
 
 #include <stage/stage.h>
+#ifdef STAGE_SOAK_REDIS
+#include "redisserver.h" // redis/tests: a redis-server of the soak's own
+#include <stage/redis.h>
+#endif
 
 #include <QtCore/QCoreApplication>
 #include <QtCore/QElapsedTimer>
@@ -92,6 +96,21 @@ struct Msg
     quint32 id = 0;
     std::unique_ptr<quint64> check; // on the heap: ASan sees a message freed twice or leaked
 };
+
+#ifdef STAGE_SOAK_REDIS
+// --backend redis: a Msg through a Redis stream (RedisCodec's QDataStream form).
+QDataStream &operator<<(QDataStream &s, const Msg &m)
+{
+    return s << m.id << (m.check ? *m.check : quint64(0));
+}
+QDataStream &operator>>(QDataStream &s, Msg &m)
+{
+    quint64 check = 0;
+    s >> m.id >> check;
+    m.check = std::make_unique<quint64>(check);
+    return s;
+}
+#endif
 
 /* What a consumer does with one delivery: a pure function of (seed, id, previous deliveries). */
 struct Plan
@@ -362,7 +381,56 @@ struct Options
     bool seedGiven = false;
     int seconds = -1;
     qint64 messages = -1;
+    bool redis = false; // --backend redis
 };
+
+// --backend redis: the three mailboxes are Redis mailboxes (Stage::Redis) on a redis-server of the
+// soak's own (a unix socket in a temp directory, no persistence), one stream per box and seed.
+stage::Mailbox<Msg> redisBox(quint64 seed, int box, int capacity)
+{
+#ifdef STAGE_SOAK_REDIS
+    // Both end with the application (post routines run in reverse: the connection first).
+    static stagetest::RedisServer *server = nullptr;
+    static stage::RedisConnection *connection = nullptr;
+    if (!connection) {
+        server = new stagetest::RedisServer;
+        qAddPostRoutine([] { delete server; });
+        if (!stagetest::RedisServer::available() || !server->start())
+            qFatal("stage-soak: --backend redis: redis-server is missing or did not start");
+        connection = new stage::RedisConnection(server->url());
+        qAddPostRoutine([] { delete connection; });
+        if (!connection->waitForConnected(std::chrono::seconds(10)))
+            qFatal("stage-soak: --backend redis: %s", qPrintable(connection->errorString()));
+    }
+    stage::RedisMailboxOptions options;
+    options.capacity = capacity;
+    options.prefetch = capacity;
+    return connection->mailbox<Msg>(QStringLiteral("soak-%1-%2").arg(seed).arg(box), options);
+#else
+    Q_UNUSED(seed);
+    Q_UNUSED(box);
+    Q_UNUSED(capacity);
+    qFatal("stage-soak: built without Stage::Redis");
+#endif
+}
+
+/* --backend memory|redis. False (with a message) for anything else. */
+bool parseBackend(const char *value, Options &o)
+{
+    const std::string v = value;
+    o.redis = v == "redis";
+#ifndef STAGE_SOAK_REDIS
+    if (o.redis) {
+        std::fprintf(stderr, "stage-soak: --backend redis: built without Stage::Redis (hiredis)\n");
+        return false;
+    }
+#endif
+    if (v != "memory" && v != "redis") {
+        std::fprintf(stderr, "stage-soak: --backend must be memory or redis, not '%s'\n", value);
+        return false;
+    }
+    return true;
+}
 
 bool parse(int argc, char **argv, Options &o)
 {
@@ -391,12 +459,18 @@ bool parse(int argc, char **argv, Options &o)
             if (!v)
                 return false;
             o.messages = std::strtoll(v, nullptr, 0);
+        } else if (a == "--backend") {
+            const char *v = value("--backend");
+            if (!v || !parseBackend(v, o))
+                return false;
         } else if (a == "-h" || a == "--help") {
-            std::printf("usage: stage-soak [--seconds N] [--seed S] [--messages M]\n"
+            std::printf("usage: stage-soak [--seconds N] [--seed S] [--messages M] [--backend memory|redis]\n"
                         "  --seconds N   produce for N seconds (default 60 unless --messages is given)\n"
                         "  --seed S      the seed of every decision (default: random, printed)\n"
                         "  --messages M  stop producing after M messages; with --seconds N, spread them\n"
                         "                evenly over N seconds\n"
+                        "  --backend B   memory (default) or redis: the mailboxes on a redis-server of\n"
+                        "                the soak's own (Stage::Redis)\n"
                         "A time-limited run sends at most 64 Mi messages (one byte of bookkeeping each).\n"
                         "Exit status 0 only if every check holds.\n");
             std::exit(0);
@@ -850,7 +924,7 @@ public:
         soak->idCap = opt.messages >= 0 ? quint32(opt.messages) : DefaultIdCap;
         soak->processed = static_cast<uint8_t *>(std::calloc(std::max<quint32>(soak->idCap, 1), 1));
         for (auto &m : boxes) {
-            m = stage::Mailbox<Msg>(BoxCapacity);
+            m = opt.redis ? redisBox(opt.seed, int(&m - boxes), BoxCapacity) : stage::Mailbox<Msg>(BoxCapacity);
             m.setMaxRedeliveries(MaxRedeliveries);
             m.setDeadLetterLimit(std::numeric_limits<int>::max()); // every poison message is checked at the end
         }
@@ -1390,7 +1464,9 @@ void Soaker::verify(double producingSeconds, double drainSeconds, double shutdow
         const BoxCounters &c = soak->box[b];
         const auto s = boxes[b].statistics();
         const QString n = QStringLiteral("mailbox %1").arg(b);
-        checks.equal(s.queued, c.sent.load(), n + QStringLiteral(": queued vs sent"));
+        // A Redis mailbox counts a message twice in this one process: its send (the XADD) and its
+        // arrival from the stream (the journal's feed).
+        checks.equal(s.queued, (opt.redis ? 2 : 1) * c.sent.load(), n + QStringLiteral(": queued vs sent"));
         checks.equal(s.deadLettered, c.poisonSent.load(), n + QStringLiteral(": dead-lettered vs poison sent"));
         checks.equal(s.acknowledged, c.sent.load() - s.deadLettered, n + QStringLiteral(": acknowledged vs sent - dead-lettered"));
         checks.equal(s.delivered, s.acknowledged + s.redelivered + s.deadLettered,
