@@ -308,7 +308,9 @@ private:
        before goes alone, once the child holds nothing else. */
     void pump()
     {
-        if (!m_held || !isConnected() || m_retired)
+        // Nothing more to a child whose process or connection is gone (the acknowledgements it
+        // wrote before are still read): it would be held, and counted as failed, for nothing.
+        if (!m_held || !isConnected() || m_retired || m_exited || m_socketGone)
             return;
         QByteArray out;
         for (;;) {
@@ -361,7 +363,7 @@ private:
 
     void onRead()
     {
-        if (!m_socket || m_dead || m_retired)
+        if (!m_socket || m_dead || m_retired || !m_socket->isReadable())
             return;
         m_input += m_socket->readAll();
         qsizetype pos = 0;
@@ -833,8 +835,10 @@ bool ProcessGroup::spawnSource(const QString &entryPoint, std::shared_ptr<detail
     if (!ok) {
         s->source.reset();
         s->entry.clear();
+        return false;
     }
-    return ok;
+    Q_EMIT entryPointChanged(s->entry);
+    return true;
 }
 
 void ProcessGroup::noteStatistics()

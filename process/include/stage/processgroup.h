@@ -362,8 +362,16 @@ class ProcessGroupShared;
     acknowledgement of something it holds) before anything is decoded; a child breaking the
     protocol is failed ("protocol error: ...") and killed, never the parent.
 
-    Defaults (besides Group's): maxInFlight 1, connectTimeout 10000 ms, maxFrameSize 16 MiB,
-    heartbeatTimeout 0 (no hang detection).
+    Feeding: a child's link sends it as many messages as its window (maxInFlight()) has room
+    for, in one write, as soon as its acknowledgements arrive; a child acknowledges everything it
+    processed from one read at once. No allocation and no signal connection per message.
+
+    Warm spare (setWarmSpare()): one more child started ahead, connected and idle; a worker run
+    that starts (a restart after a crash included) takes it instead of starting a process, so a
+    replacement is fed at once.
+
+    Defaults (besides Group's): maxInFlight 1, warmSpare false, connectTimeout 10000 ms,
+    maxFrameSize 16 MiB, heartbeatTimeout 0 (no hang detection).
 
     Thread: like Group, used from its own thread; children are started from it. Errors: misuse
     (an unregistered entry point, spawn twice) is refused with a warning and returns false.
@@ -372,7 +380,7 @@ class STAGE_PROCESS_EXPORT ProcessGroup : public stage::Group
 {
     Q_OBJECT
     Q_CLASSINFO("StageKind", "ProcessGroup") // SupervisionTreeModel's KindRole
-    Q_PROPERTY(QString entryPoint READ entryPoint CONSTANT)
+    Q_PROPERTY(QString entryPoint READ entryPoint NOTIFY entryPointChanged)
     Q_PROPERTY(int maxInFlight READ maxInFlight WRITE setMaxInFlight NOTIFY maxInFlightChanged)
     Q_PROPERTY(bool warmSpare READ hasWarmSpare WRITE setWarmSpare NOTIFY warmSpareChanged)
     Q_PROPERTY(int connectTimeout READ connectTimeout WRITE setConnectTimeout NOTIFY connectTimeoutChanged)
@@ -403,6 +411,7 @@ public:
         return spawnSource(entryPoint, std::make_shared<detail::MailboxSource<T>>(mailbox), mailbox.object());
     }
 
+    /*! The entry point its children run; empty until spawn() (then it never changes). */
     QString entryPoint() const;
     /*! Messages a child may hold unacknowledged (>= 1; default 1). Raise it for throughput. */
     int maxInFlight() const;
@@ -437,6 +446,7 @@ public:
     QString serverName() const;
 
 Q_SIGNALS:
+    void entryPointChanged(const QString &entryPoint);
     void maxInFlightChanged(int count);
     void warmSpareChanged(bool on);
     void connectTimeoutChanged(int milliseconds);
