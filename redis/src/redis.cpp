@@ -428,15 +428,15 @@ public:
         }
     }
 
-    void removeStreamOnThread(StreamP *s)
+    /* The mailbox is gone: stops reading, and makes what this process read and no consumer
+       acknowledged claimable at once by the others (its idle time set far beyond any
+       claimMinIdle). */
+    void releaseHeld(StreamP *s)
     {
-        if (s->removed)
-            return;
-        drainStream(s);
+        drainStream(s); // acknowledgements first
         sendPending(s);
-        s->removed = true;
+        s->closedLocal = true;
         s->feed.store(nullptr);
-        // What this process read and no consumer took: made claimable at once by the others.
         if (m_cmd && m_cmd->ready && !s->held.isEmpty()) {
             QList<QByteArray> sids;
             for (const auto &h : std::as_const(s->held))
@@ -445,6 +445,14 @@ public:
         }
         s->held.clear();
         s->bySid.clear();
+    }
+
+    void removeStreamOnThread(StreamP *s)
+    {
+        if (s->removed)
+            return;
+        releaseHeld(s);
+        s->removed = true;
         if (s->reader)
             closeLink(s->reader);
         s->reader = nullptr;
@@ -1462,6 +1470,7 @@ void RedisStream::stop(std::chrono::milliseconds timeout)
     }
     RedisClient *client = d->client.get();
     auto s = d;
+    client->runBlocking([client, s] { client->releaseHeld(s.get()); });
     if (!client->onThread()) {
         // Send what is pending, bounded; only worth waiting for while connected.
         QDeadlineTimer deadline(timeout);
