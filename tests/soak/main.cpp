@@ -43,6 +43,12 @@
 #include <QtCore/QPointer>
 #include <QtCore/QThread>
 #include <QtCore/QTimer>
+#ifdef STAGE_SOAK_DURABLE
+#include <stage/durablestore.h>
+
+#include <QtCore/QTemporaryDir>
+#include <QtCore/QtEndian>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -382,7 +388,50 @@ struct Options
     int seconds = -1;
     qint64 messages = -1;
     bool redis = false; // --backend redis
+    bool durable = false; // --backend durable
 };
+
+// --backend durable: the three mailboxes are durable mailboxes (Stage::Durable) in one SQLite file
+// of the soak's own (a temp directory), one mailbox per box; a Msg is its id and check, 12 bytes.
+stage::Mailbox<Msg> durableBox(quint64 seed, int box, int capacity)
+{
+#ifdef STAGE_SOAK_DURABLE
+    // Both end with the application (post routines run in reverse: the store first).
+    static QTemporaryDir *dir = nullptr;
+    static stage::DurableStore *store = nullptr;
+    if (!store) {
+        dir = new QTemporaryDir;
+        qAddPostRoutine([] { delete dir; });
+        store = new stage::DurableStore(dir->filePath(QStringLiteral("soak.stage")));
+        qAddPostRoutine([] { delete store; });
+        if (!store->isOpen())
+            qFatal("stage-soak: --backend durable: %s", qPrintable(store->errorString()));
+    }
+    stage::DurableCodec<Msg> codec;
+    codec.encode = [](const Msg &m) {
+        QByteArray bytes(12, Qt::Uninitialized);
+        qToLittleEndian<quint32>(m.id, bytes.data());
+        qToLittleEndian<quint64>(m.check ? *m.check : 0, bytes.data() + 4);
+        return bytes;
+    };
+    codec.decode = [](const QByteArray &bytes) {
+        if (bytes.size() != 12)
+            throw std::runtime_error("not a soak message");
+        Msg m;
+        m.id = qFromLittleEndian<quint32>(bytes.constData());
+        m.check = std::make_unique<quint64>(qFromLittleEndian<quint64>(bytes.constData() + 4));
+        return m;
+    };
+    stage::DurableMailboxOptions options;
+    options.capacity = capacity;
+    return store->mailbox<Msg>(QStringLiteral("soak-%1-%2").arg(seed).arg(box), options, std::move(codec));
+#else
+    Q_UNUSED(seed);
+    Q_UNUSED(box);
+    Q_UNUSED(capacity);
+    qFatal("stage-soak: built without Stage::Durable");
+#endif
+}
 
 // --backend redis: the three mailboxes are Redis mailboxes (Stage::Redis) on a redis-server of the
 // soak's own (a unix socket in a temp directory, no persistence), one stream per box and seed.
@@ -419,14 +468,21 @@ bool parseBackend(const char *value, Options &o)
 {
     const std::string v = value;
     o.redis = v == "redis";
+    o.durable = v == "durable";
+#ifndef STAGE_SOAK_DURABLE
+    if (o.durable) {
+        std::fprintf(stderr, "stage-soak: --backend durable: built without Stage::Durable (libsqlite3)\n");
+        return false;
+    }
+#endif
 #ifndef STAGE_SOAK_REDIS
     if (o.redis) {
         std::fprintf(stderr, "stage-soak: --backend redis: built without Stage::Redis (hiredis)\n");
         return false;
     }
 #endif
-    if (v != "memory" && v != "redis") {
-        std::fprintf(stderr, "stage-soak: --backend must be memory or redis, not '%s'\n", value);
+    if (v != "memory" && v != "redis" && v != "durable") {
+        std::fprintf(stderr, "stage-soak: --backend must be memory, redis or durable, not '%s'\n", value);
         return false;
     }
     return true;
@@ -464,13 +520,14 @@ bool parse(int argc, char **argv, Options &o)
             if (!v || !parseBackend(v, o))
                 return false;
         } else if (a == "-h" || a == "--help") {
-            std::printf("usage: stage-soak [--seconds N] [--seed S] [--messages M] [--backend memory|redis]\n"
+            std::printf("usage: stage-soak [--seconds N] [--seed S] [--messages M] [--backend memory|redis|durable]\n"
                         "  --seconds N   produce for N seconds (default 60 unless --messages is given)\n"
                         "  --seed S      the seed of every decision (default: random, printed)\n"
                         "  --messages M  stop producing after M messages; with --seconds N, spread them\n"
                         "                evenly over N seconds\n"
                         "  --backend B   memory (default) or redis: the mailboxes on a redis-server of\n"
-                        "                the soak's own (Stage::Redis)\n"
+                        "                the soak's own (Stage::Redis); durable: in a SQLite file of its\n"
+                        "                own (Stage::Durable)\n"
                         "A time-limited run sends at most 64 Mi messages (one byte of bookkeeping each).\n"
                         "Exit status 0 only if every check holds.\n");
             std::exit(0);
@@ -924,7 +981,9 @@ public:
         soak->idCap = opt.messages >= 0 ? quint32(opt.messages) : DefaultIdCap;
         soak->processed = static_cast<uint8_t *>(std::calloc(std::max<quint32>(soak->idCap, 1), 1));
         for (auto &m : boxes) {
-            m = opt.redis ? redisBox(opt.seed, int(&m - boxes), BoxCapacity) : stage::Mailbox<Msg>(BoxCapacity);
+            m = opt.redis     ? redisBox(opt.seed, int(&m - boxes), BoxCapacity)
+                : opt.durable ? durableBox(opt.seed, int(&m - boxes), BoxCapacity)
+                              : stage::Mailbox<Msg>(BoxCapacity);
             m.setMaxRedeliveries(MaxRedeliveries);
             m.setDeadLetterLimit(std::numeric_limits<int>::max()); // every poison message is checked at the end
         }
