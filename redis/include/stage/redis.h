@@ -285,7 +285,10 @@ private:
     Threads: the connection does all its Redis work on a thread of its own, through hiredis's
     asynchronous API on that thread's Qt event loop; nothing blocks the thread that created it
     (its properties and signals live there). Its mailboxes are ordinary stage::Mailbox handles,
-    usable from any thread.
+    usable from any thread. The getters (state(), errorString(), url(), connectAttempts()) may
+    be called from any thread and read the live values; the NOTIFY signals follow on the
+    creating thread's event loop. The destructor waits (briefly) for the connection's thread
+    only when no mailbox made from it is left.
 
     Errors come through state() (NOTIFY stateChanged), errorString() (NOTIFY
     errorStringChanged) and errorOccurred(), on the creating thread:
