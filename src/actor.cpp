@@ -1,5 +1,6 @@
 #include <stage/actor.h>
 
+#include <QtCore/QCoreApplication>
 #include <QtCore/QMetaObject>
 #include <QtCore/QMetaProperty>
 #include <QtCore/QThread>
@@ -504,6 +505,9 @@ Registry *Registry::global()
     static Registry *const registry = [] {
         auto *r = new Registry;
         r->setObjectName(QStringLiteral("global"));
+        // namesChanged() is queued to the registry's thread: the application's, when there is one.
+        if (QCoreApplication *app = QCoreApplication::instance())
+            r->moveToThread(app->thread());
         return r;
     }();
     return registry;

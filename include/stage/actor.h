@@ -927,6 +927,13 @@ public:
         A handler that throws does not fail the ask: the envelope goes back (reply intact) and
         the restarted actor answers it. Nor does a restart or a stop of the actor: a queued ask
         waits for the next run.
+        Ask cycles: an ask made from a handler (or from work a replying handler deferred)
+        carries the chain of asking actors. If it reaches an actor still in the handler that
+        waits for it (A's handler asks B, whose handler asks A), a warning under stage.actor
+        names the cycle ("ask cycle: A -> B -> A") and the ask ends in its timeout, whose
+        TimeoutError ends with "(ask cycle: A -> B -> A)". Undetected (and so unnamed, still
+        ended by the timeout): asks from other threads than the handler's, after a foreign
+        co_await in the handler, and askFuture() asks whose reply a handler defers.
         Cancellation: a cancellation point (with a bounded mailbox that is full, while waiting
         for room too). If cancelled before it was queued, nothing was sent; after, the ask stays
         queued and its answer is discarded.
@@ -1393,8 +1400,9 @@ struct RegistryAccess; // src/actor.cpp
     references (ActorRef copies), not the actors: it keeps no actor alive.
     Thread: add(), find(), remove(), contains() and names() from any thread (the registries share
     one mutex). namesChanged() is queued to the registry's thread (its event loop emits it after
-    the change, also when the change was made there); the global registry lives on the thread
-    that first used it. nearest() and lookup() walk QObject parents: call them on the
+    the change, also when the change was made there); the global registry lives on the
+    application's thread (or, used before a QCoreApplication exists, on the thread that first
+    used it). nearest() and lookup() walk QObject parents: call them on the
     thread of the object they start from.
     Bad input: an empty name or a null reference: a warning under stage.actor, and false.
 */
