@@ -365,7 +365,10 @@ private:
     {
         if (!m_socket || m_dead || m_retired || !m_socket->isReadable())
             return;
-        m_input += m_socket->readAll();
+        // What is there, no more: readAll() would also read the closed socket underneath once the
+        // connection has dropped (a warning from QIODevice).
+        if (const qint64 available = m_socket->bytesAvailable(); available > 0)
+            m_input += m_socket->read(available);
         qsizetype pos = 0;
         bool any = false;
         while (m_input.size() - pos >= kHeaderSize) {
