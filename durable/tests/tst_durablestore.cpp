@@ -434,6 +434,44 @@ private Q_SLOTS:
             QCOMPARE(box.tryReceive()->value(), QByteArray(1000, char('a' + i)));
     }
 
+    void powerLossDurability_persists()
+    {
+        {
+            DurableStore store(m_file, DurableStore::Durability::PowerLoss);
+            QCOMPARE(store.durability(), DurableStore::Durability::PowerLoss);
+            QCOMPARE(store.property("durability").value<DurableStore::Durability>(), DurableStore::Durability::PowerLoss);
+            Mailbox<QString> box = store.mailbox<QString>(QStringLiteral("m"));
+            stage::waitFor([](Mailbox<QString> box) -> QCoro::Task<> {
+                for (int i = 0; i < 3; ++i)
+                    box.trySend(QStringLiteral("p%1").arg(i));
+                co_await box.flush(); // all three committed (one fsync each commit)
+            }(box));
+            QCOMPARE(store.rowsWritten(), 3);
+        }
+        DurableStore store(m_file);
+        QCOMPARE(store.durability(), DurableStore::Durability::ProcessCrash);
+        Mailbox<QString> box = store.mailbox<QString>(QStringLiteral("m"));
+        QCOMPARE(box.count(), 3);
+        QCOMPARE(box.tryReceive()->value(), QStringLiteral("p0"));
+    }
+
+    void mailbox_outlivesItsStore()
+    {
+        // The mailboxes keep the file open after the DurableStore object is deleted.
+        auto store = std::make_unique<DurableStore>(m_file);
+        Mailbox<int> box = store->mailbox<int>(QStringLiteral("m"));
+        store.reset();
+        QCOMPARE(box.sendBlocking(41), stage::SendStatus::Sent);
+        QCOMPARE(box.sendBlocking(42), stage::SendStatus::Sent);
+        QCOMPARE(box.tryReceive()->value(), 41);
+        box = Mailbox<int>(); // the last handle: the journal commits and the file closes
+        DurableStore again(m_file);
+        QVERIFY2(again.isOpen(), qPrintable(again.errorString())); // closed: not in use any more
+        Mailbox<int> reopened = again.mailbox<int>(QStringLiteral("m"));
+        QCOMPARE(reopened.count(), 1);
+        QCOMPARE(reopened.tryReceive()->value(), 42);
+    }
+
     void storeNotOpen_mailboxThrows()
     {
         QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("DurableStore: cannot open .*")));
