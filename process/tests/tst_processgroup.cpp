@@ -388,14 +388,19 @@ private Q_SLOTS:
         producer.start();
         // The killer: a random child every 25-75 ms (the spare too: it holds nothing, and its
         // end fails no worker run).
+        // Each kill waits for progress since the one before (500 more acknowledgements), so that
+        // it meets children at work, not ones still starting (slow under ASan).
         int kills = 0;
+        qint64 ackedAtKill = -500;
         QSet<qint64> killed;
         QTimer killer;
         killer.setSingleShot(true);
         connect(&killer, &QTimer::timeout, this, [&] {
             auto pids = childPids();
             pids.removeIf([&](qint64 pid) { return killed.contains(pid); });
-            if (kills < kMaxKills && !pids.isEmpty() && mailbox.statistics().acknowledged < N - 1000) {
+            const qint64 acked = mailbox.statistics().acknowledged;
+            if (kills < kMaxKills && !pids.isEmpty() && acked < N - 1000 && acked >= ackedAtKill + 500) {
+                ackedAtKill = acked;
                 const qint64 pid = pids.at(QRandomGenerator::global()->bounded(int(pids.size())));
                 if (::kill(pid_t(pid), SIGKILL) == 0) {
                     killed.insert(pid);
