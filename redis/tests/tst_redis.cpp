@@ -642,6 +642,56 @@ private Q_SLOTS:
         stage::waitFor(group.shutdown(), 10s);
         QTRY_COMPARE_WITH_TIMEOUT(server.command({"XPENDING", "jobs", "stage"}).elements.at(0).integer, 0LL, Timeout);
     }
+
+    // The connection-loss policy: a send waits up to sendTimeout for the connection, then fails
+    // with JournalError (never written later); sendTimeout 0 fails at once; once reconnected,
+    // sends complete again.
+    void sendTimeout_policyWhileDisconnected()
+    {
+        REQUIRE_SERVER(server);
+        RedisConnection redis(server.url());
+        QVERIFY(redis.waitForConnected(10s));
+        stage::RedisMailboxOptions waitHalfSecond;
+        waitHalfSecond.sendTimeout = 500ms;
+        waitHalfSecond.prefetch = 0;
+        stage::RedisMailboxOptions failAtOnce;
+        failAtOnce.sendTimeout = 0ms;
+        failAtOnce.prefetch = 0;
+        auto waiting = redis.mailbox<int>(QStringLiteral("a"), waitHalfSecond);
+        auto failing = redis.mailbox<int>(QStringLiteral("b"), failAtOnce);
+        QVERIFY(waiting.sendBlocking(1, 10s) == stage::SendStatus::Sent);
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("lost.*retrying with backoff")));
+        server.kill();
+        QTRY_COMPARE_WITH_TIMEOUT(redis.state(), RedisConnection::State::Reconnecting, Timeout);
+        QElapsedTimer clock;
+        clock.start();
+        QString error;
+        try {
+            waiting.sendBlocking(2, 10s);
+        } catch (const stage::JournalError &e) {
+            error = QString::fromUtf8(e.what());
+        }
+        const qint64 waited = clock.elapsed();
+        QVERIFY2(error.contains(QLatin1String("sendTimeout (500 ms)")), qPrintable(error));
+        QVERIFY2(waited >= 400 && waited < 5000, qPrintable(QString::number(waited)));
+        error.clear();
+        clock.restart();
+        try {
+            failing.sendBlocking(3, 10s);
+        } catch (const stage::JournalError &e) {
+            error = QString::fromUtf8(e.what());
+        }
+        QVERIFY2(error.contains(QLatin1String("not connected")), qPrintable(error));
+        QVERIFY(clock.elapsed() < 400);
+        QVERIFY(server.startAgain());
+        QTRY_COMPARE_WITH_TIMEOUT(redis.state(), RedisConnection::State::Connected, Timeout);
+        QVERIFY(waiting.sendBlocking(4, 10s) == stage::SendStatus::Sent);
+        QVERIFY(failing.sendBlocking(5, 10s) == stage::SendStatus::Sent);
+        // The failed sends were never written: "a" holds 4 only (no persistence: 1 died with the
+        // server), "b" holds 5.
+        QCOMPARE(server.integer({"XLEN", "a"}), 1LL);
+        QCOMPARE(server.integer({"XLEN", "b"}), 1LL);
+    }
 };
 
 int main(int argc, char **argv)
