@@ -98,7 +98,12 @@ std::vector<Registry *> g_registries;
 
 // The runs of actors by worker: which actor an ask made from a handler comes from.
 std::mutex g_workersMutex;
-std::unordered_map<Worker *, std::weak_ptr<ActorShared>> g_actorWorkers;
+struct ActorRun
+{
+    std::weak_ptr<ActorShared> shared;
+    const void *run = nullptr;
+};
+std::unordered_map<Worker *, ActorRun> g_actorWorkers;
 } // namespace
 
 struct RegistryAccess
@@ -135,16 +140,20 @@ void unregisterActorsOf(const ActorShared *shared)
     RegistryAccess::removeActor(shared);
 }
 
-void registerActorWorker(Worker *worker, const std::shared_ptr<ActorShared> &shared)
+void registerActorWorker(Worker *worker, const std::shared_ptr<ActorShared> &shared, const void *run)
 {
     std::lock_guard lock(g_workersMutex);
-    g_actorWorkers[worker] = shared;
+    g_actorWorkers[worker] = ActorRun{shared, run};
 }
 
-void unregisterActorWorker(Worker *worker)
+bool unregisterActorWorker(Worker *worker, const void *run)
 {
     std::lock_guard lock(g_workersMutex);
-    g_actorWorkers.erase(worker);
+    auto it = g_actorWorkers.find(worker);
+    if (it == g_actorWorkers.end() || it->second.run != run)
+        return false;
+    g_actorWorkers.erase(it);
+    return true;
 }
 
 void ActorShared::keepDeferred(quint64 serial)
@@ -177,7 +186,7 @@ AskContext askContextSlow(Worker *current, const ActorShared *target, const char
         auto it = g_actorWorkers.find(current);
         if (it == g_actorWorkers.end())
             return {}; // not an actor's handler
-        self = it->second.lock();
+        self = it->second.shared.lock();
     }
     if (!self)
         return {};

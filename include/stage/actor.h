@@ -597,9 +597,10 @@ decltype(auto) callInit(Init &init, Worker &worker)
         return init();
 }
 
-/* Makes \a worker known as a run of \a shared (for the chains of its handlers' asks), or forgets it. */
-STAGE_EXPORT void registerActorWorker(Worker *worker, const std::shared_ptr<ActorShared> &shared);
-STAGE_EXPORT void unregisterActorWorker(Worker *worker);
+/* Makes \a worker known as run \a run of \a shared (for the chains of its handlers' asks), or
+   forgets it: false if another run registered the worker since (an abandoned run ending late). */
+STAGE_EXPORT void registerActorWorker(Worker *worker, const std::shared_ptr<ActorShared> &shared, const void *run);
+STAGE_EXPORT bool unregisterActorWorker(Worker *worker, const void *run);
 
 /* Clears the actor's running worker when the run ends, however it ends. */
 struct ActorRunScope
@@ -608,13 +609,14 @@ struct ActorRunScope
     {
         shared->worker.store(w, std::memory_order_release);
         shared->homeThread.store(w->thread(), std::memory_order_release);
-        registerActorWorker(w, s);
+        registerActorWorker(w, s, this);
     }
     ~ActorRunScope()
     {
-        unregisterActorWorker(worker);
-        shared->handling.store(0, std::memory_order_release); // a handler that threw: no longer waiting
-        shared->currentChain.reset();
+        if (unregisterActorWorker(worker, this)) { // not if a newer run has started meanwhile
+            shared->handling.store(0, std::memory_order_release); // a handler that threw: no longer waiting
+            shared->currentChain.reset();
+        }
         Worker *expected = worker;
         shared->worker.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel);
     }
