@@ -24,6 +24,28 @@ void warnUndecodable(const QString &mailbox, quint64 id, const QString &reason)
               static_cast<unsigned long long>(id), qPrintable(mailbox), qPrintable(reason));
 }
 
+DurableMailboxOptions checkedOptions(const DurableMailboxOptions &options)
+{
+    DurableMailboxOptions checked = options;
+    const DurableMailboxOptions defaults;
+    if (checked.capacity < 1 && checked.capacity != -1) {
+        qCWarning(lcDurableInternal, "DurableStore::mailbox: capacity must be >= 1 or -1, got %d; unbounded",
+                  checked.capacity);
+        checked.capacity = -1;
+    }
+    if (checked.maxMessageSize <= 0) {
+        qCWarning(lcDurableInternal, "DurableStore::mailbox: maxMessageSize must be > 0, got %lld; %lld",
+                  static_cast<long long>(checked.maxMessageSize), static_cast<long long>(defaults.maxMessageSize));
+        checked.maxMessageSize = defaults.maxMessageSize;
+    }
+    if (checked.maxRedeliveries < 0) {
+        qCWarning(lcDurableInternal, "DurableStore::mailbox: maxRedeliveries must be >= 0, got %d; %d",
+                  checked.maxRedeliveries, defaults.maxRedeliveries);
+        checked.maxRedeliveries = defaults.maxRedeliveries;
+    }
+    return checked;
+}
+
 DurableLog::DurableLog(std::shared_ptr<DurableEngine> engine, const QString &name, qint64 maxMessageSize,
                        int maxRedeliveries, std::vector<DurableStoredMessage> &stored)
     : m_engine(std::move(engine)), m_name(name), m_maxMessageSize(maxMessageSize)

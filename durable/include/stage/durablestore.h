@@ -34,14 +34,16 @@ STAGE_DURABLE_EXPORT const QLoggingCategory &lcDurable();
 /*! How a durable mailbox is made (DurableStore::mailbox()). */
 struct DurableMailboxOptions
 {
-    /*! The bound of the in-memory queue, >= 1, or -1 (the default) for unbounded. What the file
-        holds at open is injected whatever the capacity. */
+    /*! The bound of the in-memory queue, >= 1, or -1 (the default) for unbounded (anything else
+        is refused with a warning and means unbounded). What the file holds at open is injected
+        whatever the capacity. */
     int capacity = -1;
-    /*! The largest encoded message accepted, in bytes (default 1 MiB): a send of a larger one
-        fails with stage::JournalError and queues nothing. */
+    /*! The largest encoded message accepted, in bytes (default 1 MiB; <= 0 is refused with a
+        warning and means the default): a send of a larger one fails with stage::JournalError and
+        queues nothing. */
     qint64 maxMessageSize = 1024 * 1024;
-    /*! The mailbox's Mailbox::maxRedeliveries() (default 3), also applied at open to what a dead
-        process held. */
+    /*! The mailbox's Mailbox::maxRedeliveries() (default 3; negative is refused with a warning
+        and means 3), also applied at open to what a dead process held. */
     int maxRedeliveries = 3;
 };
 
@@ -183,10 +185,14 @@ inline std::shared_ptr<detail::DurableEngine> detail::DurableStoreAccess::engine
     return store.m_engine;
 }
 
-#ifndef STAGE_DURABLE_NO_MAILBOX
 namespace detail {
 STAGE_DURABLE_EXPORT void warnUndecodable(const QString &mailbox, quint64 id, const QString &reason);
+/* \a options with bad values replaced (capacity: unbounded; maxMessageSize: 1 MiB;
+   maxRedeliveries: 3), each with a warning. */
+STAGE_DURABLE_EXPORT DurableMailboxOptions checkedOptions(const DurableMailboxOptions &options);
 }
+
+#ifndef STAGE_DURABLE_NO_MAILBOX
 
 template<typename T>
 Mailbox<T> DurableStore::mailbox(const QString &name, const DurableMailboxOptions &options)
@@ -199,11 +205,12 @@ Mailbox<T> DurableStore::mailbox(const QString &name, const DurableMailboxOption
 {
     if (!codec.encode || !codec.decode)
         throw InvalidOperation("DurableStore::mailbox: the codec needs both encode and decode");
+    const DurableMailboxOptions checked = detail::checkedOptions(options);
     std::vector<detail::DurableStoredMessage> stored;
-    auto journal = std::make_shared<detail::DurableJournal<T>>(m_engine, name, options.maxMessageSize,
-                                                               options.maxRedeliveries, std::move(codec), stored);
-    Mailbox<T> box = detail::MailboxAccess::makeJournaled<T>(options.capacity < 1 ? -1 : options.capacity, journal);
-    box.setMaxRedeliveries(options.maxRedeliveries);
+    auto journal = std::make_shared<detail::DurableJournal<T>>(m_engine, name, checked.maxMessageSize,
+                                                               checked.maxRedeliveries, std::move(codec), stored);
+    Mailbox<T> box = detail::MailboxAccess::makeJournaled<T>(checked.capacity, journal);
+    box.setMaxRedeliveries(checked.maxRedeliveries);
     const auto core = detail::MailboxAccess::weakCore(box);
     for (auto &message : stored) {
         QString error;
