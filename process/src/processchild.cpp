@@ -94,6 +94,7 @@ private:
         m_input += m_socket->readAll();
         qsizetype pos = 0;
         quint64 lastDone = 0;
+        quint64 lastAcked = 0;
         while (!m_finished && m_input.size() - pos >= kHeaderSize + 1) {
             const quint32 length = qFromBigEndian<quint32>(m_input.constData() + pos);
             if (length < 1 || length > kChildMaxFrame) {
@@ -133,18 +134,29 @@ private:
                     m_output.append(*answer);
                 }
             } catch (const std::exception &e) {
-                fail(QString::fromUtf8(e.what()), lastDone);
+                fail(QString::fromUtf8(e.what()), lastDone != lastAcked ? lastDone : 0);
                 return;
             } catch (...) {
-                fail(QStringLiteral("an exception not derived from std::exception"), lastDone);
+                fail(QStringLiteral("an exception not derived from std::exception"), lastDone != lastAcked ? lastDone : 0);
                 return;
             }
             lastDone = id;
+            // A long read is acknowledged in parts, so the parent can refill the window while
+            // this child works on the rest.
+            if (++m_sinceAck == kAckEvery) {
+                m_sinceAck = 0;
+                appendAck(m_output, lastDone);
+                m_socket->write(m_output);
+                m_output.clear();
+                m_socket->flush();
+                lastAcked = lastDone;
+            }
         }
         m_input.remove(0, pos);
-        if (lastDone) {
+        if (lastDone && lastDone != lastAcked) {
             // The replies, then one acknowledgement for every message of this read: each one up
             // to lastDone.
+            m_sinceAck = 0;
             appendAck(m_output, lastDone);
             m_socket->write(m_output);
             m_output.clear();
@@ -172,6 +184,8 @@ private:
     QTimer m_heartbeat;
     QByteArray m_input;
     QByteArray m_payload;
+    static constexpr int kAckEvery = 128;
+    int m_sinceAck = 0;
     bool m_finished = false;
 };
 
