@@ -287,6 +287,10 @@ public:
     RedisClient(const RedisSettings &settings, const QString &redacted, const QString &parseError)
         : m_settings(settings), m_redacted(redacted), m_parseError(parseError)
     {
+        if (!m_parseError.isEmpty()) { // Failed at once for the getters; announced from the thread
+            m_state.store(int(RedisConnection::State::Failed));
+            m_error = m_parseError;
+        }
         m_thread = new QThread;
         m_thread->setObjectName(QStringLiteral("stage.redis"));
         m_home = new QObject;

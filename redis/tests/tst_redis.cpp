@@ -212,6 +212,8 @@ private Q_SLOTS:
     {
         QTest::ignoreMessage(QtWarningMsg, QRegularExpression(QStringLiteral("invalid Redis URL")));
         RedisConnection redis(QStringLiteral("http://secret@host"));
+        QCOMPARE(redis.state(), RedisConnection::State::Failed); // at once, before the thread starts
+        QVERIFY(redis.errorString().contains(QLatin1String("scheme")));
         QSignalSpy errors(&redis, &RedisConnection::errorOccurred);
         QTRY_COMPARE_WITH_TIMEOUT(errors.size(), 1, Timeout);
         QCOMPARE(redis.state(), RedisConnection::State::Failed);

@@ -43,4 +43,7 @@ step("configure consumer" ${CMAKE_COMMAND}
 step("build consumer" ${CMAKE_COMMAND} --build "${consumer_build}" -j2)
 step("run consumer" "${consumer_build}/stage-install-consumer")
 step("run qml consumer" ${CMAKE_COMMAND} -E env QT_QPA_PLATFORM=offscreen "${consumer_build}/stage-install-qml-consumer")
+if(EXISTS "${consumer_build}/stage-install-backends-consumer")
+    step("run backends consumer" "${consumer_build}/stage-install-backends-consumer")
+endif()
 message(STATUS "install_consumer: passed")
