@@ -868,6 +868,7 @@ public:
     /*! A null reference (see isNull()). */
     ActorRef() = default;
 
+    /*! True for a default-constructed reference, which names no actor: tell() and ask() on it fail (see there). Thread: any. */
     bool isNull() const noexcept { return !m_shared; }
     /*! The actor's objectName() (kept current), for messages; empty for a null reference. Thread: any. */
     QString name() const { return m_shared ? m_shared->name() : QString(); }
@@ -1140,6 +1141,7 @@ public:
         any thread.
     */
     int askTimeout() const;
+    /*! Sets askTimeout() (NOTIFY askTimeoutChanged()); < 1 is refused with a warning. Thread: the actor's. */
     void setAskTimeout(int milliseconds);
 
     /*! Asks dropped unprocessed when dequeued because their caller's timeout had passed. Thread: any. */
@@ -1149,6 +1151,7 @@ public:
     void setSize(int size);
 
 Q_SIGNALS:
+    /*! askTimeout() changed to \a milliseconds. */
     void askTimeoutChanged(int milliseconds);
     /*!
         The actor went down: emitted once per failed run (a handler or init threw, or the run was
@@ -1160,10 +1163,12 @@ Q_SIGNALS:
     void down(const QString &reason);
 
 protected:
+    /// \cond internal
     explicit ActorBase(QObject *parent = nullptr);
     const std::shared_ptr<detail::ActorShared> &sharedState() const noexcept { return m_shared; }
     /* Spawns the actor's run; false (with a warning) if already spawned. */
     bool spawnRun(WorkerFactory factory);
+    /// \endcond
 
 private:
     friend class detail::ActorShared;
@@ -1289,9 +1294,11 @@ public:
 
     /*! See Mailbox::maxRedeliveries(): how many failures a message survives (default 3). */
     int maxRedeliveries() const { return m_mailbox.maxRedeliveries(); }
+    /*! See Mailbox::setMaxRedeliveries(). Thread: any. */
     void setMaxRedeliveries(int count) { m_mailbox.setMaxRedeliveries(count); }
     /*! The dead letters (messages whose handler kept throwing), oldest first. */
     std::vector<DeadLetter<Envelope>> takeDeadLetters() const { return m_mailbox.takeDeadLetters(); }
+    /*! How many dead letters are kept now. Thread: any. */
     int deadLetterCount() const { return m_mailbox.deadLetterCount(); }
 
 private:
@@ -1415,6 +1422,8 @@ class STAGE_EXPORT Registry : public QObject
     Q_PROPERTY(int count READ count NOTIFY namesChanged)
 
 public:
+    /*! A registry for the subtree of \a parent (typically a Supervisor): lookups from a node
+        under \a parent find it first. Thread: the registry's QObject thread. */
     explicit Registry(QObject *parent = nullptr);
     ~Registry() override;
 

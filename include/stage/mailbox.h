@@ -38,7 +38,7 @@ class STAGE_EXPORT MailboxStatistics
     Q_PROPERTY(qint64 deadLettersDropped MEMBER deadLettersDropped)
 
 public:
-    qint64 queued = 0;       //!< messages accepted by a send
+    qint64 queued = 0;       //!< messages accepted by a send (journaled: and those the journal brought in)
     qint64 delivered = 0;    //!< deliveries handed to consumers (a redelivery counts again)
     qint64 acknowledged = 0; //!< deliveries acknowledged
     qint64 redelivered = 0;  //!< deliveries put back because their consumer failed or stopped
@@ -76,39 +76,41 @@ class STAGE_EXPORT MailboxBase : public QObject
 public:
     ~MailboxBase() override;
 
-    int count() const;
+    int count() const; //!< Messages queued now (not those held by consumers); NOTIFY countChanged(). Thread: any.
     /*! The capacity, or -1 for an unbounded mailbox. */
     int capacity() const;
-    bool isClosed() const;
-    int maxRedeliveries() const;
-    void setMaxRedeliveries(int count);
-    int deadLetterCount() const;
+    bool isClosed() const; //!< See Mailbox::isClosed(); NOTIFY closedChanged(). Thread: any.
+    int maxRedeliveries() const; //!< See Mailbox::maxRedeliveries(). Thread: any.
+    void setMaxRedeliveries(int count); //!< See Mailbox::setMaxRedeliveries(); NOTIFY maxRedeliveriesChanged().
+    int deadLetterCount() const; //!< Dead letters kept now; NOTIFY statisticsChanged(). Thread: any.
     /*! The reasons of the dead letters kept now, oldest first; they stay (see Mailbox::takeDeadLetters()). */
     QStringList deadLetterReasons() const;
     /*! See Mailbox::deadLetterLimit(). */
     int deadLetterLimit() const;
-    void setDeadLetterLimit(int limit);
-    MailboxStatistics statistics() const;
-    qint64 queued() const;
-    qint64 delivered() const;
-    qint64 acknowledged() const;
-    qint64 redelivered() const;
-    qint64 deadLettered() const;
-    qint64 deadLettersDropped() const;
+    void setDeadLetterLimit(int limit); //!< See Mailbox::setDeadLetterLimit(); NOTIFY deadLetterLimitChanged().
+    MailboxStatistics statistics() const; //!< All the counters at once (see MailboxStatistics). Thread: any.
+    qint64 queued() const; //!< MailboxStatistics::queued; NOTIFY statisticsChanged().
+    qint64 delivered() const; //!< MailboxStatistics::delivered; NOTIFY statisticsChanged().
+    qint64 acknowledged() const; //!< MailboxStatistics::acknowledged; NOTIFY statisticsChanged().
+    qint64 redelivered() const; //!< MailboxStatistics::redelivered; NOTIFY statisticsChanged().
+    qint64 deadLettered() const; //!< MailboxStatistics::deadLettered; NOTIFY statisticsChanged().
+    qint64 deadLettersDropped() const; //!< MailboxStatistics::deadLettersDropped; NOTIFY statisticsChanged().
 
     /*! Closes the mailbox (see Mailbox::close()). */
     Q_INVOKABLE void close();
 
 Q_SIGNALS:
-    void countChanged(int count);
-    void closedChanged(bool closed);
-    void statisticsChanged();
-    void maxRedeliveriesChanged(int count);
-    void deadLetterLimitChanged(int limit);
+    void countChanged(int count);          //!< count() changed (coalesced: see the class).
+    void closedChanged(bool closed);       //!< The mailbox was closed (coalesced).
+    void statisticsChanged();              //!< A counter or the dead letters changed (coalesced).
+    void maxRedeliveriesChanged(int count); //!< maxRedeliveries() changed to \a count.
+    void deadLetterLimitChanged(int limit); //!< deadLetterLimit() changed to \a limit.
 
 protected:
+    /// \cond internal
     bool event(QEvent *event) override;
     void connectNotify(const QMetaMethod &signal) override;
+    /// \endcond
 
 private:
     friend class detail::MailboxCoreBase;
@@ -146,12 +148,14 @@ template<typename T>
 class Delivery
 {
 public:
+    /*! Takes over \a other's message; \a other no longer owns one (isAcknowledged() is true for it). */
     Delivery(Delivery &&other) noexcept
         : m_core(std::move(other.m_core)), m_item(std::move(other.m_item)), m_worker(other.m_worker),
           m_uncaught(other.m_uncaught), m_destroyDepth(other.m_destroyDepth)
     {
         other.m_core.reset();
     }
+    /*! Releases the message held now (acknowledged, as by destruction), then takes over \a other's. */
     Delivery &operator=(Delivery &&other) noexcept
     {
         if (this != &other) {
@@ -167,12 +171,12 @@ public:
     }
     ~Delivery() { release(); }
 
-    T &value() noexcept { return m_item.value; }
-    const T &value() const noexcept { return m_item.value; }
-    T &operator*() noexcept { return m_item.value; }
-    const T &operator*() const noexcept { return m_item.value; }
-    T *operator->() noexcept { return &m_item.value; }
-    const T *operator->() const noexcept { return &m_item.value; }
+    T &value() noexcept { return m_item.value; }                   //!< The message (a consumer may modify it; a redelivery sees the change).
+    const T &value() const noexcept { return m_item.value; }       //!< The message.
+    T &operator*() noexcept { return m_item.value; }               //!< The message.
+    const T &operator*() const noexcept { return m_item.value; }   //!< The message.
+    T *operator->() noexcept { return &m_item.value; }             //!< The message's members.
+    const T *operator->() const noexcept { return &m_item.value; } //!< The message's members.
 
     /*! Acknowledges the message now: it will not be redelivered, whatever happens next. */
     void ack() noexcept
@@ -182,7 +186,7 @@ public:
             m_core.reset();
         }
     }
-    bool isAcknowledged() const noexcept { return !m_core; }
+    bool isAcknowledged() const noexcept { return !m_core; } //!< True once ack() was called (or the delivery was moved from).
     /*! How many times this message was handed to a consumer before this delivery. */
     int previousDeliveries() const noexcept { return int(m_item.deliveries) - 1; }
     /*! How many consumers failed while holding this message before. */
@@ -247,9 +251,9 @@ private:
 template<typename T>
 struct DeadLetter
 {
-    T value;
-    QString reason;
-    int failures = 0;
+    T value;          //!< the message, intact
+    QString reason;   //!< why its last consumer failed (the exception's what(), when known)
+    int failures = 0; //!< how many consumers failed while holding it
 };
 
 /*! The outcome of Mailbox::trySend() and Mailbox::sendBlocking(). */
@@ -524,6 +528,7 @@ public:
         (stage::JournalError), nothing queued.
     */
     SendStatus trySend(T &&value) const { return toStatus(m_core->tryPush(value)); }
+    /*! As trySend(T &&), with a copy of \a value. */
     SendStatus trySend(const T &value) const
     {
         T copy(value);
@@ -578,7 +583,7 @@ public:
     /*!
         True for a durable or distributed mailbox, made by Stage::Durable's stage::DurableStore or
         Stage::Redis: a journal keeps its messages outside the process's memory; false for
-        \c{Mailbox<T>(...)}, which is in memory only.
+        a Mailbox constructed directly, which is in memory only.
     */
     bool isJournaled() const { return m_core->isJournaled(); }
 
@@ -606,13 +611,13 @@ public:
 
     /*! Refuses further sends and wakes every waiter; queued messages stay receivable. Thread: any. */
     void close() const { m_core->close(); }
-    bool isClosed() const { return m_core->isClosed(); }
+    bool isClosed() const { return m_core->isClosed(); } //!< True once close() was called. Thread: any.
     /*! Messages queued now (not counting those held by consumers). */
     int count() const { return m_core->count(); }
     /*! The capacity, or -1 when unbounded. */
     int capacity() const { return m_core->capacity(); }
 
-    int maxRedeliveries() const { return m_core->maxRedeliveries(); }
+    int maxRedeliveries() const { return m_core->maxRedeliveries(); } //!< See setMaxRedeliveries(). Thread: any.
     /*! Failures a message survives before it is dead-lettered (default 3; negative: refused). Thread: any. */
     void setMaxRedeliveries(int count) const { m_core->changeMaxRedeliveries(count); }
 
@@ -638,7 +643,7 @@ public:
             letters.push_back(DeadLetter<T>{std::move(record.value), std::move(record.reason), record.failures});
         return letters;
     }
-    int deadLetterCount() const { return m_core->deadLetterCount(); }
+    int deadLetterCount() const { return m_core->deadLetterCount(); } //!< Dead letters kept now. Thread: any.
     /*! The most dead letters kept (default 1000). */
     int deadLetterLimit() const { return m_core->deadLetterLimit(); }
     /*!
@@ -650,7 +655,7 @@ public:
     */
     void setDeadLetterLimit(int limit) const { m_core->changeDeadLetterLimit(limit); }
 
-    MailboxStatistics statistics() const { return detail::statisticsOf(*m_core); }
+    MailboxStatistics statistics() const { return detail::statisticsOf(*m_core); } //!< The counters now. Thread: any.
     /*! The QObject side; null once it was deleted. */
     MailboxBase *object() const { return m_core->object(); }
 

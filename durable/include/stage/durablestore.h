@@ -133,7 +133,9 @@ public:
         the mailboxes keep it open (closed with the last of them). Never throws. */
     ~DurableStore() override;
 
+    /*! The file's name as given to the constructor. Thread: any. */
     QString fileName() const;
+    /*! How durable a commit is (fixed at construction). Thread: any. */
     Durability durability() const;
     /*! True while the file is usable. Thread: any. */
     bool isOpen() const;

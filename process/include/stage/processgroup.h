@@ -277,7 +277,7 @@ STAGE_PROCESS_EXPORT bool isProcessEntryRegistered(const QString &name);
 /*!
     Call this first in main(): \code if (auto code = stage::runChildProcess(argc, argv)) return *code; \endcode
 
-    In the parent (no \c --stage-process=<entry> argument) it returns std::nullopt at once and
+    In the parent (no \c --stage-process=\<entry\> argument) it returns std::nullopt at once and
     does nothing else. In a child started by a ProcessGroup it runs the entry point: it makes
     sure the child dies with its parent (Linux: PR_SET_PDEATHSIG, then a check that the parent
     is still the one that started it), creates the QCoreApplication, connects to the parent,
@@ -316,7 +316,7 @@ class ProcessGroupShared;
     A ProcessGroup is a stage::Group (a Node: state, statistics, restart type, backoff, restart
     intensity, shutdownTimeout, a supervisor's child, shown in SupervisionTreeModel) in which
     each worker run is one child process: the app's own binary
-    (QCoreApplication::applicationFilePath()) run again with \c --stage-process=<entry>.
+    (QCoreApplication::applicationFilePath()) run again with \c --stage-process=\<entry\>.
     A child that crashes, exits, drops its connection, hangs or never connects ends its worker
     run as a failure whose reason says how ("killed by signal 11", "exit code 3", "missed
     heartbeat (...)", "did not connect within 10000 ms", "protocol error: ..."), and the group
@@ -390,6 +390,7 @@ class STAGE_PROCESS_EXPORT ProcessGroup : public stage::Group
     Q_PROPERTY(qint64 processedMessages READ processedMessages NOTIFY statisticsChanged)
 
 public:
+    /*! An empty group of size 1 (see Group); nothing runs before spawn(). Thread: the creating one is the group's. */
     explicit ProcessGroup(QObject *parent = nullptr);
     /*! Shuts the group down, then waits (blocking) at most shutdownTimeout() for its children and kills the rest. */
     ~ProcessGroup() override;
@@ -415,7 +416,7 @@ public:
     QString entryPoint() const;
     /*! Messages a child may hold unacknowledged (>= 1; default 1). Raise it for throughput. */
     int maxInFlight() const;
-    void setMaxInFlight(int count);
+    void setMaxInFlight(int count); //!< < 1 is refused with a warning. NOTIFY maxInFlightChanged().
     /*!
         Keeps one spare child started ahead, connected and idle (default false), as Chromium keeps
         a spare renderer: a worker run that starts (the first ones, and each restart after a
@@ -426,15 +427,15 @@ public:
         nothing); a group that stops or fails drops its spare. Thread: the group's.
     */
     bool hasWarmSpare() const;
-    void setWarmSpare(bool on);
+    void setWarmSpare(bool on); //!< See hasWarmSpare(); NOTIFY warmSpareChanged().
     /*! True when the warm spare has connected, presented its secret and waits for work. */
     bool isSpareReady() const;
     /*! How long a child has to connect and present its secret, in ms (> 0; default 10000). */
     int connectTimeout() const;
-    void setConnectTimeout(int milliseconds);
+    void setConnectTimeout(int milliseconds); //!< < 1 is refused with a warning. NOTIFY connectTimeoutChanged().
     /*! The largest frame a child may send, in bytes (>= 1024; default 16 MiB). */
     int maxFrameSize() const;
-    void setMaxFrameSize(int bytes);
+    void setMaxFrameSize(int bytes); //!< < 1024 is refused with a warning. NOTIFY maxFrameSizeChanged().
 
     /*! Child processes alive now, including those asked to exit that have not yet. */
     int processCount() const;
@@ -446,11 +447,11 @@ public:
     QString serverName() const;
 
 Q_SIGNALS:
-    void entryPointChanged(const QString &entryPoint);
-    void maxInFlightChanged(int count);
-    void warmSpareChanged(bool on);
-    void connectTimeoutChanged(int milliseconds);
-    void maxFrameSizeChanged(int bytes);
+    void entryPointChanged(const QString &entryPoint); //!< spawn() set entryPoint().
+    void maxInFlightChanged(int count);               //!< maxInFlight() changed.
+    void warmSpareChanged(bool on);                   //!< hasWarmSpare() changed.
+    void connectTimeoutChanged(int milliseconds);     //!< connectTimeout() changed.
+    void maxFrameSizeChanged(int bytes);              //!< maxFrameSize() changed.
 
 private:
     friend class ProcessGroupShared;

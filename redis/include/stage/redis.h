@@ -98,6 +98,7 @@ struct RedisMailboxOptions
 template<typename T>
 struct RedisCodec
 {
+    /*! The bytes sent for \a value (QDataStream, Qt 6.0 format). Throw to refuse it (the send fails). */
     static QByteArray encode(const T &value)
     {
         QByteArray bytes;
@@ -106,6 +107,7 @@ struct RedisCodec
         out << value;
         return bytes;
     }
+    /*! \a bytes back as a T; std::nullopt (or a throw) when they cannot be decoded: the entry is dead-lettered. */
     static std::optional<T> decode(const QByteArray &bytes)
     {
         QDataStream in(bytes);
@@ -313,6 +315,7 @@ class STAGE_REDIS_EXPORT RedisConnection : public QObject
     Q_PROPERTY(int connectAttempts READ connectAttempts NOTIFY stateChanged)
 
 public:
+    /*! Where the connection stands (state()). */
     enum class State {
         Connecting,   //!< the first attempt is under way
         Connected,    //!< connected and authenticated
@@ -327,6 +330,7 @@ public:
     explicit RedisConnection(const RedisSettings &settings, QObject *parent = nullptr);
     ~RedisConnection() override;
 
+    /*! Where the connection stands now (NOTIFY stateChanged()). Thread: any (the live value). */
     State state() const;
     /*! The last error (empty before any); stays until the next error. Never contains a password. */
     QString errorString() const;
@@ -389,7 +393,9 @@ public:
     }
 
 Q_SIGNALS:
+    /*! state() changed to \a state. */
     void stateChanged(stage::RedisConnection::State state);
+    /*! errorString() changed to \a errorString. */
     void errorStringChanged(const QString &errorString);
     /*! A new error (\a message as errorString()). Emitted once per loss, not per retry. */
     void errorOccurred(const QString &message);
