@@ -1,9 +1,9 @@
 // W8: a durable queue through stage::DurableStore (Stage::Durable), as ../shared/peers/WORKLOADS.md
 // describes it and the sqlite peer measures its ceiling.
 //
-//   msgs_per_s  1 producer std::thread sends 200,000 messages (a W8Message: a sequence number and
+//   msgs_per_s  1 producer std::thread sends 200,000 messages (a Message: a sequence number and
 //               64 payload bytes, encoded by the default QDataStream codec) into a durable
-//               Mailbox<W8Message> kept in one file on local disk (WAL, synchronous=NORMAL: the
+//               Mailbox<Message> kept in one file on local disk (WAL, synchronous=NORMAL: the
 //               store's default). It keeps at most 1,024 sends in flight: trySend() 1,024, then
 //               flushBlocking() until they are committed (as the peer's transactions of 1,024).
 //               1 consumer coroutine on the main thread receives and acknowledges each message,
@@ -17,6 +17,7 @@
 // The file lives in a fresh directory under ${PEERS_DISK_DIR:-/var/tmp}, as the peer's (/tmp may
 // be tmpfs), removed afterwards.
 #include "bench.h"
+#include "queueworkload.h"
 
 #include <stage/durablestore.h>
 #include <stage/stage.h>
@@ -31,40 +32,8 @@
 
 namespace {
 
-constexpr quint64 kMessages = 200'000;
-constexpr quint64 kInFlight = 1'024;
-constexpr int kPayloadSize = 64;
-
-struct W8Message
-{
-    quint64 seq = 0;
-    QByteArray payload;
-    friend QDataStream &operator<<(QDataStream &s, const W8Message &m) { return s << m.seq << m.payload; }
-    friend QDataStream &operator>>(QDataStream &s, W8Message &m) { return s >> m.seq >> m.payload; }
-};
-
-QByteArray payloadOf(quint64 seq)
-{
-    QByteArray p(kPayloadSize, Qt::Uninitialized);
-    for (int i = 0; i < kPayloadSize; ++i)
-        p[i] = char(seq * 131 + quint64(i));
-    return p;
-}
-
-QCoro::Task<quint64> consume(stage::Mailbox<W8Message> box)
-{
-    quint64 last = 0;
-    while (last < kMessages) {
-        auto message = co_await box.receive();
-        if (message->seq != last + 1)
-            qFatal("W8: received %llu after %llu", static_cast<unsigned long long>(message->seq),
-                   static_cast<unsigned long long>(last));
-        if (message->payload != payloadOf(message->seq))
-            qFatal("W8: payload of %llu", static_cast<unsigned long long>(message->seq));
-        last = message->seq;
-    } // each acknowledged by the next iteration (the last by the frame's end)
-    co_return last;
-}
+using bench::queue::Message;
+using bench::queue::kMessages;
 
 std::vector<bench::Figure> run()
 {
@@ -77,32 +46,18 @@ std::vector<bench::Figure> run()
     double seconds = 0;
     double rowsPerMessage = 0;
     {
-        stage::Mailbox<W8Message> box = store.mailbox<W8Message>(QStringLiteral("w8"));
+        stage::Mailbox<Message> box = store.mailbox<Message>(QStringLiteral("w8"));
         QElapsedTimer timer;
         timer.start();
-        std::thread producer([box] {
-            for (quint64 seq = 1; seq <= kMessages;) {
-                const quint64 end = std::min(seq + kInFlight, kMessages + 1);
-                for (; seq < end; ++seq) {
-                    if (box.trySend(W8Message{seq, payloadOf(seq)}) != stage::SendStatus::Sent)
-                        qFatal("W8: trySend refused");
-                }
-                if (!box.flushBlocking(std::chrono::minutes(2)))
-                    qFatal("W8: sends not committed within 2 minutes");
-            }
-        });
-        const quint64 last = stage::waitFor(consume(box), std::chrono::minutes(5));
+        bench::queue::produceAndConsume(box, "W8");
         if (!store.flushBlocking(std::chrono::minutes(2))) // the acknowledgements are durable
             qFatal("W8: acknowledgements not committed");
         seconds = double(timer.nsecsElapsed()) / 1e9;
-        producer.join();
-        if (last != kMessages || box.count() != 0)
-            qFatal("W8: %llu received, %d left", static_cast<unsigned long long>(last), box.count());
         rowsPerMessage = double(store.rowsWritten()) / double(kMessages);
     }
     // Nothing may be left in the file: a reopen finds the mailbox empty.
     {
-        stage::Mailbox<W8Message> again = store.mailbox<W8Message>(QStringLiteral("w8"));
+        stage::Mailbox<Message> again = store.mailbox<Message>(QStringLiteral("w8"));
         if (again.count() != 0 || again.deadLetterCount() != 0)
             qFatal("W8: %d messages left in the file", again.count());
     }

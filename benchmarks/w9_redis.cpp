@@ -1,9 +1,9 @@
 // W9: a distributed queue through a Redis mailbox (Stage::Redis), as ../shared/peers/WORKLOADS.md
 // describes it and the redis peer measures its ceiling.
 //
-//   msgs_per_s  1 producer std::thread sends 200,000 messages (a W9Message: a sequence number and
+//   msgs_per_s  1 producer std::thread sends 200,000 messages (a Message: a sequence number and
 //               64 payload bytes, encoded by the default QDataStream codec) into a
-//               Mailbox<W9Message> kept in a Redis stream (RedisConnection::mailbox). It keeps at
+//               Mailbox<Message> kept in a Redis stream (RedisConnection::mailbox). It keeps at
 //               most 1,024 sends in flight: trySend() 1,024, then flushBlocking() until Redis has
 //               acknowledged every XADD. 1 consumer coroutine on the main thread receives and
 //               acknowledges each message (XREADGROUP in the mailbox's consumer group, XACK),
@@ -15,6 +15,7 @@
 // The benchmark starts its own redis-server (unix socket in a fresh temp directory, no RDB, no
 // AOF: as the peer) once per process and stops it at exit; each run uses a new stream.
 #include "bench.h"
+#include "queueworkload.h"
 
 #include "redisserver.h" // redis/tests: the tests' own redis-server
 
@@ -30,40 +31,8 @@
 
 namespace {
 
-constexpr quint64 kMessages = 200'000;
-constexpr quint64 kInFlight = 1'024;
-constexpr int kPayloadSize = 64;
-
-struct W9Message
-{
-    quint64 seq = 0;
-    QByteArray payload;
-    friend QDataStream &operator<<(QDataStream &s, const W9Message &m) { return s << m.seq << m.payload; }
-    friend QDataStream &operator>>(QDataStream &s, W9Message &m) { return s >> m.seq >> m.payload; }
-};
-
-QByteArray payloadOf(quint64 seq)
-{
-    QByteArray p(kPayloadSize, Qt::Uninitialized);
-    for (int i = 0; i < kPayloadSize; ++i)
-        p[i] = char(seq * 131 + quint64(i));
-    return p;
-}
-
-QCoro::Task<quint64> consume(stage::Mailbox<W9Message> box)
-{
-    quint64 last = 0;
-    while (last < kMessages) {
-        auto message = co_await box.receive();
-        if (message->seq != last + 1)
-            qFatal("W9: received %llu after %llu", static_cast<unsigned long long>(message->seq),
-                   static_cast<unsigned long long>(last));
-        if (message->payload != payloadOf(message->seq))
-            qFatal("W9: payload of %llu", static_cast<unsigned long long>(message->seq));
-        last = message->seq;
-    } // each acknowledged by the next iteration (the last by the frame's end)
-    co_return last;
-}
+using bench::queue::Message;
+using bench::queue::kMessages;
 
 stagetest::RedisServer &server()
 {
@@ -89,27 +58,13 @@ std::vector<bench::Figure> run()
     {
         stage::RedisMailboxOptions options;
         options.prefetch = 1024;
-        stage::Mailbox<W9Message> box = redis.mailbox<W9Message>(QString::fromLatin1(stream), options);
+        stage::Mailbox<Message> box = redis.mailbox<Message>(QString::fromLatin1(stream), options);
         QElapsedTimer timer;
         timer.start();
-        std::thread producer([box] {
-            for (quint64 seq = 1; seq <= kMessages;) {
-                const quint64 end = std::min(seq + kInFlight, kMessages + 1);
-                for (; seq < end; ++seq) {
-                    if (box.trySend(W9Message{seq, payloadOf(seq)}) != stage::SendStatus::Sent)
-                        qFatal("W9: trySend refused");
-                }
-                if (!box.flushBlocking(std::chrono::minutes(2)))
-                    qFatal("W9: sends not acknowledged by Redis within 2 minutes");
-            }
-        });
-        const quint64 last = stage::waitFor(consume(box), std::chrono::minutes(5));
+        bench::queue::produceAndConsume(box, "W9");
         if (!redis.flushBlocking(std::chrono::minutes(2))) // the last XACKs are answered
             qFatal("W9: acknowledgements not answered");
         seconds = double(timer.nsecsElapsed()) / 1e9;
-        producer.join();
-        if (last != kMessages || box.count() != 0)
-            qFatal("W9: %llu received, %d left", static_cast<unsigned long long>(last), box.count());
     }
     // Everything was read by the group and acknowledged.
     const auto pending = server().command({"XPENDING", stream, "stage"});
