@@ -346,6 +346,36 @@ private Q_SLOTS:
         QCOMPARE(store.rowsWritten(), 1);
     }
 
+    void oversizedStoredMessage_isDeadLetteredAtOpen()
+    {
+        {
+            DurableStore store(m_file);
+            Mailbox<QByteArray> box = store.mailbox<QByteArray>(QStringLiteral("m"));
+            QCOMPARE(box.sendBlocking(QByteArray(200, 'x')), stage::SendStatus::Sent);
+            QCOMPARE(box.sendBlocking(QByteArray(20, 'y')), stage::SendStatus::Sent);
+        }
+        { // reopened with a lower limit: the large one is kept as a dead letter, never delivered
+            DurableStore store(m_file);
+            DurableMailboxOptions options;
+            options.maxMessageSize = 100;
+            Mailbox<QByteArray> box = store.mailbox<QByteArray>(QStringLiteral("m"), options);
+            QCOMPARE(box.count(), 1);
+            QCOMPARE(box.tryReceive()->value(), QByteArray(20, 'y'));
+            QCOMPARE(box.deadLetterCount(), 1);
+            QVERIFY2(box.object()->deadLetterReasons().value(0).startsWith(
+                         QStringLiteral("the stored message is larger than the limit (")),
+                     qPrintable(box.object()->deadLetterReasons().value(0)));
+            QVERIFY(store.flushBlocking(10s));
+        }
+        DurableStore store(m_file); // the dead letter stays one across opens, with its reason
+        Mailbox<QByteArray> box = store.mailbox<QByteArray>(QStringLiteral("m"));
+        QCOMPARE(box.count(), 0);
+        const auto letters = box.takeDeadLetters();
+        QCOMPARE(int(letters.size()), 1);
+        QCOMPARE(letters[0].value, QByteArray(200, 'x'));
+        QVERIFY(letters[0].reason.contains(QStringLiteral("larger than the limit")));
+    }
+
     void twoMailboxes_oneFile()
     {
         {

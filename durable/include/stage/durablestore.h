@@ -226,6 +226,15 @@ Mailbox<T> DurableStore::mailbox(const QString &name, const DurableMailboxOption
                 detail::warnUndecodable(name, message.id, reason);
             continue;
         }
+        if (!message.dead && message.body.size() > checked.maxMessageSize) {
+            // Stored under a larger limit (or by another build): kept, but not handed to a consumer.
+            const QString reason = QStringLiteral("the stored message is larger than the limit (%1 > %2 bytes)")
+                                       .arg(message.body.size())
+                                       .arg(checked.maxMessageSize);
+            journal->log().deadLettered(message.id, message.failures, reason);
+            detail::MailboxAccess::injectDeadLetter<T>(core, std::move(*value), message.id, message.failures, reason);
+            continue;
+        }
         if (message.dead)
             detail::MailboxAccess::injectDeadLetter<T>(core, std::move(*value), message.id, message.failures,
                                                        message.reason);
