@@ -8,7 +8,7 @@ set style histogram clustered gap 1.5
 set style fill solid 0.9 border -1
 set boxwidth 0.9
 set logscale y 10
-set yrange [0.01:1.6]
+set yrange [0.001:1.6]
 set ytics ('1' 1, '0.5' 0.5, '0.2' 0.2, '0.1' 0.1, '0.05' 0.05, '0.02' 0.02, '0.01' 0.01, '0.005' 0.005, '0.002' 0.002, '0.001' 0.001, '0.0001' 0.0001)
 set ylabel 'value relative to the fastest (log scale)'
 set grid ytics lc rgb '#dddddd'
